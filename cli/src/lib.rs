@@ -1,0 +1,1 @@
+//! trove-cli (in progress).

@@ -1,0 +1,279 @@
+//! The version graph as salsa queries.
+//!
+//! Inputs are set at this boundary and nowhere else: op and resource
+//! definitions (code version, config digest, environment digest, wiring) at
+//! `Durability::HIGH`, source data versions and the data versions learnt from
+//! executed or memoized steps at `Durability::LOW`. Tracked functions are pure
+//! and return `Copy + Eq` values, so salsa's backdating gives early cutoff
+//! inside the version graph: a re-run that reproduces an output's bytes sets
+//! the same data version, and nothing below re-executes.
+//!
+//! The database is `Send` but not `Sync` (see `facts.md`): only the thread
+//! that owns the [`VersionGraph`] queries it; workers never hold a handle, so
+//! setters never block.
+
+use std::sync::{Arc, Mutex};
+
+use salsa::{Durability, Setter};
+
+use crate::version::encode::{
+    InputContribution, OpVersionEncoder, compute_output_version, compute_resource_version,
+};
+use crate::version::{CodeVersion, DataVersion, Digest, ResourceVersion};
+
+/// The salsa database of versions.
+#[salsa::db]
+#[derive(Clone, Default)]
+pub struct VersionDb {
+    storage: salsa::Storage<Self>,
+    log: Arc<Mutex<Option<Vec<String>>>>,
+}
+
+#[salsa::db]
+impl salsa::Database for VersionDb {}
+
+impl VersionDb {
+    /// A database that records the name of every tracked function it
+    /// executes, for incrementality tests (see [`VersionDb::take_log`]).
+    pub fn with_execution_log() -> VersionDb {
+        let log: Arc<Mutex<Option<Vec<String>>>> = Arc::new(Mutex::new(Some(Vec::new())));
+        let sink = Arc::clone(&log);
+        let storage = salsa::Storage::new(Some(Box::new(move |event: salsa::Event| {
+            if let salsa::EventKind::WillExecute { database_key } = event.kind
+                && let Ok(mut guard) = sink.lock()
+                && let Some(entries) = guard.as_mut()
+            {
+                entries.push(format!("{database_key:?}"));
+            }
+        })));
+        VersionDb { storage, log }
+    }
+
+    /// Takes the executions recorded since the last call (empty unless made
+    /// with [`VersionDb::with_execution_log`]).
+    pub fn take_log(&self) -> Vec<String> {
+        self.log.lock().ok().and_then(|mut g| g.as_mut().map(std::mem::take)).unwrap_or_default()
+    }
+}
+
+/// A resource in the version graph.
+#[salsa::input(debug)]
+pub struct ResourceNode {
+    /// The resource's name.
+    #[returns(ref)]
+    pub name: String,
+    /// Its code version (`None`: unversioned).
+    #[returns(copy)]
+    pub code: Option<CodeVersion>,
+    /// Its canonical config digest.
+    #[returns(copy)]
+    pub config: Digest,
+    /// The resources it depends on, sorted by name.
+    #[returns(ref)]
+    pub depends_on: Vec<ResourceNode>,
+}
+
+/// A source whose data version the caller supplies.
+#[salsa::input(debug)]
+pub struct SourceNode {
+    /// Its data version (`None` until supplied).
+    #[returns(copy)]
+    pub data: Option<DataVersion>,
+}
+
+/// The data version of one op output, learnt from the store or from a run.
+#[salsa::input(debug)]
+pub struct OutputSlot {
+    /// `None` while the output's bytes are not known.
+    #[returns(copy)]
+    pub data: Option<DataVersion>,
+}
+
+/// Where an op input is wired, in the version graph.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum InputNodeEdge {
+    /// A source.
+    Source(SourceNode),
+    /// An upstream output.
+    Output {
+        /// The upstream op.
+        op: OpNode,
+        /// The upstream output's name.
+        output: String,
+        /// Its data version slot.
+        slot: OutputSlot,
+    },
+}
+
+/// One input of an op node.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct InputNode {
+    /// The input's name.
+    pub name: String,
+    /// The workspace path it is read at.
+    pub path: Option<String>,
+    /// Its wiring.
+    pub edge: InputNodeEdge,
+}
+
+/// An op in the version graph.
+#[salsa::input(debug)]
+pub struct OpNode {
+    /// The op's code version (`None`: unversioned).
+    #[returns(copy)]
+    pub code: Option<CodeVersion>,
+    /// Its canonical config digest.
+    #[returns(copy)]
+    pub config: Digest,
+    /// The digest of its declared environment's values.
+    #[returns(copy)]
+    pub env: Digest,
+    /// The digest of its output names and paths.
+    #[returns(copy)]
+    pub outputs: Digest,
+    /// Lineage mode: inputs contribute upstream output versions.
+    #[returns(copy)]
+    pub lineage: bool,
+    /// Required resources, sorted by name.
+    #[returns(ref)]
+    pub resources: Vec<ResourceNode>,
+    /// Inputs, sorted by name.
+    #[returns(ref)]
+    pub inputs: Vec<InputNode>,
+}
+
+/// The state of an op's version.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OpVersion {
+    /// Known.
+    Versioned(Digest),
+    /// The op (or a resource it requires, or in lineage mode an upstream) is
+    /// unversioned: it always runs.
+    Unversioned,
+    /// Early cutoff: an upstream output's data version is not known yet.
+    Waiting,
+}
+
+/// The version of a resource: its code version, config and the versions of
+/// the resources it depends on. `None` if it or a dependency is unversioned.
+#[salsa::tracked(returns(copy))]
+pub fn resource_version(
+    db: &dyn salsa::Database,
+    resource: ResourceNode,
+) -> Option<ResourceVersion> {
+    let code = resource.code(db)?;
+    let deps = resource.depends_on(db);
+    let mut versions = Vec::with_capacity(deps.len());
+    for dep in deps {
+        versions.push((dep.name(db).as_str(), resource_version(db, *dep)?));
+    }
+    Some(compute_resource_version(code, resource.config(db), &versions))
+}
+
+/// The version of an op: code version, config, environment, output list,
+/// required resource versions and each input's contribution (see
+/// [`crate::version`]). Output versions derive from it with
+/// [`output_version`].
+#[salsa::tracked(returns(copy))]
+pub fn op_version(db: &dyn salsa::Database, op: OpNode) -> OpVersion {
+    let Some(code) = op.code(db) else {
+        return OpVersion::Unversioned;
+    };
+    let mut encoder = OpVersionEncoder::new(code, op.config(db), op.env(db), op.outputs(db));
+    let resources = op.resources(db);
+    encoder.resources(resources.len());
+    for resource in resources {
+        match resource_version(db, *resource) {
+            Some(version) => encoder.resource(resource.name(db), version),
+            None => return OpVersion::Unversioned,
+        }
+    }
+    let lineage = op.lineage(db);
+    let inputs = op.inputs(db);
+    encoder.inputs(inputs.len());
+    let mut waiting = false;
+    for input in inputs {
+        let contribution = match &input.edge {
+            InputNodeEdge::Source(source) => match source.data(db) {
+                Some(data) => InputContribution::Source(data),
+                None => {
+                    waiting = true;
+                    continue;
+                }
+            },
+            InputNodeEdge::Output { op: upstream, output, slot } => {
+                if lineage {
+                    match op_version(db, *upstream) {
+                        OpVersion::Versioned(v) => {
+                            InputContribution::Lineage(compute_output_version(v, output))
+                        }
+                        OpVersion::Unversioned => return OpVersion::Unversioned,
+                        OpVersion::Waiting => {
+                            waiting = true;
+                            continue;
+                        }
+                    }
+                } else {
+                    match slot.data(db) {
+                        Some(data) => InputContribution::Data(data),
+                        None => {
+                            waiting = true;
+                            continue;
+                        }
+                    }
+                }
+            }
+        };
+        encoder.input(&input.name, input.path.as_deref(), contribution);
+    }
+    if waiting { OpVersion::Waiting } else { OpVersion::Versioned(encoder.finish()) }
+}
+
+pub use crate::version::encode::compute_output_version as output_version;
+
+/// Owns the database and the handles of every node of one job.
+pub struct VersionGraph {
+    pub(crate) db: VersionDb,
+    pub(crate) ops: Vec<OpNode>,
+    pub(crate) slots: Vec<Vec<OutputSlot>>,
+    /// What the slots hold, mirrored so unchanged values are never set
+    /// (a set always starts a new revision).
+    pub(crate) slot_data: Vec<Vec<Option<DataVersion>>>,
+    pub(crate) sources: Vec<SourceNode>,
+    pub(crate) source_data: Vec<Option<DataVersion>>,
+    pub(crate) resources: Vec<ResourceNode>,
+}
+
+impl VersionGraph {
+    /// Sets an output slot's data version if it differs.
+    pub(crate) fn set_slot(&mut self, step: usize, output: usize, data: Option<DataVersion>) {
+        if self.slot_data[step][output] != data {
+            self.slot_data[step][output] = data;
+            self.slots[step][output]
+                .set_data(&mut self.db)
+                .with_durability(Durability::LOW)
+                .to(data);
+        }
+    }
+
+    /// Sets a source's data version if it differs.
+    pub(crate) fn set_source(&mut self, source: usize, data: DataVersion) {
+        if self.source_data[source] != Some(data) {
+            self.source_data[source] = Some(data);
+            self.sources[source]
+                .set_data(&mut self.db)
+                .with_durability(Durability::LOW)
+                .to(Some(data));
+        }
+    }
+
+    /// The version of a step.
+    pub(crate) fn op_version(&self, step: usize) -> OpVersion {
+        op_version(&self.db, self.ops[step])
+    }
+
+    /// The version of a resource.
+    pub(crate) fn resource_version(&self, resource: usize) -> Option<ResourceVersion> {
+        resource_version(&self.db, self.resources[resource])
+    }
+}

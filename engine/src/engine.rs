@@ -1,0 +1,381 @@
+//! [`Engine`]: a job loaded into the version graph, ready to plan and run.
+//!
+//! The engine is the boundary where the caller's world (source data
+//! versions, environment values, edits) becomes salsa inputs. A short-lived
+//! process builds one per run; a long-lived one (an embedding tool, a future
+//! `trove watch`) keeps it and applies edits, so replanning costs what the
+//! edit touches.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use salsa::{Durability, Setter};
+use serde_json::Value;
+
+use crate::db::{
+    InputNode, InputNodeEdge, OpNode, OpVersion, OutputSlot, ResourceNode, SourceNode, VersionDb,
+    VersionGraph,
+};
+use crate::error::PlanError;
+use crate::job::{InputEdge, InputFrom, Job, StepIdx, VersionMode};
+use crate::trace::{CodeComponent, InputComponent, ResourceComponent, VersionComponents};
+use crate::version::encode::{
+    compute_env_digest, compute_output_version, compute_outputs_digest,
+    compute_unversioned_op_version,
+};
+use crate::version::{
+    CodeVersion, DataVersion, Digest, OutputVersion, SCHEME_VERSION, config_digest,
+};
+
+/// A job loaded into the version graph.
+pub struct Engine {
+    pub(crate) job: Job,
+    pub(crate) graph: VersionGraph,
+    pub(crate) code_versions: Vec<Option<CodeVersion>>,
+    pub(crate) env_values: BTreeMap<String, Option<String>>,
+}
+
+fn canonical_json(value: &Value) -> String {
+    // serde_json's default map is sorted, so this text is canonical.
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+impl Engine {
+    /// Loads a job with a fresh version database.
+    pub fn new(job: Job) -> Engine {
+        Engine::with_db(job, VersionDb::default())
+    }
+
+    /// Loads a job into the given database (for example one made with
+    /// [`VersionDb::with_execution_log`]).
+    pub fn with_db(job: Job, db: VersionDb) -> Engine {
+        let strategy = Arc::clone(&job.inner.strategy);
+        let mut resources: Vec<ResourceNode> = Vec::with_capacity(job.resources().len());
+        for (idx, res) in job.resources().iter().enumerate() {
+            let deps: Vec<ResourceNode> =
+                job.resource_dependencies(idx).iter().map(|&d| resources[d]).collect();
+            let node = ResourceNode::builder(
+                res.name().to_owned(),
+                strategy.resource_code_version(res),
+                config_digest(res.config_value()),
+                deps,
+            )
+            .durability(Durability::HIGH)
+            .new(&db);
+            resources.push(node);
+        }
+        let sources: Vec<SourceNode> = job
+            .sources()
+            .iter()
+            .map(|_| SourceNode::builder(None).durability(Durability::LOW).new(&db))
+            .collect();
+        let lineage = job.mode() == VersionMode::Lineage;
+        let env_values = BTreeMap::new();
+        let mut ops: Vec<OpNode> = Vec::with_capacity(job.len());
+        let mut slots: Vec<Vec<OutputSlot>> = Vec::with_capacity(job.len());
+        let mut code_versions = Vec::with_capacity(job.len());
+        for (idx, op) in job.steps().iter().enumerate() {
+            let step_slots: Vec<OutputSlot> = op
+                .outputs()
+                .iter()
+                .map(|_| OutputSlot::builder(None).durability(Durability::LOW).new(&db))
+                .collect();
+            let inputs: Vec<InputNode> = job
+                .input_edges(idx)
+                .iter()
+                .map(|&(input_idx, edge)| {
+                    let spec = &op.inputs()[input_idx];
+                    let edge = match edge {
+                        InputEdge::Source(s) => InputNodeEdge::Source(sources[s]),
+                        InputEdge::Output(up, out) => InputNodeEdge::Output {
+                            op: ops[up],
+                            output: job.step(up).outputs()[out].name.clone(),
+                            slot: slots[up][out],
+                        },
+                    };
+                    InputNode { name: spec.name.clone(), path: spec.path.clone(), edge }
+                })
+                .collect();
+            let code = strategy.op_code_version(op);
+            code_versions.push(code);
+            let node = OpNode::builder(
+                code,
+                config_digest(op.config_value()),
+                env_digest(op.env_names(), &env_values),
+                outputs_digest(&job, idx),
+                lineage,
+                job.step_resources(idx).iter().map(|&r| resources[r]).collect(),
+                inputs,
+            )
+            .durability(Durability::HIGH)
+            .new(&db);
+            ops.push(node);
+            slots.push(step_slots);
+        }
+        let slot_data = slots.iter().map(|s| vec![None; s.len()]).collect();
+        let source_data = vec![None; sources.len()];
+        Engine {
+            job,
+            graph: VersionGraph { db, ops, slots, slot_data, sources, source_data, resources },
+            code_versions,
+            env_values,
+        }
+    }
+
+    /// The loaded job.
+    pub fn job(&self) -> &Job {
+        &self.job
+    }
+
+    /// The version database (tests inspect its execution log).
+    pub fn db(&self) -> &VersionDb {
+        &self.graph.db
+    }
+
+    /// Supplies a source's data version. Every source must be supplied
+    /// before planning.
+    pub fn set_source(&mut self, name: &str, data: DataVersion) -> Result<(), PlanError> {
+        let idx = self
+            .job
+            .inner
+            .source_index
+            .get(name)
+            .copied()
+            .ok_or_else(|| PlanError::UnknownSource { source_name: name.to_owned() })?;
+        self.graph.set_source(idx, data);
+        Ok(())
+    }
+
+    /// Supplies the value of an environment variable (`None`: unset). Only
+    /// ops that declare it see it, and only their versions change.
+    pub fn set_env(&mut self, name: &str, value: Option<String>) {
+        if self.env_values.get(name) == Some(&value) {
+            return;
+        }
+        self.env_values.insert(name.to_owned(), value);
+        for idx in 0..self.job.len() {
+            let op = self.job.step(idx);
+            if op.env_names().iter().any(|n| n == name) {
+                let digest = env_digest(op.env_names(), &self.env_values);
+                self.graph.ops[idx].set_env(&mut self.graph.db).to(digest);
+            }
+        }
+    }
+
+    /// Replaces a step's config; only versions that depend on it change.
+    pub fn set_config(&mut self, step: &str, config: Value) -> Result<(), PlanError> {
+        let idx = self.step_idx(step)?;
+        let digest = config_digest(&config);
+        Arc::make_mut(&mut self.job.inner).steps[idx].config = config;
+        self.graph.ops[idx].set_config(&mut self.graph.db).to(digest);
+        Ok(())
+    }
+
+    /// Replaces a step's explicit code version string and re-asks the
+    /// strategy for its code version.
+    pub fn set_code_version(
+        &mut self,
+        step: &str,
+        version: Option<String>,
+    ) -> Result<(), PlanError> {
+        let idx = self.step_idx(step)?;
+        let inner = Arc::make_mut(&mut self.job.inner);
+        inner.steps[idx].code.explicit = version;
+        let code = inner.strategy.op_code_version(&inner.steps[idx]);
+        self.code_versions[idx] = code;
+        self.graph.ops[idx].set_code(&mut self.graph.db).to(code);
+        Ok(())
+    }
+
+    /// Replaces a resource's config.
+    pub fn set_resource_config(&mut self, resource: &str, config: Value) -> Result<(), PlanError> {
+        let idx = self
+            .job
+            .resource_index(resource)
+            .ok_or_else(|| PlanError::UnknownResource { resource: resource.to_owned() })?;
+        let digest = config_digest(&config);
+        Arc::make_mut(&mut self.job.inner).resources[idx].config = config;
+        self.graph.resources[idx].set_config(&mut self.graph.db).to(digest);
+        Ok(())
+    }
+
+    /// Replaces a resource's explicit code version string.
+    pub fn set_resource_code_version(
+        &mut self,
+        resource: &str,
+        version: Option<String>,
+    ) -> Result<(), PlanError> {
+        let idx = self
+            .job
+            .resource_index(resource)
+            .ok_or_else(|| PlanError::UnknownResource { resource: resource.to_owned() })?;
+        let inner = Arc::make_mut(&mut self.job.inner);
+        inner.resources[idx].code.explicit = version;
+        let code = inner.strategy.resource_code_version(&inner.resources[idx]);
+        self.graph.resources[idx].set_code(&mut self.graph.db).to(code);
+        Ok(())
+    }
+
+    pub(crate) fn step_idx(&self, step: &str) -> Result<StepIdx, PlanError> {
+        self.job.step_index(step).ok_or_else(|| PlanError::UnknownStep { step: step.to_owned() })
+    }
+
+    /// The version of every output of a step that is known now (all inputs'
+    /// versions known), in declaration order; `None` while waiting or for an
+    /// unversioned step.
+    pub fn output_versions(&self, step: &str) -> Result<Option<Vec<OutputVersion>>, PlanError> {
+        let idx = self.step_idx(step)?;
+        Ok(match self.graph.op_version(idx) {
+            OpVersion::Versioned(v) => Some(self.output_versions_of(idx, v)),
+            _ => None,
+        })
+    }
+
+    pub(crate) fn output_versions_of(
+        &self,
+        idx: StepIdx,
+        op_version: Digest,
+    ) -> Vec<OutputVersion> {
+        self.job
+            .step(idx)
+            .outputs()
+            .iter()
+            .map(|o| compute_output_version(op_version, &o.name))
+            .collect()
+    }
+
+    pub(crate) fn unversioned_op_version(&self, idx: StepIdx, run_id: &str) -> Digest {
+        compute_unversioned_op_version(run_id, self.job.step(idx).name())
+    }
+
+    pub(crate) fn check_sources(&self) -> Result<(), PlanError> {
+        for (idx, data) in self.graph.source_data.iter().enumerate() {
+            if data.is_none() {
+                let source = &self.job.sources()[idx];
+                let step = self
+                    .job
+                    .steps()
+                    .iter()
+                    .find(|op| {
+                        op.inputs()
+                            .iter()
+                            .any(|i| matches!(&i.from, InputFrom::Source(s) if s == source))
+                    })
+                    .map(|op| op.name().to_owned())
+                    .unwrap_or_default();
+                return Err(PlanError::MissingSource { source_name: source.clone(), step });
+            }
+        }
+        Ok(())
+    }
+
+    /// What went into a step's version, for traces and explanations. Input
+    /// versions are those known now (unknown ones are left out).
+    pub(crate) fn components(&self, idx: StepIdx) -> VersionComponents {
+        let job = &self.job;
+        let op = job.step(idx);
+        let code = CodeComponent {
+            version: self.code_versions[idx],
+            explicit: op.code().explicit.clone(),
+            text: op.code().source.as_ref().map(|s| Digest::of_bytes(s.text.as_bytes())),
+            files: op.code().source.as_ref().map(|s| s.files.clone()).unwrap_or_default(),
+        };
+        // The closure of required resources.
+        let mut closure: BTreeMap<usize, bool> = BTreeMap::new();
+        let mut stack: Vec<(usize, bool)> =
+            job.step_resources(idx).iter().map(|&r| (r, true)).collect();
+        while let Some((r, direct)) = stack.pop() {
+            let entry = closure.entry(r).or_insert(direct);
+            *entry |= direct;
+            for &d in job.resource_dependencies(r) {
+                if !closure.contains_key(&d) {
+                    stack.push((d, false));
+                }
+            }
+        }
+        let mut resources: Vec<ResourceComponent> = closure
+            .into_iter()
+            .map(|(r, direct)| {
+                let res = &job.resources()[r];
+                ResourceComponent {
+                    name: res.name().to_owned(),
+                    direct,
+                    version: self.graph.resource_version(r),
+                    explicit: res.code().explicit.clone(),
+                    config: canonical_json(res.config_value()),
+                    depends_on: job
+                        .resource_dependencies(r)
+                        .iter()
+                        .map(|&d| job.resources()[d].name().to_owned())
+                        .collect(),
+                }
+            })
+            .collect();
+        resources.sort_by(|a, b| a.name.cmp(&b.name));
+        let mut env: Vec<(String, Option<String>)> = op
+            .env_names()
+            .iter()
+            .map(|n| (n.clone(), self.env_values.get(n).cloned().flatten()))
+            .collect();
+        env.sort();
+        env.dedup();
+        let lineage = job.mode() == VersionMode::Lineage;
+        let mut inputs = Vec::with_capacity(op.inputs().len());
+        for &(input_idx, edge) in job.input_edges(idx) {
+            let spec = &op.inputs()[input_idx];
+            let (from, version) = match edge {
+                InputEdge::Source(s) => {
+                    (format!("source {}", job.sources()[s]), self.graph.source_data[s].map(|d| d.0))
+                }
+                InputEdge::Output(up, out) => {
+                    let up_op = job.step(up);
+                    let out_name = &up_op.outputs()[out].name;
+                    let version = if lineage {
+                        match self.graph.op_version(up) {
+                            OpVersion::Versioned(v) => Some(compute_output_version(v, out_name).0),
+                            _ => None,
+                        }
+                    } else {
+                        self.graph.slot_data[up][out].map(|d| d.0)
+                    };
+                    (format!("{}.{}", up_op.name(), out_name), version)
+                }
+            };
+            if let Some(version) = version {
+                inputs.push(InputComponent {
+                    name: spec.name.clone(),
+                    from,
+                    path: spec.path.clone(),
+                    version,
+                });
+            }
+        }
+        let mut outputs: Vec<(String, Option<String>)> =
+            op.outputs().iter().map(|o| (o.name.clone(), o.path.clone())).collect();
+        outputs.sort();
+        VersionComponents {
+            scheme: SCHEME_VERSION,
+            code,
+            config: canonical_json(op.config_value()),
+            resources,
+            env,
+            inputs,
+            outputs,
+        }
+    }
+}
+
+fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Digest {
+    let mut env: Vec<(&str, Option<&str>)> =
+        names.iter().map(|n| (n.as_str(), values.get(n).and_then(|v| v.as_deref()))).collect();
+    env.sort();
+    env.dedup();
+    compute_env_digest(&env)
+}
+
+fn outputs_digest(job: &Job, idx: StepIdx) -> Digest {
+    let mut outputs: Vec<(&str, Option<&str>)> =
+        job.step(idx).outputs().iter().map(|o| (o.name.as_str(), o.path.as_deref())).collect();
+    outputs.sort();
+    compute_outputs_digest(&outputs)
+}

@@ -1,0 +1,307 @@
+//! Jobs: validated DAGs of steps.
+//!
+//! A [`Job`] is built from [`Op`]s and [`Resource`]s with [`Job::builder`];
+//! `build` validates everything a run relies on (unique names, known
+//! references, no cycles) so the rest of the engine can index without
+//! checking. Steps are stored in a topological order; a step is an op placed
+//! in the job, addressed by its name or by its index in that order.
+
+pub mod op;
+pub mod resource;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub use op::{
+    CodeSpec, InputFrom, InputSpec, Op, OpContext, OpFailure, OpFn, OutputSpec, SourceFn,
+    SourceText,
+};
+pub use resource::Resource;
+
+use crate::version::{DefaultStrategy, VersionStrategy};
+
+/// How inputs contribute to downstream versions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum VersionMode {
+    /// An input contributes the *data version* of the upstream output, so a
+    /// re-run that reproduces identical bytes stops invalidation (default).
+    #[default]
+    EarlyCutoff,
+    /// Dagster's semantics: an input contributes the upstream *output
+    /// version*, so the whole plan is known before anything runs.
+    Lineage,
+}
+
+/// Errors found while validating a job. Each names the culprit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum JobError {
+    /// A name is empty or contains characters trove reserves.
+    #[error(
+        "{kind} name `{name}` is invalid: names are non-empty and contain no `/`, `\\n` or NUL"
+    )]
+    InvalidName {
+        /// "op", "resource", "input" or "output".
+        kind: &'static str,
+        /// The name.
+        name: String,
+    },
+    /// Two ops share a name.
+    #[error("duplicate op `{op}`")]
+    DuplicateOp {
+        /// The name.
+        op: String,
+    },
+    /// Two resources share a name.
+    #[error("duplicate resource `{resource}`")]
+    DuplicateResource {
+        /// The name.
+        resource: String,
+    },
+    /// An op declares two inputs with one name.
+    #[error("step `{step}` declares input `{input}` twice")]
+    DuplicateInput {
+        /// The step.
+        step: String,
+        /// The input.
+        input: String,
+    },
+    /// An op declares two outputs with one name.
+    #[error("step `{step}` declares output `{output}` twice")]
+    DuplicateOutput {
+        /// The step.
+        step: String,
+        /// The output.
+        output: String,
+    },
+    /// An input names a step that does not exist.
+    #[error("step `{step}` input `{input}` reads unknown step `{upstream}`")]
+    UnknownStep {
+        /// The reading step.
+        step: String,
+        /// Its input.
+        input: String,
+        /// The unknown step.
+        upstream: String,
+    },
+    /// An input names an output its upstream does not declare.
+    #[error("step `{step}` input `{input}` reads unknown output `{output}` of step `{upstream}`")]
+    UnknownOutput {
+        /// The reading step.
+        step: String,
+        /// Its input.
+        input: String,
+        /// The upstream step.
+        upstream: String,
+        /// The unknown output.
+        output: String,
+    },
+    /// An op requires a resource that does not exist.
+    #[error("step `{step}` requires unknown resource `{resource}`")]
+    UnknownResource {
+        /// The step.
+        step: String,
+        /// The unknown resource.
+        resource: String,
+    },
+    /// A resource depends on a resource that does not exist.
+    #[error("resource `{resource}` depends on unknown resource `{dependency}`")]
+    UnknownDependency {
+        /// The resource.
+        resource: String,
+        /// The unknown dependency.
+        dependency: String,
+    },
+    /// The steps form a cycle.
+    #[error("steps form a cycle: {}", path.join(" -> "))]
+    Cycle {
+        /// The steps of the cycle, first repeated at the end.
+        path: Vec<String>,
+    },
+    /// The resources form a cycle.
+    #[error("resources form a cycle: {}", path.join(" -> "))]
+    ResourceCycle {
+        /// The resources of the cycle, first repeated at the end.
+        path: Vec<String>,
+    },
+}
+
+/// Index of a step in a job's topological order.
+pub type StepIdx = usize;
+
+/// Where a step's input is wired, after validation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputEdge {
+    /// Index into [`Job::sources`].
+    Source(usize),
+    /// A step and the index of one of its outputs.
+    Output(StepIdx, usize),
+}
+
+/// A validated job. Cheap to clone (shared).
+#[derive(Clone)]
+pub struct Job {
+    pub(crate) inner: Arc<JobInner>,
+}
+
+#[derive(Clone)]
+pub(crate) struct JobInner {
+    pub(crate) name: String,
+    pub(crate) mode: VersionMode,
+    /// Steps in topological order.
+    pub(crate) steps: Vec<Op>,
+    /// Per step, per input (sorted by input name): the wiring.
+    pub(crate) edges: Vec<Vec<(usize, InputEdge)>>,
+    /// Per step: the steps that read one of its outputs (deduplicated).
+    pub(crate) downstream: Vec<Vec<StepIdx>>,
+    /// Per step: the steps it reads (deduplicated).
+    pub(crate) upstream: Vec<Vec<StepIdx>>,
+    pub(crate) step_index: HashMap<String, StepIdx>,
+    /// Resources in topological order (dependencies first).
+    pub(crate) resources: Vec<Resource>,
+    pub(crate) resource_index: HashMap<String, usize>,
+    /// Per resource: indices of its direct dependencies, sorted by name.
+    pub(crate) resource_deps: Vec<Vec<usize>>,
+    /// Per step: indices of required resources, sorted by name.
+    pub(crate) step_resources: Vec<Vec<usize>>,
+    /// Source names, sorted.
+    pub(crate) sources: Vec<String>,
+    pub(crate) source_index: HashMap<String, usize>,
+    pub(crate) strategy: Arc<dyn VersionStrategy>,
+}
+
+impl std::fmt::Debug for Job {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Job")
+            .field("name", &self.inner.name)
+            .field("mode", &self.inner.mode)
+            .field("steps", &self.inner.steps)
+            .field("resources", &self.inner.resources)
+            .finish()
+    }
+}
+
+impl Job {
+    /// Starts building a job named `name`.
+    pub fn builder(name: impl Into<String>) -> JobBuilder {
+        JobBuilder {
+            name: name.into(),
+            ops: Vec::new(),
+            resources: Vec::new(),
+            mode: VersionMode::EarlyCutoff,
+            strategy: Arc::new(DefaultStrategy),
+        }
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+    /// How inputs contribute to versions.
+    pub fn mode(&self) -> VersionMode {
+        self.inner.mode
+    }
+    /// The steps, in topological order.
+    pub fn steps(&self) -> &[Op] {
+        &self.inner.steps
+    }
+    /// The number of steps.
+    pub fn len(&self) -> usize {
+        self.inner.steps.len()
+    }
+    /// Whether the job has no steps.
+    pub fn is_empty(&self) -> bool {
+        self.inner.steps.is_empty()
+    }
+    /// The index of a step by name.
+    pub fn step_index(&self, name: &str) -> Option<StepIdx> {
+        self.inner.step_index.get(name).copied()
+    }
+    /// A step by index.
+    pub fn step(&self, idx: StepIdx) -> &Op {
+        &self.inner.steps[idx]
+    }
+    /// The wiring of a step's inputs: `(index into op.inputs(), edge)`,
+    /// sorted by input name.
+    pub fn input_edges(&self, idx: StepIdx) -> &[(usize, InputEdge)] {
+        &self.inner.edges[idx]
+    }
+    /// The steps that read outputs of `idx`.
+    pub fn downstream(&self, idx: StepIdx) -> &[StepIdx] {
+        &self.inner.downstream[idx]
+    }
+    /// The steps whose outputs `idx` reads.
+    pub fn upstream(&self, idx: StepIdx) -> &[StepIdx] {
+        &self.inner.upstream[idx]
+    }
+    /// The resources, dependencies first.
+    pub fn resources(&self) -> &[Resource] {
+        &self.inner.resources
+    }
+    /// The index of a resource by name.
+    pub fn resource_index(&self, name: &str) -> Option<usize> {
+        self.inner.resource_index.get(name).copied()
+    }
+    /// The source names read by the job, sorted.
+    pub fn sources(&self) -> &[String] {
+        &self.inner.sources
+    }
+    /// The version strategy the job was built with.
+    pub fn strategy(&self) -> &dyn VersionStrategy {
+        self.inner.strategy.as_ref()
+    }
+    /// The indices of the resources a step requires directly, sorted by name.
+    pub fn step_resources(&self, idx: StepIdx) -> &[usize] {
+        &self.inner.step_resources[idx]
+    }
+    /// The direct dependencies of a resource, sorted by name.
+    pub fn resource_dependencies(&self, idx: usize) -> &[usize] {
+        &self.inner.resource_deps[idx]
+    }
+}
+
+/// Builds a [`Job`]; see [`Job::builder`].
+pub struct JobBuilder {
+    name: String,
+    ops: Vec<Op>,
+    resources: Vec<Resource>,
+    mode: VersionMode,
+    strategy: Arc<dyn VersionStrategy>,
+}
+
+impl JobBuilder {
+    /// Adds an op.
+    pub fn op(mut self, op: Op) -> JobBuilder {
+        self.ops.push(op);
+        self
+    }
+    /// Adds a resource.
+    pub fn resource(mut self, resource: Resource) -> JobBuilder {
+        self.resources.push(resource);
+        self
+    }
+    /// Sets how inputs contribute to versions (default: early cutoff).
+    pub fn mode(mut self, mode: VersionMode) -> JobBuilder {
+        self.mode = mode;
+        self
+    }
+    /// Sets the version strategy (default: [`DefaultStrategy`]).
+    pub fn strategy(mut self, strategy: impl VersionStrategy + 'static) -> JobBuilder {
+        self.strategy = Arc::new(strategy);
+        self
+    }
+    /// Sets a shared version strategy.
+    pub fn strategy_shared(mut self, strategy: Arc<dyn VersionStrategy>) -> JobBuilder {
+        self.strategy = strategy;
+        self
+    }
+    /// Validates and builds the job.
+    pub fn build(self) -> Result<Job, JobError> {
+        validate::build(self.name, self.ops, self.resources, self.mode, self.strategy)
+            .map(|inner| Job { inner: Arc::new(inner) })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,275 @@
+//! Validation: turns ops and resources into a [`JobInner`] whose indices can
+//! be trusted, or names the culprit of the first problem found.
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+
+use super::{InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, VersionMode};
+use crate::version::VersionStrategy;
+
+fn check_name(kind: &'static str, name: &str) -> Result<(), JobError> {
+    if name.is_empty() || name.contains(['/', '\n', '\0']) {
+        return Err(JobError::InvalidName { kind, name: name.to_owned() });
+    }
+    Ok(())
+}
+
+/// Finds a cycle among `nodes` given successor lists, as a path of names with
+/// the first repeated at the end. Only called once a cycle is known to exist.
+fn find_cycle(names: &[&str], succ: &[Vec<usize>]) -> Vec<String> {
+    // Iterative DFS with colours; 0 = white, 1 = on stack, 2 = done.
+    let n = names.len();
+    let mut colour = vec![0u8; n];
+    for start in 0..n {
+        if colour[start] != 0 {
+            continue;
+        }
+        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
+        colour[start] = 1;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if *next < succ[node].len() {
+                let child = succ[node][*next];
+                *next += 1;
+                match colour[child] {
+                    0 => {
+                        colour[child] = 1;
+                        stack.push((child, 0));
+                    }
+                    1 => {
+                        let pos = stack.iter().position(|&(s, _)| s == child).unwrap_or(0);
+                        let mut path: Vec<String> =
+                            stack[pos..].iter().map(|&(s, _)| names[s].to_owned()).collect();
+                        path.push(names[child].to_owned());
+                        return path;
+                    }
+                    _ => {}
+                }
+            } else {
+                colour[node] = 2;
+                stack.pop();
+            }
+        }
+    }
+    Vec::new()
+}
+
+/// Kahn's algorithm in declaration order. `preds[i]` are the nodes `i`
+/// depends on. Returns the order, or `None` if there is a cycle.
+fn topo_order(preds: &[Vec<usize>], succ: &[Vec<usize>]) -> Option<Vec<usize>> {
+    let n = preds.len();
+    let mut pending: Vec<usize> = preds.iter().map(Vec::len).collect();
+    let mut queue: VecDeque<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut order = Vec::with_capacity(n);
+    while let Some(node) = queue.pop_front() {
+        order.push(node);
+        for &s in &succ[node] {
+            pending[s] -= 1;
+            if pending[s] == 0 {
+                queue.push_back(s);
+            }
+        }
+    }
+    (order.len() == n).then_some(order)
+}
+
+fn dedup_sorted(mut v: Vec<usize>) -> Vec<usize> {
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+pub(super) fn build(
+    name: String,
+    ops: Vec<Op>,
+    resources: Vec<Resource>,
+    mode: VersionMode,
+    strategy: Arc<dyn VersionStrategy>,
+) -> Result<JobInner, JobError> {
+    // Resources: names, duplicates, dependencies, order.
+    let mut res_decl: HashMap<String, usize> = HashMap::with_capacity(resources.len());
+    for (i, res) in resources.iter().enumerate() {
+        check_name("resource", &res.name)?;
+        if res_decl.insert(res.name.clone(), i).is_some() {
+            return Err(JobError::DuplicateResource { resource: res.name.clone() });
+        }
+    }
+    let mut res_preds: Vec<Vec<usize>> = Vec::with_capacity(resources.len());
+    for res in &resources {
+        let mut preds = Vec::new();
+        for dep in &res.depends_on {
+            let &d = res_decl.get(dep.as_str()).ok_or_else(|| JobError::UnknownDependency {
+                resource: res.name.clone(),
+                dependency: dep.clone(),
+            })?;
+            preds.push(d);
+        }
+        res_preds.push(dedup_sorted(preds));
+    }
+    let mut res_succ: Vec<Vec<usize>> = vec![Vec::new(); resources.len()];
+    for (i, preds) in res_preds.iter().enumerate() {
+        for &p in preds {
+            res_succ[p].push(i);
+        }
+    }
+    let res_order = match topo_order(&res_preds, &res_succ) {
+        Some(order) => order,
+        None => {
+            let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
+            // Cycle path along dependency edges: resource -> what it depends on.
+            return Err(JobError::ResourceCycle { path: find_cycle(&names, &res_preds) });
+        }
+    };
+    let mut resources_sorted: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
+    let resources: Vec<Resource> =
+        res_order.iter().filter_map(|&old| resources_sorted[old].take()).collect();
+    let resource_index: HashMap<String, usize> =
+        resources.iter().enumerate().map(|(i, r)| (r.name.clone(), i)).collect();
+    let resource_deps: Vec<Vec<usize>> = resources
+        .iter()
+        .map(|r| {
+            let mut deps: Vec<usize> =
+                r.depends_on.iter().filter_map(|d| resource_index.get(d).copied()).collect();
+            deps.sort_by(|&a, &b| resources[a].name.cmp(&resources[b].name));
+            deps.dedup();
+            deps
+        })
+        .collect();
+
+    // Ops: names, duplicates, per-op checks.
+    let mut op_decl: HashMap<String, usize> = HashMap::with_capacity(ops.len());
+    for (i, op) in ops.iter().enumerate() {
+        check_name("op", &op.name)?;
+        if op_decl.insert(op.name.clone(), i).is_some() {
+            return Err(JobError::DuplicateOp { op: op.name.clone() });
+        }
+    }
+    let mut sources: BTreeSet<String> = BTreeSet::new();
+    let mut preds: Vec<Vec<usize>> = Vec::with_capacity(ops.len());
+    for op in &ops {
+        let mut seen = BTreeSet::new();
+        for input in &op.inputs {
+            check_name("input", &input.name)?;
+            if !seen.insert(input.name.as_str()) {
+                return Err(JobError::DuplicateInput {
+                    step: op.name.clone(),
+                    input: input.name.clone(),
+                });
+            }
+        }
+        let mut seen = BTreeSet::new();
+        for output in &op.outputs {
+            check_name("output", &output.name)?;
+            if !seen.insert(output.name.as_str()) {
+                return Err(JobError::DuplicateOutput {
+                    step: op.name.clone(),
+                    output: output.name.clone(),
+                });
+            }
+        }
+        for res in &op.resources {
+            if !res_decl.contains_key(res.as_str()) {
+                return Err(JobError::UnknownResource {
+                    step: op.name.clone(),
+                    resource: res.clone(),
+                });
+            }
+        }
+        let mut op_preds = Vec::new();
+        for input in &op.inputs {
+            match &input.from {
+                InputFrom::Source(source) => {
+                    sources.insert(source.clone());
+                }
+                InputFrom::Output { step, output } => {
+                    let &up = op_decl.get(step.as_str()).ok_or_else(|| JobError::UnknownStep {
+                        step: op.name.clone(),
+                        input: input.name.clone(),
+                        upstream: step.clone(),
+                    })?;
+                    if !ops[up].outputs.iter().any(|o| &o.name == output) {
+                        return Err(JobError::UnknownOutput {
+                            step: op.name.clone(),
+                            input: input.name.clone(),
+                            upstream: step.clone(),
+                            output: output.clone(),
+                        });
+                    }
+                    op_preds.push(up);
+                }
+            }
+        }
+        preds.push(dedup_sorted(op_preds));
+    }
+    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); ops.len()];
+    for (i, p) in preds.iter().enumerate() {
+        for &u in p {
+            succ[u].push(i);
+        }
+    }
+    let order = match topo_order(&preds, &succ) {
+        Some(order) => order,
+        None => {
+            let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+            // Report along data flow: producer -> consumer.
+            return Err(JobError::Cycle { path: find_cycle(&names, &succ) });
+        }
+    };
+
+    let sources: Vec<String> = sources.into_iter().collect();
+    let source_index: HashMap<String, usize> =
+        sources.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
+
+    let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
+    let steps: Vec<Op> = order.iter().filter_map(|&old| slots[old].take()).collect();
+    let step_index: HashMap<String, StepIdx> =
+        steps.iter().enumerate().map(|(i, op)| (op.name.clone(), i)).collect();
+
+    let mut edges = Vec::with_capacity(steps.len());
+    let mut upstream = Vec::with_capacity(steps.len());
+    let mut downstream: Vec<Vec<StepIdx>> = vec![Vec::new(); steps.len()];
+    let mut step_resources = Vec::with_capacity(steps.len());
+    for (idx, op) in steps.iter().enumerate() {
+        let mut op_edges: Vec<(usize, InputEdge)> = Vec::with_capacity(op.inputs.len());
+        let mut ups = Vec::new();
+        for (input_idx, input) in op.inputs.iter().enumerate() {
+            let edge = match &input.from {
+                InputFrom::Source(source) => InputEdge::Source(source_index[source.as_str()]),
+                InputFrom::Output { step, output } => {
+                    let up = step_index[step.as_str()];
+                    let out = steps[up].outputs.iter().position(|o| &o.name == output).unwrap_or(0);
+                    ups.push(up);
+                    InputEdge::Output(up, out)
+                }
+            };
+            op_edges.push((input_idx, edge));
+        }
+        op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
+        let ups = dedup_sorted(ups);
+        for &u in &ups {
+            downstream[u].push(idx);
+        }
+        edges.push(op_edges);
+        upstream.push(ups);
+        let mut res: Vec<usize> = op.resources.iter().map(|r| resource_index[r.as_str()]).collect();
+        res.sort_by(|&a, &b| resources[a].name.cmp(&resources[b].name));
+        res.dedup();
+        step_resources.push(res);
+    }
+
+    Ok(JobInner {
+        name,
+        mode,
+        steps,
+        edges,
+        downstream,
+        upstream,
+        step_index,
+        resources,
+        resource_index,
+        resource_deps,
+        step_resources,
+        sources,
+        source_index,
+        strategy,
+    })
+}

@@ -1,0 +1,891 @@
+//! Planning and running: resolves each step to hit or run, then runs stale
+//! steps on rayon as soon as their inputs are ready.
+//!
+//! One coordinator (the calling thread) owns the version graph; workers on a
+//! rayon pool load inputs, run the op and store outputs through the IO
+//! manager, then report back over a channel. The coordinator learns the new
+//! data versions, commits the trace, and re-checks the downstream steps
+//! whose inputs are now all known — a downstream whose version is unchanged
+//! is *cut off* (a hit after all). Planning is the same resolution without
+//! execution: what cannot be known before upstream steps run is `Waiting`.
+//!
+//! Failure of one step skips only its downstream; independent branches go
+//! on (unless fail-fast), and every success stays recorded.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::db::OpVersion;
+use crate::engine::Engine;
+use crate::error::PlanError;
+use crate::event::{
+    RunCounts, RunEvent, RunOptions, RunReport, RunStatus, StepOutcome, StepReport,
+};
+use crate::io_manager::{IoManager, OutputContext, OutputValue, Restore, StoredOutput};
+use crate::job::{InputEdge, Job, OpContext, StepIdx, VersionMode};
+use crate::plan::{Plan, PlannedStep, RerunReason, StepPlan, compute_reasons};
+use crate::trace::{StepFailure, StepLog, Trace, TraceOutput, TraceStore, VersionComponents};
+use crate::version::encode::compute_output_version;
+use crate::version::{Digest, OutputVersion};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Unselected,
+    /// Version not resolved yet (early cutoff: waiting on upstream data).
+    Pending,
+    /// Must run; waits until every upstream step is hit or done.
+    NeedsRun,
+    Queued,
+    Running,
+    Hit,
+    CutOff,
+    Done,
+    Failed,
+    Skipped,
+}
+
+impl State {
+    fn is_available(self) -> bool {
+        matches!(self, State::Hit | State::CutOff | State::Done)
+    }
+}
+
+/// What a worker sends back.
+enum WorkerResult {
+    Done {
+        idx: StepIdx,
+        stored: Vec<StoredOutput>,
+        duration: Duration,
+        log: StepLog,
+    },
+    Failed {
+        idx: StepIdx,
+        message: String,
+        exit_code: Option<i32>,
+        duration: Duration,
+        log: StepLog,
+    },
+    InputMiss {
+        idx: StepIdx,
+        upstream: StepIdx,
+        message: String,
+    },
+}
+
+/// What a worker needs to run one step.
+struct StepWork {
+    idx: StepIdx,
+    /// `(input name, upstream step, upstream output, version, stored)`.
+    inputs: Vec<(String, StepIdx, usize, OutputVersion, StoredOutput)>,
+    /// Output versions, in declaration order.
+    outputs: Vec<OutputVersion>,
+    env: BTreeMap<String, Option<String>>,
+}
+
+struct Runner<'a> {
+    engine: &'a mut Engine,
+    io: &'a dyn IoManager,
+    traces: &'a dyn TraceStore,
+    opts: &'a RunOptions,
+    execute: bool,
+    lineage: bool,
+    state: Vec<State>,
+    op_versions: Vec<Option<(Digest, bool)>>,
+    reasons: Vec<Vec<RerunReason>>,
+    components: Vec<Option<VersionComponents>>,
+    stored: Vec<Vec<Option<StoredOutput>>>,
+    unresolved_up: Vec<u32>,
+    ran_upstream: Vec<bool>,
+    restored: Vec<Vec<String>>,
+    /// Steps re-waiting on an upstream whose stored output turned out bad.
+    rewait: BTreeMap<StepIdx, Vec<StepIdx>>,
+    rerun_after_hit: Vec<bool>,
+    to_resolve: Vec<StepIdx>,
+    ready: VecDeque<StepIdx>,
+    outcomes: Vec<Option<StepOutcome>>,
+    counts: RunCounts,
+}
+
+fn output_ctx<'j>(
+    job: &'j Job,
+    idx: StepIdx,
+    out: usize,
+    version: OutputVersion,
+    run_id: &'j str,
+) -> OutputContext<'j> {
+    let spec = &job.step(idx).outputs()[out];
+    OutputContext {
+        step: job.step(idx).name(),
+        output: &spec.name,
+        version,
+        path: spec.path.as_deref(),
+        run_id,
+    }
+}
+
+impl<'a> Runner<'a> {
+    fn new(
+        engine: &'a mut Engine,
+        io: &'a dyn IoManager,
+        traces: &'a dyn TraceStore,
+        opts: &'a RunOptions,
+        execute: bool,
+    ) -> Result<Runner<'a>, PlanError> {
+        engine.check_sources()?;
+        let job = engine.job.clone();
+        let n = job.len();
+        let selected = select(&job, opts)?;
+        let mut state = vec![State::Unselected; n];
+        let mut unresolved_up = vec![0u32; n];
+        for idx in 0..n {
+            if selected[idx] {
+                state[idx] = State::Pending;
+                unresolved_up[idx] = job.upstream(idx).len() as u32;
+            }
+        }
+        let lineage = job.mode() == VersionMode::Lineage;
+        Ok(Runner {
+            engine,
+            io,
+            traces,
+            opts,
+            execute,
+            lineage,
+            state,
+            op_versions: vec![None; n],
+            reasons: vec![Vec::new(); n],
+            components: vec![None; n],
+            stored: job.steps().iter().map(|op| vec![None; op.outputs().len()]).collect(),
+            unresolved_up,
+            ran_upstream: vec![false; n],
+            restored: vec![Vec::new(); n],
+            rewait: BTreeMap::new(),
+            rerun_after_hit: vec![false; n],
+            to_resolve: Vec::new(),
+            ready: VecDeque::new(),
+            outcomes: vec![None; n],
+            counts: RunCounts::default(),
+        })
+    }
+
+    fn job(&self) -> Job {
+        self.engine.job.clone()
+    }
+
+    /// Resolves what can be resolved before anything runs.
+    fn start(&mut self, events: &mut dyn FnMut(&RunEvent)) -> Result<(), PlanError> {
+        // Outputs of unselected or not-yet-run steps are unknown.
+        for idx in 0..self.state.len() {
+            for out in 0..self.stored[idx].len() {
+                self.engine.graph.set_slot(idx, out, None);
+            }
+        }
+        for idx in 0..self.state.len() {
+            if self.state[idx] != State::Pending {
+                continue;
+            }
+            if self.lineage || self.unresolved_up[idx] == 0 {
+                self.to_resolve.push(idx);
+                self.drain(events)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn drain(&mut self, events: &mut dyn FnMut(&RunEvent)) -> Result<(), PlanError> {
+        while let Some(idx) = self.to_resolve.pop() {
+            if self.state[idx] == State::Pending {
+                self.resolve(idx, events)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn output_versions(&self, idx: StepIdx) -> Vec<OutputVersion> {
+        let (v, _) = self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
+        self.engine
+            .job
+            .step(idx)
+            .outputs()
+            .iter()
+            .map(|o| compute_output_version(v, &o.name))
+            .collect()
+    }
+
+    fn resolve(
+        &mut self,
+        idx: StepIdx,
+        events: &mut dyn FnMut(&RunEvent),
+    ) -> Result<(), PlanError> {
+        let job = self.job();
+        let name = job.step(idx).name();
+        let (op_version, unversioned) = match self.engine.graph.op_version(idx) {
+            OpVersion::Versioned(v) => (v, false),
+            OpVersion::Unversioned => {
+                (self.engine.unversioned_op_version(idx, &self.opts.run_id), true)
+            }
+            OpVersion::Waiting => {
+                return Err(PlanError::Internal(format!(
+                    "step `{name}` resolved before its inputs were known"
+                )));
+            }
+        };
+        self.op_versions[idx] = Some((op_version, unversioned));
+        let reasons = if unversioned {
+            vec![RerunReason::Unversioned]
+        } else if self.opts.force.contains(name) {
+            vec![RerunReason::Forced]
+        } else if !self.opts.memoize {
+            vec![RerunReason::MemoDisabled]
+        } else {
+            let versions = self.output_versions(idx);
+            let mut stored = Vec::with_capacity(versions.len());
+            let mut missing = None;
+            for (out, &version) in versions.iter().enumerate() {
+                let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
+                match self.io.has_output(&ctx) {
+                    Ok(Some(s)) => stored.push(s),
+                    Ok(None) => {
+                        missing =
+                            Some(RerunReason::OutputMissing { output: ctx.output.to_owned() });
+                        break;
+                    }
+                    Err(e) if e.is_miss() => {
+                        missing = Some(RerunReason::OutputCorrupt {
+                            output: ctx.output.to_owned(),
+                            detail: e.to_string(),
+                        });
+                        break;
+                    }
+                    Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
+                }
+            }
+            if missing.is_none() && self.execute {
+                for (out, &version) in versions.iter().enumerate() {
+                    let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
+                    match self.io.restore(&ctx, &stored[out]) {
+                        Ok(Restore::Present) => {}
+                        Ok(Restore::Restored) => self.restored[idx].push(ctx.output.to_owned()),
+                        Err(e) if e.is_miss() => {
+                            events(&RunEvent::Warning {
+                                step: name.to_owned(),
+                                message: format!("{e}; the step runs again"),
+                            });
+                            missing = Some(RerunReason::OutputCorrupt {
+                                output: ctx.output.to_owned(),
+                                detail: e.to_string(),
+                            });
+                            break;
+                        }
+                        Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
+                    }
+                }
+            }
+            match missing {
+                None => {
+                    self.mark_hit(idx, stored, events);
+                    return Ok(());
+                }
+                Some(missing) => {
+                    let components = self.engine.components(idx);
+                    let previous = self
+                        .traces
+                        .latest_trace(name)
+                        .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?;
+                    let mut reasons = compute_reasons(previous.as_ref(), &components);
+                    self.components[idx] = Some(components);
+                    if reasons.is_empty() || matches!(missing, RerunReason::OutputCorrupt { .. }) {
+                        reasons.push(missing);
+                    }
+                    reasons
+                }
+            }
+        };
+        if self.components[idx].is_none() {
+            self.components[idx] = Some(self.engine.components(idx));
+        }
+        self.reasons[idx] = reasons;
+        self.state[idx] = State::NeedsRun;
+        if self.unresolved_up[idx] == 0 {
+            self.state[idx] = State::Queued;
+            self.ready.push_back(idx);
+        }
+        Ok(())
+    }
+
+    fn mark_hit(
+        &mut self,
+        idx: StepIdx,
+        stored: Vec<StoredOutput>,
+        events: &mut dyn FnMut(&RunEvent),
+    ) {
+        let step = self.engine.job.step(idx).name().to_owned();
+        let restored = std::mem::take(&mut self.restored[idx]);
+        self.counts.restored += restored.len();
+        let cut_off = self.ran_upstream[idx];
+        for (out, s) in stored.iter().enumerate() {
+            self.stored[idx][out] = Some(*s);
+            self.engine.graph.set_slot(idx, out, Some(s.data_version));
+        }
+        if cut_off {
+            self.state[idx] = State::CutOff;
+            self.counts.cut_off += 1;
+            events(&RunEvent::CutOff { step, restored: restored.clone() });
+            self.outcomes[idx] = Some(StepOutcome::CutOff { restored });
+        } else {
+            self.state[idx] = State::Hit;
+            self.counts.hit += 1;
+            events(&RunEvent::Hit { step, restored: restored.clone() });
+            self.outcomes[idx] = Some(StepOutcome::Hit { restored });
+        }
+        self.propagate(idx, false);
+    }
+
+    /// A step's outputs are available: downstream steps may resolve or start.
+    fn propagate(&mut self, idx: StepIdx, ran: bool) {
+        let job = self.job();
+        let again = std::mem::take(&mut self.rerun_after_hit[idx]);
+        let targets: Vec<StepIdx> = if again {
+            self.rewait.remove(&idx).unwrap_or_default()
+        } else {
+            job.downstream(idx).to_vec()
+        };
+        for d in targets {
+            if self.state[d] == State::Unselected {
+                continue;
+            }
+            if ran {
+                self.ran_upstream[d] = true;
+            }
+            self.unresolved_up[d] = self.unresolved_up[d].saturating_sub(1);
+            if self.unresolved_up[d] == 0 {
+                match self.state[d] {
+                    State::Pending => self.to_resolve.push(d),
+                    State::NeedsRun => {
+                        self.state[d] = State::Queued;
+                        self.ready.push_back(d);
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    fn plan(&self) -> Plan {
+        let job = &self.engine.job;
+        let mut steps = Vec::new();
+        for idx in 0..self.state.len() {
+            let plan = match self.state[idx] {
+                State::Unselected => continue,
+                State::Hit | State::CutOff => {
+                    let versions = self.output_versions(idx);
+                    StepPlan::Hit {
+                        outputs: job
+                            .step(idx)
+                            .outputs()
+                            .iter()
+                            .zip(versions)
+                            .zip(&self.stored[idx])
+                            .filter_map(|((o, v), s)| {
+                                s.map(|s| (o.name.clone(), v, s.data_version))
+                            })
+                            .collect(),
+                    }
+                }
+                State::Pending => StepPlan::Waiting {
+                    on: job
+                        .upstream(idx)
+                        .iter()
+                        .filter(|&&u| !self.state[u].is_available())
+                        .map(|&u| job.step(u).name().to_owned())
+                        .collect(),
+                },
+                _ => StepPlan::Run(self.reasons[idx].clone()),
+            };
+            steps.push(PlannedStep { step: job.step(idx).name().to_owned(), plan });
+        }
+        Plan { steps }
+    }
+
+    fn prepare(&self, idx: StepIdx) -> StepWork {
+        let job = &self.engine.job;
+        let op = job.step(idx);
+        let mut inputs = Vec::new();
+        for &(input_idx, edge) in job.input_edges(idx) {
+            if let InputEdge::Output(up, out) = edge {
+                let versions = self.output_versions(up);
+                if let Some(stored) = self.stored[up][out] {
+                    inputs.push((
+                        op.inputs()[input_idx].name.clone(),
+                        up,
+                        out,
+                        versions[out],
+                        stored,
+                    ));
+                }
+            }
+        }
+        let env = op
+            .env_names()
+            .iter()
+            .map(|n| (n.clone(), self.engine.env_values.get(n).cloned().flatten()))
+            .collect();
+        StepWork { idx, inputs, outputs: self.output_versions(idx), env }
+    }
+
+    fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
+        let job = self.job();
+        let failed = job.step(idx).name().to_owned();
+        let mut stack: Vec<StepIdx> = job.downstream(idx).to_vec();
+        while let Some(d) = stack.pop() {
+            if matches!(self.state[d], State::Pending | State::NeedsRun | State::Queued) {
+                self.state[d] = State::Skipped;
+                self.counts.skipped += 1;
+                events(&RunEvent::Skipped {
+                    step: job.step(d).name().to_owned(),
+                    failed_upstream: failed.clone(),
+                });
+                self.outcomes[d] = Some(StepOutcome::Skipped { failed_upstream: failed.clone() });
+                stack.extend_from_slice(job.downstream(d));
+            }
+        }
+        self.ready.retain(|&r| self.state[r] == State::Queued);
+    }
+
+    fn handle(
+        &mut self,
+        result: WorkerResult,
+        events: &mut dyn FnMut(&RunEvent),
+    ) -> Result<bool, PlanError> {
+        let job = self.job();
+        match result {
+            WorkerResult::Done { idx, stored, duration, log } => {
+                let name = job.step(idx).name().to_owned();
+                let versions = self.output_versions(idx);
+                let (op_version, unversioned) =
+                    self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
+                let mut outputs = Vec::with_capacity(stored.len());
+                let mut data = Vec::with_capacity(stored.len());
+                for (out, s) in stored.iter().enumerate() {
+                    self.stored[idx][out] = Some(*s);
+                    self.engine.graph.set_slot(idx, out, Some(s.data_version));
+                    let spec = &job.step(idx).outputs()[out];
+                    outputs.push(TraceOutput {
+                        name: spec.name.clone(),
+                        version: versions[out],
+                        data_version: s.data_version,
+                        size: s.size,
+                    });
+                    data.push((spec.name.clone(), s.data_version));
+                }
+                let components = match self.components[idx].take() {
+                    Some(c) => c,
+                    None => self.engine.components(idx),
+                };
+                let duration_ns = duration.as_nanos().min(u128::from(u64::MAX)) as u64;
+                let trace = Trace {
+                    step: name.clone(),
+                    run_id: self.opts.run_id.clone(),
+                    op_version,
+                    unversioned,
+                    components,
+                    outputs,
+                    duration_ns,
+                };
+                self.traces
+                    .commit_trace(trace, log)
+                    .map_err(|source| PlanError::Trace { step: name.clone(), source })?;
+                self.state[idx] = State::Done;
+                self.counts.ran += 1;
+                self.outcomes[idx] = Some(StepOutcome::Ran {
+                    reasons: std::mem::take(&mut self.reasons[idx]),
+                    duration_ns,
+                });
+                events(&RunEvent::Finished { step: name, duration, outputs: data });
+                self.propagate(idx, true);
+                Ok(false)
+            }
+            WorkerResult::Failed { idx, message, exit_code, duration, log } => {
+                let name = job.step(idx).name().to_owned();
+                let failure = StepFailure {
+                    step: name.clone(),
+                    run_id: self.opts.run_id.clone(),
+                    message: message.clone(),
+                    exit_code,
+                    duration_ns: duration.as_nanos().min(u128::from(u64::MAX)) as u64,
+                };
+                self.traces
+                    .record_failure(failure, log)
+                    .map_err(|source| PlanError::Trace { step: name.clone(), source })?;
+                self.state[idx] = State::Failed;
+                self.counts.failed += 1;
+                self.outcomes[idx] =
+                    Some(StepOutcome::Failed { message: message.clone(), exit_code });
+                events(&RunEvent::Failed { step: name, message });
+                self.skip_downstream(idx, events);
+                Ok(self.opts.fail_fast)
+            }
+            WorkerResult::InputMiss { idx, upstream, message } => {
+                let up_name = job.step(upstream).name().to_owned();
+                events(&RunEvent::Warning {
+                    step: up_name.clone(),
+                    message: format!("{message}; the step runs again"),
+                });
+                match self.state[upstream] {
+                    State::Hit | State::CutOff if self.opts.memoize => {
+                        // Produce the upstream output again, then retry.
+                        if self.state[upstream] == State::Hit {
+                            self.counts.hit -= 1;
+                        } else {
+                            self.counts.cut_off -= 1;
+                        }
+                        self.state[upstream] = State::Queued;
+                        self.reasons[upstream] = vec![RerunReason::OutputCorrupt {
+                            output: String::new(),
+                            detail: message,
+                        }];
+                        self.components[upstream] = Some(self.engine.components(upstream));
+                        self.rerun_after_hit[upstream] = true;
+                        self.ready.push_back(upstream);
+                        self.rewait.entry(upstream).or_default().push(idx);
+                        self.unresolved_up[idx] += 1;
+                        self.state[idx] = State::NeedsRun;
+                    }
+                    State::Queued | State::Running if self.rerun_after_hit[upstream] => {
+                        self.rewait.entry(upstream).or_default().push(idx);
+                        self.unresolved_up[idx] += 1;
+                        self.state[idx] = State::NeedsRun;
+                    }
+                    _ => {
+                        let message = format!("cannot load input from step `{up_name}`: {message}");
+                        let failed = WorkerResult::Failed {
+                            idx,
+                            message,
+                            exit_code: None,
+                            duration: Duration::ZERO,
+                            log: StepLog::default(),
+                        };
+                        return self.handle(failed, events);
+                    }
+                }
+                Ok(false)
+            }
+        }
+    }
+
+    fn report(mut self, status: RunStatus, started: Instant) -> RunReport {
+        let job = self.job();
+        let mut steps = Vec::new();
+        for idx in 0..self.state.len() {
+            if self.state[idx] == State::Unselected {
+                continue;
+            }
+            let outcome = match self.outcomes[idx].take() {
+                Some(o) => o,
+                None => {
+                    self.counts.not_run += 1;
+                    StepOutcome::NotRun
+                }
+            };
+            steps.push(StepReport { step: job.step(idx).name().to_owned(), outcome });
+        }
+        RunReport {
+            run_id: self.opts.run_id.clone(),
+            status,
+            counts: self.counts,
+            steps,
+            duration_ns: started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64,
+        }
+    }
+}
+
+/// The steps covered by a selection: the named steps (optionally with their
+/// downstream) and everything they read.
+fn select(job: &Job, opts: &RunOptions) -> Result<Vec<bool>, PlanError> {
+    let n = job.len();
+    if opts.selection.steps.is_empty() {
+        return Ok(vec![true; n]);
+    }
+    let mut selected = vec![false; n];
+    let mut stack = Vec::new();
+    for name in &opts.selection.steps {
+        let idx =
+            job.step_index(name).ok_or_else(|| PlanError::UnknownStep { step: name.clone() })?;
+        stack.push(idx);
+    }
+    if opts.selection.downstream {
+        let mut seen = vec![false; n];
+        let mut down = stack.clone();
+        while let Some(idx) = down.pop() {
+            if !seen[idx] {
+                seen[idx] = true;
+                stack.push(idx);
+                down.extend_from_slice(job.downstream(idx));
+            }
+        }
+    }
+    while let Some(idx) = stack.pop() {
+        if !selected[idx] {
+            selected[idx] = true;
+            stack.extend_from_slice(job.upstream(idx));
+        }
+    }
+    for name in &opts.force {
+        if job.step_index(name).is_none() {
+            return Err(PlanError::UnknownStep { step: name.clone() });
+        }
+    }
+    Ok(selected)
+}
+
+fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "unknown panic".to_owned()
+    }
+}
+
+/// Runs one step on a worker: load inputs, compute, store outputs.
+fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> WorkerResult {
+    let idx = work.idx;
+    let op = job.step(idx);
+    let fail = |message: String, duration: Duration, log: StepLog| WorkerResult::Failed {
+        idx,
+        message,
+        exit_code: None,
+        duration,
+        log,
+    };
+    let Some(compute) = op.compute.clone() else {
+        return fail(
+            format!("op `{}` has no computation", op.name()),
+            Duration::ZERO,
+            StepLog::default(),
+        );
+    };
+    let mut inputs = BTreeMap::new();
+    for (name, up, out, version, stored) in &work.inputs {
+        let ctx = output_ctx(job, *up, *out, *version, run_id);
+        match io.load_input(&ctx, stored) {
+            Ok(value) => {
+                inputs.insert(name.clone(), value);
+            }
+            Err(e) if e.is_miss() => {
+                return WorkerResult::InputMiss { idx, upstream: *up, message: e.to_string() };
+            }
+            Err(e) => {
+                return fail(
+                    format!("loading input `{name}`: {e}"),
+                    Duration::ZERO,
+                    StepLog::default(),
+                );
+            }
+        }
+    }
+    for &(input_idx, edge) in job.input_edges(idx) {
+        if let InputEdge::Source(s) = edge {
+            let spec = &op.inputs()[input_idx];
+            let path = spec.path.clone().unwrap_or_else(|| job.sources()[s].clone());
+            inputs.insert(spec.name.clone(), OutputValue::File(path));
+        }
+    }
+    let resources: BTreeMap<&str, &Value> = job
+        .step_resources(idx)
+        .iter()
+        .map(|&r| (job.resources()[r].name(), job.resources()[r].config_value()))
+        .collect();
+    let env: BTreeMap<&str, Option<&str>> =
+        work.env.iter().map(|(k, v)| (k.as_str(), v.as_deref())).collect();
+    let mut ctx = OpContext {
+        step: op.name(),
+        run_id,
+        op,
+        inputs,
+        outputs: BTreeMap::new(),
+        resources,
+        env,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+    };
+    let started = Instant::now();
+    let result = std::panic::catch_unwind(AssertUnwindSafe(|| compute(&mut ctx)));
+    let duration = started.elapsed();
+    let mut produced = std::mem::take(&mut ctx.outputs);
+    let log = StepLog {
+        stdout: std::mem::take(&mut ctx.stdout),
+        stderr: std::mem::take(&mut ctx.stderr),
+    };
+    match result {
+        Err(payload) => {
+            return fail(
+                format!("op panicked: {}", panic_message(payload.as_ref())),
+                duration,
+                log,
+            );
+        }
+        Ok(Err(failure)) => {
+            return WorkerResult::Failed {
+                idx,
+                message: failure.message,
+                exit_code: failure.exit_code,
+                duration,
+                log,
+            };
+        }
+        Ok(Ok(())) => {}
+    }
+    let mut stored = Vec::with_capacity(op.outputs().len());
+    for (out, spec) in op.outputs().iter().enumerate() {
+        let value = match produced.remove(&spec.name) {
+            Some(v) => v,
+            None => match &spec.path {
+                Some(path) => OutputValue::File(path.clone()),
+                None => {
+                    return fail(
+                        format!("declared output {} was not written", spec.name),
+                        duration,
+                        log,
+                    );
+                }
+            },
+        };
+        let ctx = output_ctx(job, idx, out, work.outputs[out], run_id);
+        match io.handle_output(&ctx, value) {
+            Ok(s) => stored.push(s),
+            Err(e) => return fail(e.to_string(), duration, log),
+        }
+    }
+    WorkerResult::Done { idx, stored, duration, log }
+}
+
+impl Engine {
+    /// What a run with these options would do, step by step, without running
+    /// anything or touching the workspace.
+    pub fn plan(
+        &mut self,
+        io: &dyn IoManager,
+        traces: &dyn TraceStore,
+        opts: &RunOptions,
+    ) -> Result<Plan, PlanError> {
+        let mut runner = Runner::new(self, io, traces, opts, false)?;
+        runner.start(&mut |_| {})?;
+        Ok(runner.plan())
+    }
+
+    /// Runs the job: skips what is stored, runs the rest in parallel, stores
+    /// outputs and commits traces. `events` is called on this thread.
+    ///
+    /// A failing op is not an error: it is a [`StepOutcome::Failed`] in the
+    /// report. Errors are failures of the IO manager or the trace store.
+    pub fn run(
+        &mut self,
+        io: &dyn IoManager,
+        traces: &dyn TraceStore,
+        opts: &RunOptions,
+        events: &mut dyn FnMut(&RunEvent),
+    ) -> Result<RunReport, PlanError> {
+        let started = Instant::now();
+        let mut runner = Runner::new(self, io, traces, opts, true)?;
+        runner.start(events)?;
+        let (hits, to_run, waiting) = runner.plan().counts();
+        events(&RunEvent::Planned { total: hits + to_run + waiting, hits, to_run, waiting });
+        let jobs = if opts.jobs == 0 {
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        } else {
+            opts.jobs
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(jobs)
+            .thread_name(|i| format!("trove-worker-{i}"))
+            .build()
+            .map_err(|e| PlanError::Internal(format!("cannot start worker threads: {e}")))?;
+        let job = runner.job();
+        let run_id = opts.run_id.as_str();
+        let cancel = opts.cancel.clone();
+        let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
+        let mut stop = false;
+        let mut error = None;
+        let (tx, rx) = mpsc::channel::<WorkerResult>();
+        pool.in_place_scope(|scope| {
+            let mut running = 0usize;
+            loop {
+                if cancelled() {
+                    stop = true;
+                }
+                while !stop && running < jobs {
+                    let Some(idx) = runner.ready.pop_front() else { break };
+                    if runner.state[idx] != State::Queued {
+                        continue;
+                    }
+                    runner.state[idx] = State::Running;
+                    events(&RunEvent::Started {
+                        step: job.step(idx).name().to_owned(),
+                        reasons: runner.reasons[idx].clone(),
+                    });
+                    let work = runner.prepare(idx);
+                    let tx = tx.clone();
+                    let job = &job;
+                    scope.spawn(move |_| {
+                        let result = execute_step(job, io, work, run_id);
+                        let _ = tx.send(result);
+                    });
+                    running += 1;
+                }
+                if running == 0 {
+                    break;
+                }
+                let first = if cancel.is_some() {
+                    match rx.recv_timeout(Duration::from_millis(50)) {
+                        Ok(r) => r,
+                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                    }
+                } else {
+                    match rx.recv() {
+                        Ok(r) => r,
+                        Err(_) => break,
+                    }
+                };
+                let mut next = Some(first);
+                while let Some(result) = next {
+                    running -= 1;
+                    if error.is_none() {
+                        match runner.handle(result, events).and_then(|s| {
+                            runner.drain(events)?;
+                            Ok(s)
+                        }) {
+                            Ok(s) => stop |= s,
+                            Err(e) => {
+                                error = Some(e);
+                                stop = true;
+                            }
+                        }
+                    }
+                    next = rx.try_recv().ok();
+                }
+            }
+        });
+        let flushed =
+            traces.flush().map_err(|source| PlanError::Trace { step: String::new(), source });
+        if let Some(e) = error {
+            return Err(e);
+        }
+        flushed?;
+        let status = if cancelled() {
+            RunStatus::Cancelled
+        } else if runner.counts.failed > 0 || stop {
+            RunStatus::Failed
+        } else {
+            RunStatus::Succeeded
+        };
+        Ok(runner.report(status, started))
+    }
+}

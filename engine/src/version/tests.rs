@@ -1,0 +1,1 @@
+//! Tests of the version encodings (pins live in `tests/it`).

@@ -1,0 +1,1 @@
+//! trove-store (in progress).
