@@ -1,1 +1,11 @@
-//! Integration tests (one binary).
+//! trove's integration tests: one binary, one module per area.
+
+mod cli;
+mod crash;
+mod engine;
+mod incremental;
+mod pins;
+mod props;
+mod store;
+mod support;
+mod tidy;
