@@ -1,5 +1,6 @@
 //! trove's integration tests: one binary, one module per area.
 
+mod bench;
 mod cli;
 mod crash;
 mod engine;

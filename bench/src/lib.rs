@@ -1,0 +1,1 @@
+//! trove-bench: rebuild-latency workloads and scenarios (in progress).

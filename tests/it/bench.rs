@@ -1,0 +1,1 @@
+//! Integration tests: the rebuild benchmark's step-count checks on small N.
