@@ -179,12 +179,11 @@ impl<'a> Runner<'a> {
 
     /// Resolves what can be resolved before anything runs.
     fn start(&mut self, events: &mut dyn FnMut(&RunEvent)) -> Result<(), PlanError> {
-        // Outputs of unselected or not-yet-run steps are unknown.
-        for idx in 0..self.state.len() {
-            for out in 0..self.stored[idx].len() {
-                self.engine.graph.set_slot(idx, out, None);
-            }
-        }
+        // Output slots keep the data versions of earlier runs: a step is
+        // resolved only once every upstream step is a hit or done in *this*
+        // run, and each of those sets its slots first, so no stale slot is
+        // ever read; keeping them lets a long-lived engine re-verify versions
+        // instead of recomputing them.
         for idx in 0..self.state.len() {
             if self.state[idx] != State::Pending {
                 continue;
@@ -343,7 +342,9 @@ impl<'a> Runner<'a> {
             events(&RunEvent::Hit { step, restored: restored.clone() });
             self.outcomes[idx] = Some(StepOutcome::Hit { restored });
         }
-        self.propagate(idx, false);
+        // A step that waited on a re-run passes the wait on: its downstream
+        // steps are cut off too if they turn out unchanged.
+        self.propagate(idx, cut_off);
     }
 
     /// A step's outputs are available: downstream steps may resolve or start.
