@@ -35,9 +35,24 @@ pub struct Engine {
     pub(crate) env_values: BTreeMap<String, Option<String>>,
 }
 
-fn canonical_json(value: &Value) -> String {
-    // serde_json's default map is sorted, so this text is canonical.
-    serde_json::to_string(value).unwrap_or_default()
+/// `value` with every object's keys in sorted order, whatever map type
+/// serde_json was built with (its `preserve_order` feature keeps insertion
+/// order, and any crate in the build can turn it on).
+fn sorted(value: &Value) -> Value {
+    match value {
+        Value::Object(map) => {
+            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+        }
+        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Canonical JSON text of a config: keys sorted at every level.
+pub(crate) fn canonical_json(value: &Value) -> String {
+    serde_json::to_string(&sorted(value)).unwrap_or_default()
 }
 
 impl Engine {

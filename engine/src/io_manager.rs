@@ -150,12 +150,31 @@ pub trait IoManager: Send + Sync {
     }
 }
 
-type MemoryOutputs = HashMap<OutputVersion, (StoredOutput, Vec<u8>)>;
+/// One stored output: which step and output produced it, what is on record
+/// about it, and its bytes.
+#[derive(Debug)]
+struct MemoryEntry {
+    step: Box<str>,
+    output: Box<str>,
+    stored: StoredOutput,
+    bytes: Vec<u8>,
+}
 
-/// An in-memory IO manager for tests and embedding: bytes only.
+/// Outputs by version; a version can be shared by outputs of different steps
+/// (two ops with the same code version string, config and inputs), so each
+/// entry also names its step and output, like [`OutputContext::identifier`].
+type MemoryOutputs = HashMap<OutputVersion, Vec<MemoryEntry>>;
+
+/// An in-memory IO manager for tests and embedding: bytes only. Outputs are
+/// identified by step, output name and version, so two steps never serve
+/// each other's bytes.
 #[derive(Debug, Default)]
 pub struct MemoryIoManager {
     outputs: Mutex<MemoryOutputs>,
+}
+
+fn find<'m>(entries: &'m [MemoryEntry], step: &str, output: &str) -> Option<&'m MemoryEntry> {
+    entries.iter().find(|e| &*e.step == step && &*e.output == output)
 }
 
 impl MemoryIoManager {
@@ -166,7 +185,7 @@ impl MemoryIoManager {
 
     /// The number of stored outputs.
     pub fn len(&self) -> usize {
-        self.outputs.lock().map(|m| m.len()).unwrap_or(0)
+        self.outputs.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
     }
 
     /// Whether nothing is stored.
@@ -174,18 +193,30 @@ impl MemoryIoManager {
         self.len() == 0
     }
 
-    /// The bytes stored at a version.
+    /// The bytes stored at a version (by any step).
     pub fn get(&self, version: &OutputVersion) -> Option<Vec<u8>> {
-        self.outputs.lock().ok().and_then(|m| m.get(version).map(|(_, b)| b.clone()))
+        self.outputs
+            .lock()
+            .ok()
+            .and_then(|m| m.get(version).and_then(|e| e.first()).map(|e| e.bytes.clone()))
+    }
+
+    /// The bytes of one step's output stored at a version.
+    pub fn get_output(&self, step: &str, output: &str, version: &OutputVersion) -> Option<Vec<u8>> {
+        self.outputs.lock().ok().and_then(|m| {
+            m.get(version).and_then(|e| find(e, step, output)).map(|e| e.bytes.clone())
+        })
     }
 
     /// Replaces stored bytes but keeps the record of their data version
     /// (tests use it to simulate corruption).
     pub fn overwrite(&self, version: OutputVersion, bytes: Vec<u8>) {
         if let Ok(mut m) = self.outputs.lock()
-            && let Some(entry) = m.get_mut(&version)
+            && let Some(entries) = m.get_mut(&version)
         {
-            entry.1 = bytes;
+            for entry in entries {
+                entry.bytes.clone_from(&bytes);
+            }
         }
     }
 
@@ -206,7 +237,11 @@ impl MemoryIoManager {
 
 impl IoManager for MemoryIoManager {
     fn has_output(&self, ctx: &OutputContext<'_>) -> Result<Option<StoredOutput>, IoError> {
-        Ok(self.lock()?.get(&ctx.version).map(|(stored, _)| *stored))
+        Ok(self
+            .lock()?
+            .get(&ctx.version)
+            .and_then(|e| find(e, ctx.step, ctx.output))
+            .map(|e| e.stored))
     }
 
     fn handle_output(
@@ -225,7 +260,20 @@ impl IoManager for MemoryIoManager {
         };
         let stored =
             StoredOutput { data_version: DataVersion::of_bytes(&bytes), size: bytes.len() as u64 };
-        self.lock()?.insert(ctx.version, (stored, bytes));
+        let mut outputs = self.lock()?;
+        let entries = outputs.entry(ctx.version).or_default();
+        match entries.iter_mut().find(|e| &*e.step == ctx.step && &*e.output == ctx.output) {
+            Some(entry) => {
+                entry.stored = stored;
+                entry.bytes = bytes;
+            }
+            None => entries.push(MemoryEntry {
+                step: ctx.step.into(),
+                output: ctx.output.into(),
+                stored,
+                bytes,
+            }),
+        }
         Ok(stored)
     }
 
@@ -237,7 +285,8 @@ impl IoManager for MemoryIoManager {
         let bytes = self
             .lock()?
             .get(&ctx.version)
-            .map(|(_, bytes)| bytes.clone())
+            .and_then(|e| find(e, ctx.step, ctx.output))
+            .map(|e| e.bytes.clone())
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
         let found = DataVersion::of_bytes(&bytes);
         if found != stored.data_version {

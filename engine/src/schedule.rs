@@ -73,6 +73,7 @@ enum WorkerResult {
     InputMiss {
         idx: StepIdx,
         upstream: StepIdx,
+        output: usize,
         message: String,
     },
 }
@@ -235,6 +236,7 @@ impl<'a> Runner<'a> {
             }
         };
         self.op_versions[idx] = Some((op_version, unversioned));
+        self.components[idx] = None;
         let reasons = if unversioned {
             vec![RerunReason::Unversioned]
         } else if self.opts.force.contains(name) {
@@ -245,6 +247,19 @@ impl<'a> Runner<'a> {
             let versions = self.output_versions(idx);
             let mut stored = Vec::with_capacity(versions.len());
             let mut missing = None;
+            let mut previous = None;
+            if versions.is_empty() {
+                // Nothing stored to look up: a step without outputs is done
+                // when its last trace is at this version.
+                let trace = self
+                    .traces
+                    .latest_trace(name)
+                    .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?;
+                if !trace.as_ref().is_some_and(|t| !t.unversioned && t.op_version == op_version) {
+                    missing = Some(RerunReason::VersionChanged);
+                }
+                previous = Some(trace);
+            }
             for (out, &version) in versions.iter().enumerate() {
                 let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
                 match self.io.has_output(&ctx) {
@@ -292,14 +307,29 @@ impl<'a> Runner<'a> {
                 }
                 Some(missing) => {
                     let components = self.engine.components(idx);
-                    let previous = self
-                        .traces
-                        .latest_trace(name)
-                        .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?;
+                    let previous = match previous {
+                        Some(trace) => trace,
+                        None => self
+                            .traces
+                            .latest_trace(name)
+                            .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?,
+                    };
                     let mut reasons = compute_reasons(previous.as_ref(), &components);
                     self.components[idx] = Some(components);
-                    if reasons.is_empty() || matches!(missing, RerunReason::OutputCorrupt { .. }) {
+                    if matches!(missing, RerunReason::OutputCorrupt { .. }) {
                         reasons.push(missing);
+                    } else if reasons.is_empty() {
+                        // The components read the same: either the version is
+                        // the traced one and an output is gone, or something
+                        // the components do not show changed it.
+                        let same_version = previous
+                            .as_ref()
+                            .is_some_and(|t| !t.unversioned && t.op_version == op_version);
+                        reasons.push(if same_version {
+                            missing
+                        } else {
+                            RerunReason::VersionChanged
+                        });
                     }
                     reasons
                 }
@@ -531,7 +561,7 @@ impl<'a> Runner<'a> {
                 self.skip_downstream(idx, events);
                 Ok(self.opts.fail_fast)
             }
-            WorkerResult::InputMiss { idx, upstream, message } => {
+            WorkerResult::InputMiss { idx, upstream, output, message } => {
                 let up_name = job.step(upstream).name().to_owned();
                 events(&RunEvent::Warning {
                     step: up_name.clone(),
@@ -547,7 +577,7 @@ impl<'a> Runner<'a> {
                         }
                         self.state[upstream] = State::Queued;
                         self.reasons[upstream] = vec![RerunReason::OutputCorrupt {
-                            output: String::new(),
+                            output: job.step(upstream).outputs()[output].name.clone(),
                             detail: message,
                         }];
                         self.components[upstream] = Some(self.engine.components(upstream));
@@ -555,12 +585,14 @@ impl<'a> Runner<'a> {
                         self.ready.push_back(upstream);
                         self.rewait.entry(upstream).or_default().push(idx);
                         self.unresolved_up[idx] += 1;
-                        self.state[idx] = State::NeedsRun;
+                        // Resolve again once the upstream has run: its new
+                        // bytes may differ, and so may this step's version.
+                        self.state[idx] = State::Pending;
                     }
                     State::Queued | State::Running if self.rerun_after_hit[upstream] => {
                         self.rewait.entry(upstream).or_default().push(idx);
                         self.unresolved_up[idx] += 1;
-                        self.state[idx] = State::NeedsRun;
+                        self.state[idx] = State::Pending;
                     }
                     _ => {
                         let message = format!("cannot load input from step `{up_name}`: {message}");
@@ -680,7 +712,12 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
                 inputs.insert(name.clone(), value);
             }
             Err(e) if e.is_miss() => {
-                return WorkerResult::InputMiss { idx, upstream: *up, message: e.to_string() };
+                return WorkerResult::InputMiss {
+                    idx,
+                    upstream: *up,
+                    output: *out,
+                    message: e.to_string(),
+                };
             }
             Err(e) => {
                 return fail(
