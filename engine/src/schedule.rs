@@ -12,7 +12,8 @@
 //! Failure of one step skips only its downstream; independent branches go
 //! on (unless fail-fast), and every success stays recorded.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::mpsc;
@@ -106,8 +107,11 @@ struct Runner<'a> {
     /// Steps re-waiting on an upstream whose stored output turned out bad.
     rewait: BTreeMap<StepIdx, Vec<StepIdx>>,
     rerun_after_hit: Vec<bool>,
-    to_resolve: Vec<StepIdx>,
-    ready: VecDeque<StepIdx>,
+    /// Steps whose inputs are known, lowest index (topological order) first.
+    to_resolve: BinaryHeap<Reverse<StepIdx>>,
+    /// Steps ready to start, lowest index first: with one worker, steps run
+    /// in the job's topological order.
+    ready: BinaryHeap<Reverse<StepIdx>>,
     outcomes: Vec<Option<StepOutcome>>,
     counts: RunCounts,
 }
@@ -167,8 +171,8 @@ impl<'a> Runner<'a> {
             restored: vec![Vec::new(); n],
             rewait: BTreeMap::new(),
             rerun_after_hit: vec![false; n],
-            to_resolve: Vec::new(),
-            ready: VecDeque::new(),
+            to_resolve: BinaryHeap::new(),
+            ready: BinaryHeap::new(),
             outcomes: vec![None; n],
             counts: RunCounts::default(),
         })
@@ -190,7 +194,7 @@ impl<'a> Runner<'a> {
                 continue;
             }
             if self.lineage || self.unresolved_up[idx] == 0 {
-                self.to_resolve.push(idx);
+                self.to_resolve.push(Reverse(idx));
                 self.drain(events)?;
             }
         }
@@ -198,7 +202,7 @@ impl<'a> Runner<'a> {
     }
 
     fn drain(&mut self, events: &mut dyn FnMut(&RunEvent)) -> Result<(), PlanError> {
-        while let Some(idx) = self.to_resolve.pop() {
+        while let Some(Reverse(idx)) = self.to_resolve.pop() {
             if self.state[idx] == State::Pending {
                 self.resolve(idx, events)?;
             }
@@ -342,7 +346,7 @@ impl<'a> Runner<'a> {
         self.state[idx] = State::NeedsRun;
         if self.unresolved_up[idx] == 0 {
             self.state[idx] = State::Queued;
-            self.ready.push_back(idx);
+            self.ready.push(Reverse(idx));
         }
         Ok(())
     }
@@ -396,10 +400,10 @@ impl<'a> Runner<'a> {
             self.unresolved_up[d] = self.unresolved_up[d].saturating_sub(1);
             if self.unresolved_up[d] == 0 {
                 match self.state[d] {
-                    State::Pending => self.to_resolve.push(d),
+                    State::Pending => self.to_resolve.push(Reverse(d)),
                     State::NeedsRun => {
                         self.state[d] = State::Queued;
-                        self.ready.push_back(d);
+                        self.ready.push(Reverse(d));
                     }
                     _ => {}
                 }
@@ -485,7 +489,7 @@ impl<'a> Runner<'a> {
                 stack.extend_from_slice(job.downstream(d));
             }
         }
-        self.ready.retain(|&r| self.state[r] == State::Queued);
+        self.ready.retain(|&Reverse(r)| self.state[r] == State::Queued);
     }
 
     fn handle(
@@ -582,7 +586,7 @@ impl<'a> Runner<'a> {
                         }];
                         self.components[upstream] = Some(self.engine.components(upstream));
                         self.rerun_after_hit[upstream] = true;
-                        self.ready.push_back(upstream);
+                        self.ready.push(Reverse(upstream));
                         self.rewait.entry(upstream).or_default().push(idx);
                         self.unresolved_up[idx] += 1;
                         // Resolve again once the upstream has run: its new
@@ -641,6 +645,11 @@ impl<'a> Runner<'a> {
 /// downstream) and everything they read.
 fn select(job: &Job, opts: &RunOptions) -> Result<Vec<bool>, PlanError> {
     let n = job.len();
+    for name in &opts.force {
+        if job.step_index(name).is_none() {
+            return Err(PlanError::UnknownStep { step: name.clone() });
+        }
+    }
     if opts.selection.steps.is_empty() {
         return Ok(vec![true; n]);
     }
@@ -666,11 +675,6 @@ fn select(job: &Job, opts: &RunOptions) -> Result<Vec<bool>, PlanError> {
         if !selected[idx] {
             selected[idx] = true;
             stack.extend_from_slice(job.upstream(idx));
-        }
-    }
-    for name in &opts.force {
-        if job.step_index(name).is_none() {
-            return Err(PlanError::UnknownStep { step: name.clone() });
         }
     }
     Ok(selected)
@@ -859,7 +863,7 @@ impl Engine {
                     stop = true;
                 }
                 while !stop && running < jobs {
-                    let Some(idx) = runner.ready.pop_front() else { break };
+                    let Some(Reverse(idx)) = runner.ready.pop() else { break };
                     if runner.state[idx] != State::Queued {
                         continue;
                     }

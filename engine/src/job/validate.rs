@@ -1,7 +1,8 @@
 //! Validation: turns ops and resources into a [`JobInner`] whose indices can
 //! be trusted, or names the culprit of the first problem found.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::{InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, VersionMode};
@@ -53,19 +54,21 @@ fn find_cycle(names: &[&str], succ: &[Vec<usize>]) -> Vec<String> {
     Vec::new()
 }
 
-/// Kahn's algorithm in declaration order. `preds[i]` are the nodes `i`
-/// depends on. Returns the order, or `None` if there is a cycle.
+/// Kahn's algorithm, always taking the ready node declared first, so a job
+/// declared upstream-first keeps its declaration order. `preds[i]` are the
+/// nodes `i` depends on. Returns the order, or `None` if there is a cycle.
 fn topo_order(preds: &[Vec<usize>], succ: &[Vec<usize>]) -> Option<Vec<usize>> {
     let n = preds.len();
     let mut pending: Vec<usize> = preds.iter().map(Vec::len).collect();
-    let mut queue: VecDeque<usize> = (0..n).filter(|&i| pending[i] == 0).collect();
+    let mut queue: BinaryHeap<Reverse<usize>> =
+        (0..n).filter(|&i| pending[i] == 0).map(Reverse).collect();
     let mut order = Vec::with_capacity(n);
-    while let Some(node) = queue.pop_front() {
+    while let Some(Reverse(node)) = queue.pop() {
         order.push(node);
         for &s in &succ[node] {
             pending[s] -= 1;
             if pending[s] == 0 {
-                queue.push_back(s);
+                queue.push(Reverse(s));
             }
         }
     }
