@@ -24,7 +24,7 @@ use crate::version::encode::{
     compute_unversioned_op_version,
 };
 use crate::version::{
-    CodeVersion, DataVersion, Digest, OutputVersion, SCHEME_VERSION, config_digest,
+    CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion, SCHEME_VERSION, config_digest,
 };
 
 /// A job loaded into the version graph.
@@ -244,6 +244,29 @@ impl Engine {
             OpVersion::Versioned(v) => Some(self.output_versions_of(idx, v)),
             _ => None,
         })
+    }
+
+    /// The version of a step's op as it stands now: known, unversioned, or
+    /// (early cutoff) waiting on an upstream output's data version.
+    pub fn op_version(&self, step: &str) -> Result<OpVersion, PlanError> {
+        let idx = self.step_idx(step)?;
+        Ok(self.graph.op_version(idx))
+    }
+
+    /// The version of a resource (`None`: it or a dependency is unversioned).
+    pub fn resource_version(&self, resource: &str) -> Result<Option<ResourceVersion>, PlanError> {
+        let idx = self
+            .job
+            .resource_index(resource)
+            .ok_or_else(|| PlanError::UnknownResource { resource: resource.to_owned() })?;
+        Ok(self.graph.resource_version(idx))
+    }
+
+    /// The data versions of a step's outputs learnt so far (from the store on
+    /// a hit, or from a run), in declaration order; `None` where unknown.
+    pub fn output_data(&self, step: &str) -> Result<Vec<Option<DataVersion>>, PlanError> {
+        let idx = self.step_idx(step)?;
+        Ok(self.graph.slot_data[idx].clone())
     }
 
     pub(crate) fn output_versions_of(
