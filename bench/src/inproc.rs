@@ -11,7 +11,7 @@
 
 use std::fs;
 use std::hint::black_box;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
@@ -24,20 +24,30 @@ use trove_engine::{
 use crate::process::RunSample;
 use crate::workspace::Workspace;
 
+/// An open store as the engine sees it during one run.
+pub trait Session {
+    /// The IO manager.
+    fn io(&self) -> &dyn IoManager;
+    /// The trace store.
+    fn traces(&self) -> &dyn TraceStore;
+    /// A source file's data version through the store's stat cache, if the
+    /// store has one (`None`: the bench's own stat cache answers).
+    fn source_version(&self, root: &Path, rel: &str) -> Option<Result<DataVersion, String>>;
+}
+
 /// Where inproc outputs and traces live.
 pub trait Backend {
     /// A short description for reports.
     fn describe(&self) -> String;
-    /// Opens the store (before each run, as a fresh process would).
-    fn open(&mut self) -> Result<(), String>;
-    /// Closes it (after each run).
-    fn close(&mut self);
     /// Removes everything stored.
     fn wipe(&mut self) -> Result<(), String>;
-    /// The IO manager (open store).
-    fn io(&self) -> Result<&dyn IoManager, String>;
-    /// The trace store (open store).
-    fn traces(&self) -> Result<&dyn TraceStore, String>;
+    /// Opens the store (as a fresh process would), calls `f`, closes it
+    /// (flushing). Returns the time spent opening and closing.
+    fn session(
+        &mut self,
+        root: &Path,
+        f: &mut dyn FnMut(&dyn Session) -> Result<(), String>,
+    ) -> Result<Duration, String>;
 }
 
 /// In-memory outputs and traces: the engine alone, no disk.
@@ -47,23 +57,33 @@ pub struct MemoryBackend {
     traces: MemoryTraceStore,
 }
 
+impl Session for MemoryBackend {
+    fn io(&self) -> &dyn IoManager {
+        &self.io
+    }
+    fn traces(&self) -> &dyn TraceStore {
+        &self.traces
+    }
+    fn source_version(&self, _: &Path, _: &str) -> Option<Result<DataVersion, String>> {
+        None
+    }
+}
+
 impl Backend for MemoryBackend {
     fn describe(&self) -> String {
         "memory (MemoryIoManager + MemoryTraceStore)".to_owned()
     }
-    fn open(&mut self) -> Result<(), String> {
-        Ok(())
-    }
-    fn close(&mut self) {}
     fn wipe(&mut self) -> Result<(), String> {
         *self = MemoryBackend::default();
         Ok(())
     }
-    fn io(&self) -> Result<&dyn IoManager, String> {
-        Ok(&self.io)
-    }
-    fn traces(&self) -> Result<&dyn TraceStore, String> {
-        Ok(&self.traces)
+    fn session(
+        &mut self,
+        _root: &Path,
+        f: &mut dyn FnMut(&dyn Session) -> Result<(), String>,
+    ) -> Result<Duration, String> {
+        f(self)?;
+        Ok(Duration::ZERO)
     }
 }
 
@@ -73,7 +93,7 @@ type Contents = Arc<RwLock<Vec<Arc<Vec<u8>>>>>;
 pub struct Inproc {
     /// The workspace (sources on disk; edits land there).
     pub ws: Workspace,
-    backend: Box<dyn Backend>,
+    backend: Option<Box<dyn Backend>>,
     /// Source bytes as last read, shared with the ops.
     contents: Contents,
     /// Per source: `(mtime, size, data version)` as last seen.
@@ -107,7 +127,7 @@ impl Inproc {
         let n = ws.workload.len();
         Inproc {
             ws,
-            backend,
+            backend: Some(backend),
             contents: Arc::new(RwLock::new((0..n).map(|_| Arc::new(Vec::new())).collect())),
             stat: vec![None; n],
             ran: Arc::new(AtomicUsize::new(0)),
@@ -118,7 +138,7 @@ impl Inproc {
 
     /// The backend's description.
     pub fn describe(&self) -> String {
-        self.backend.describe()
+        self.backend.as_ref().map_or_else(String::new, |b| b.describe())
     }
 
     /// Forgets everything stored and every source seen.
@@ -126,28 +146,46 @@ impl Inproc {
         self.ws.wipe().map_err(|e| format!("wiping {}: {e}", self.ws.root.display()))?;
         self.stat = vec![None; self.ws.workload.len()];
         self.last = None;
-        self.backend.wipe()
+        self.backend.as_mut().ok_or("the store is in use")?.wipe()
     }
 
-    /// The sources' data versions: stat each, re-read and re-hash those
-    /// whose mtime or size changed (a stat cache).
-    fn source_versions(&mut self) -> Result<Vec<DataVersion>, String> {
+    /// The sources' data versions: through the store's stat cache when it
+    /// has one, else stat each and re-read and re-hash those whose mtime or
+    /// size changed. Bytes of changed sources are handed to the ops.
+    fn source_versions(&mut self, session: &dyn Session) -> Result<Vec<DataVersion>, String> {
         let mut versions = Vec::with_capacity(self.stat.len());
         let mut changed = Vec::new();
         for (i, step) in self.ws.workload.steps.iter().enumerate() {
             let path = self.ws.root.join(&step.source);
-            let meta = fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-            let mtime = meta.modified().map_err(|e| format!("{}: {e}", path.display()))?;
-            match self.stat[i] {
-                Some((m, len, data)) if m == mtime && len == meta.len() => versions.push(data),
-                _ => {
-                    let bytes = fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-                    let data = DataVersion::of_bytes(&bytes);
-                    self.stat[i] = Some((mtime, meta.len(), data));
-                    versions.push(data);
-                    changed.push((i, bytes));
+            let data = match session.source_version(&self.ws.root, &step.source) {
+                Some(data) => {
+                    let data = data?;
+                    if self.stat[i].is_none_or(|(_, _, d)| d != data) {
+                        let bytes =
+                            fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                        self.stat[i] = Some((SystemTime::UNIX_EPOCH, 0, data));
+                        changed.push((i, bytes));
+                    }
+                    data
                 }
-            }
+                None => {
+                    let meta =
+                        fs::metadata(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                    let mtime = meta.modified().map_err(|e| format!("{}: {e}", path.display()))?;
+                    match self.stat[i] {
+                        Some((m, len, data)) if m == mtime && len == meta.len() => data,
+                        _ => {
+                            let bytes =
+                                fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+                            let data = DataVersion::of_bytes(&bytes);
+                            self.stat[i] = Some((mtime, meta.len(), data));
+                            changed.push((i, bytes));
+                            data
+                        }
+                    }
+                }
+            };
+            versions.push(data);
         }
         if !changed.is_empty() {
             let mut contents = self.contents.write().map_err(|_| "contents poisoned".to_owned())?;
@@ -197,10 +235,42 @@ impl Inproc {
     pub fn run_once(&mut self) -> Result<RunSample, String> {
         self.ran.store(0, Ordering::Relaxed);
         self.last = None;
-        let t0 = Instant::now();
-        self.backend.open()?;
+        let root = self.ws.root.clone();
+        let mut backend = self.backend.take().ok_or("the store is in use")?;
+        let mut out = None;
+        let started = Instant::now();
+        let open_close = backend.session(&root, &mut |session| {
+            out = Some(self.run_in(session)?);
+            Ok(())
+        });
+        let wall = started.elapsed();
+        self.backend = Some(backend);
+        let open_close = open_close?;
+        let (report, mut phases, engine) = out.ok_or("the store session did not run")?;
+        if report.counts.failed > 0 {
+            let failed = report
+                .steps
+                .iter()
+                .find(|s| matches!(s.outcome, trove_engine::StepOutcome::Failed { .. }));
+            return Err(format!("a step failed: {failed:?}"));
+        }
+        self.last = Some(engine);
+        phases.insert(0, ("open + flush + close store".to_owned(), open_close.as_secs_f64()));
+        Ok(RunSample {
+            wall,
+            ran: report.counts.ran,
+            logged: self.ran.load(Ordering::Relaxed),
+            phases,
+        })
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn run_in(
+        &mut self,
+        session: &dyn Session,
+    ) -> Result<(trove_engine::RunReport, Vec<(String, f64)>, Engine), String> {
         let t1 = Instant::now();
-        let sources = self.source_versions()?;
+        let sources = self.source_versions(session)?;
         let t2 = Instant::now();
         let job = self.build_job()?;
         let mut engine = Engine::new(job);
@@ -210,39 +280,27 @@ impl Inproc {
         let t3 = Instant::now();
         let opts = RunOptions { jobs: self.jobs, ..RunOptions::default() };
         let report = engine
-            .run(self.backend.io()?, self.backend.traces()?, &opts, &mut |_| {})
+            .run(session.io(), session.traces(), &opts, &mut |_| {})
             .map_err(|e| format!("engine run: {e}"))?;
         let t4 = Instant::now();
-        self.backend.close();
-        let t5 = Instant::now();
-        if report.counts.failed > 0 {
-            let failed = report
-                .steps
-                .iter()
-                .find(|s| matches!(s.outcome, trove_engine::StepOutcome::Failed { .. }));
-            return Err(format!("a step failed: {failed:?}"));
-        }
-        self.last = Some(engine);
         let secs = |a: Instant, b: Instant| (b - a).as_secs_f64();
-        Ok(RunSample {
-            wall: t5 - t0,
-            ran: report.counts.ran,
-            logged: self.ran.load(Ordering::Relaxed),
-            phases: vec![
-                ("open store".to_owned(), secs(t0, t1) + secs(t4, t5)),
-                ("stat sources".to_owned(), secs(t1, t2)),
-                ("job + engine inputs".to_owned(), secs(t2, t3)),
-                ("versions + lookups + run".to_owned(), secs(t3, t4)),
-            ],
-        })
+        let phases = vec![
+            ("stat sources".to_owned(), secs(t1, t2)),
+            ("job + engine inputs".to_owned(), secs(t2, t3)),
+            ("versions + lookups + run".to_owned(), secs(t3, t4)),
+        ];
+        Ok((report, phases, engine))
     }
 
     /// The floor of a no-op: a plain loop in topological order that hashes
     /// each step's version inputs (code version, canonical config, source
-    /// data version, each input's name and upstream data version) with
-    /// blake3 and looks its output up in the same store. Returns `(hash +
-    /// lookup, hash only, lookup only)`. Needs a store opened and a run done
-    /// just before, so the outputs are stored at the versions looked up.
+    /// path and data version, each input's position and upstream data
+    /// version) with blake3 and looks its output up in the same store,
+    /// through the same IO manager. Returns `(hash + lookup, hash only,
+    /// lookup only)`. Needs a run just before, so the outputs are stored at
+    /// the versions looked up. Store open and source stat are left out, as
+    /// they are from the run's `job + engine inputs` and `versions +
+    /// lookups + run` phases it is compared with.
     pub fn floor(&mut self) -> Result<(Duration, Duration, Duration), String> {
         let engine = self.last.as_ref().ok_or("the floor needs a run first")?;
         let workload = &self.ws.workload;
@@ -256,19 +314,15 @@ impl Inproc {
                 .ok_or_else(|| format!("step {} has no known version", step.name))?;
             versions.push(v);
         }
-        let sources: Vec<DataVersion> = self
-            .stat
-            .iter()
-            .map(|s| s.map(|(_, _, d)| d).unwrap_or(DataVersion(trove_engine::Digest([0; 32]))))
-            .collect();
+        let zero = DataVersion(trove_engine::Digest([0; 32]));
+        let sources: Vec<DataVersion> =
+            self.stat.iter().map(|s| s.map_or(zero, |(_, _, d)| d)).collect();
         let configs: Vec<Vec<u8>> = self
             .ws
             .tags
             .iter()
             .map(|t| serde_json::to_vec(&serde_json::json!({ "tag": t })).unwrap_or_default())
             .collect();
-        self.backend.open()?;
-        let io = self.backend.io()?;
         let hash = |i: usize, data: &[DataVersion]| {
             let mut h = blake3::Hasher::new();
             h.update(b"1");
@@ -281,38 +335,44 @@ impl Inproc {
             }
             h.finalize()
         };
-        let lookup = |i: usize| -> Result<DataVersion, String> {
-            let ctx = OutputContext {
-                step: &workload.steps[i].name,
-                output: "o",
-                version: versions[i],
-                path: None,
-                run_id: "floor",
+        let mut result = None;
+        let root = self.ws.root.clone();
+        let backend = self.backend.as_mut().ok_or("the store is in use")?;
+        backend.session(&root, &mut |session| {
+            let io = session.io();
+            let lookup = |i: usize| -> Result<DataVersion, String> {
+                let ctx = OutputContext {
+                    step: &workload.steps[i].name,
+                    output: "o",
+                    version: versions[i],
+                    path: None,
+                    run_id: "floor",
+                };
+                io.has_output(&ctx).map_err(|e| e.to_string())?.map(|s| s.data_version).ok_or_else(
+                    || format!("floor: output of {} is not stored", workload.steps[i].name),
+                )
             };
-            io.has_output(&ctx)
-                .map_err(|e| e.to_string())?
-                .map(|s| s.data_version)
-                .ok_or_else(|| format!("floor: output of {} is not stored", workload.steps[i].name))
-        };
-        let mut data = vec![DataVersion(trove_engine::Digest([0; 32])); n];
-        let started = Instant::now();
-        for i in 0..n {
-            black_box(hash(i, &data));
-            data[i] = lookup(i)?;
-        }
-        let both = started.elapsed();
-        let started = Instant::now();
-        for i in 0..n {
-            black_box(hash(i, &data));
-        }
-        let hash_only = started.elapsed();
-        let started = Instant::now();
-        for i in 0..n {
-            black_box(lookup(i)?);
-        }
-        let lookup_only = started.elapsed();
-        self.backend.close();
-        Ok((both, hash_only, lookup_only))
+            let mut data = vec![zero; n];
+            let started = Instant::now();
+            for i in 0..n {
+                black_box(hash(i, &data));
+                data[i] = lookup(i)?;
+            }
+            let both = started.elapsed();
+            let started = Instant::now();
+            for i in 0..n {
+                black_box(hash(i, &data));
+            }
+            let hash_only = started.elapsed();
+            let started = Instant::now();
+            for i in 0..n {
+                black_box(lookup(i)?);
+            }
+            let lookup_only = started.elapsed();
+            result = Some((both, hash_only, lookup_only));
+            Ok(())
+        })?;
+        result.ok_or_else(|| "the store session did not run".to_owned())
     }
 
     /// Where the workspace is.

@@ -528,4 +528,25 @@ mod tests {
         // cutoff: make has no early cutoff, so the whole chain.
         assert_eq!(make_ran, [10, 0, 5, 10]);
     }
+
+    #[test]
+    fn ninja_runs_the_emitted_build_file_when_installed() {
+        if !process::peer_installed(Peer::Ninja) {
+            return; // ninja is optional: `trove bench` says "ninja not installed, skipped"
+        }
+        let opts = BenchOptions {
+            compare: vec![Peer::Ninja],
+            trove_exe: PathBuf::from("/nonexistent/trove"),
+            ..small(Kind::Process, vec![Shape::Wide, Shape::Layered], 10)
+        };
+        let report = run(&opts).unwrap();
+        for w in &report.workloads {
+            let ran: Vec<usize> =
+                w.scenarios.iter().map(|s| *s.peers[0].ran.last().unwrap()).collect();
+            // cold, noop, touch (middle), edit-leaf, edit-root, config (the
+            // command changes; no early cutoff below it), cutoff.
+            let middle = Workload::generate(w.shape.parse().unwrap(), 10).unwrap().closure(5);
+            assert_eq!(ran, [10, 0, middle, 1, 10, middle, 10], "{}", w.shape);
+        }
+    }
 }
