@@ -1,1 +1,1141 @@
-//! trove-store (in progress).
+//! trove's store: everything trove keeps between runs, in one directory.
+//!
+//! A [`Store`] is one open store directory (`.trove/` at the workspace root
+//! by default) holding:
+//!
+//! - `trove.redb`, the trace database ([`trace_db`]): traces by op version,
+//!   outputs by output version, the latest trace of each step, runs, step
+//!   logs, the stat cache and blob metadata, each value a checksummed
+//!   [`record`] envelope;
+//! - `blobs/`, the content-addressed blob store ([`blob`]);
+//! - `lock` and `lock.info`, the one-writer lock ([`lock`]).
+//!
+//! How they meet: the engine calls the [`FsIoManager`] (from
+//! [`Store::io_manager`]) on worker threads to store and restore outputs, and
+//! the [`Store`] itself as its [`TraceStore`] on the coordinator thread.
+//! `handle_output` makes blobs durable and *stages* the output record;
+//! `commit_trace` moves the step's records into the current batch, and a
+//! batch commits in one redb write transaction every
+//! [`Store::set_batch`] steps or milliseconds and at `flush`. A trace is thus
+//! committed only after its blobs are durable, and a crash loses at most the
+//! uncommitted batch, whose steps simply run again.
+//!
+//! ```no_run
+//! use trove_store::{OpenOptions, Store};
+//! let store = Store::open(".trove".as_ref(), &OpenOptions::default(), &mut |holder| {
+//!     eprintln!("waiting for {holder}");
+//! })?;
+//! let io = store.io_manager(".".as_ref());
+//! # let _ = io;
+//! # Ok::<(), trove_store::StoreError>(())
+//! ```
+
+#![warn(missing_docs)]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod blob;
+mod error;
+pub mod fs;
+mod fs_io_manager;
+mod gc;
+pub mod lock;
+pub mod record;
+pub mod stat_cache;
+pub mod trace_db;
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+
+use redb::{ConcurrencyMode, Durability, ReadableTable};
+use trove_engine::{
+    DataVersion, Digest, OutputVersion, RunReport, RunStatus, StepFailure, StepLog, Trace,
+    TraceError, TraceStore,
+};
+
+pub use blob::{EntryKind, Manifest, ManifestEntry};
+pub use error::StoreError;
+pub use fs::{FailAt, Fs, FsHook, FsOp};
+pub use fs_io_manager::FsIoManager;
+pub use gc::{GcPolicy, GcReport, Problem, VerifyReport};
+pub use lock::{LockHolder, format_utc};
+pub use record::{
+    BlobMeta, DecodeError, Location, OutputRecord, RunDetail, RunRecord, RunState, SCHEMA_VERSION,
+    StatEntry, StepLogRecord, TraceRecord,
+};
+
+use crate::blob::{BlobStore, hash_reader};
+use crate::lock::{WriteLock, now_ms};
+use crate::record::{LatestRecord, RecordKind, decode, encode};
+use crate::stat_cache::{FileStat, is_fresh, now_ns};
+use crate::trace_db::{
+    ALL_TABLES, BLOBS, Db, LATEST, LOGS, META, OUTPUTS, RUN_STEPS, RUNS, Rows, STAT, TRACES,
+    db_err, get_in, scan_in,
+};
+
+/// How to open a store.
+#[derive(Clone, Debug)]
+pub struct OpenOptions {
+    /// Read only (`log`, `show`, `plan`): no lock, never writes.
+    pub read_only: bool,
+    /// Wait for another writer (`false`: `--no-wait`, fail at once).
+    pub wait: bool,
+    /// The command shown to processes that wait for this one.
+    pub command: String,
+}
+
+impl Default for OpenOptions {
+    fn default() -> Self {
+        OpenOptions { read_only: false, wait: true, command: "trove".into() }
+    }
+}
+
+/// What `begin_run` records about a run.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RunInfo {
+    /// The run id ([`Store::new_run_id`]).
+    pub run_id: String,
+    /// The job name.
+    pub job: String,
+    /// Run tags.
+    pub tags: BTreeMap<String, String>,
+    /// Start, in ms since the Unix epoch.
+    pub started_at_ms: u64,
+    /// The command line.
+    pub command: String,
+    /// Whether memoization is on.
+    pub memoized: bool,
+}
+
+/// Counters of what the store did in this process (tests and benches).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Files hashed (stat cache misses).
+    pub files_hashed: u64,
+    /// Bytes hashed for them.
+    pub bytes_hashed: u64,
+    /// Files whose stat matched the cache.
+    pub stat_hits: u64,
+    /// Records that failed to decode (counted as misses).
+    pub corrupt_records: u64,
+    /// Batches committed.
+    pub batches: u64,
+    /// Traces committed.
+    pub traces: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    files_hashed: AtomicU64,
+    bytes_hashed: AtomicU64,
+    stat_hits: AtomicU64,
+    corrupt_records: AtomicU64,
+    batches: AtomicU64,
+    traces: AtomicU64,
+}
+
+/// What a step has stored but not yet traced, and what waits to commit.
+#[derive(Default)]
+struct Staged {
+    /// handle_output → commit_trace, by step.
+    pending: HashMap<String, Vec<(OutputVersion, OutputRecord)>>,
+    /// Traced outputs of the current batch.
+    outputs: HashMap<OutputVersion, OutputRecord>,
+    traces: Vec<TraceRecord>,
+    latest: HashMap<String, TraceRecord>,
+    logs: HashMap<String, StepLogRecord>,
+    stats: HashMap<String, StatEntry>,
+    blobs: HashMap<Digest, BlobMeta>,
+    steps: usize,
+    since: Option<Instant>,
+}
+
+impl Staged {
+    fn is_empty(&self) -> bool {
+        self.traces.is_empty()
+            && self.logs.is_empty()
+            && self.stats.is_empty()
+            && self.blobs.is_empty()
+            && self.outputs.is_empty()
+    }
+
+    fn clear_committed(&mut self) {
+        let pending = std::mem::take(&mut self.pending);
+        *self = Staged { pending, ..Staged::default() };
+    }
+}
+
+/// One open store directory.
+pub struct Store {
+    dir: PathBuf,
+    db_path: PathBuf,
+    db: RwLock<Db>,
+    read_only: bool,
+    blobs: BlobStore,
+    staged: Mutex<Staged>,
+    batch_max: AtomicUsize,
+    batch_delay_ms: AtomicU64,
+    counters: Counters,
+    _lock: Option<WriteLock>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("dir", &self.dir).field("read_only", &self.read_only).finish()
+    }
+}
+
+/// Values up to this size are kept inline in their redb record.
+pub const INLINE_MAX: usize = 16 * 1024;
+const DEFAULT_BATCH_STEPS: usize = 1000;
+const DEFAULT_BATCH_MS: u64 = 200;
+
+fn schema_bytes(v: u32) -> [u8; 4] {
+    v.to_le_bytes()
+}
+
+fn read_schema(bytes: &[u8]) -> Option<u32> {
+    bytes.try_into().ok().map(u32::from_le_bytes)
+}
+
+/// Checks a workspace-relative path: not empty, not absolute, no `..`.
+pub(crate) fn check_rel(rel: &str) -> Result<(), StoreError> {
+    let p = Path::new(rel);
+    let ok = !rel.is_empty()
+        && p.components().all(|c| matches!(c, Component::Normal(_) | Component::CurDir));
+    if ok { Ok(()) } else { Err(StoreError::OutsideWorkspace { path: rel.to_owned() }) }
+}
+
+impl Store {
+    /// Opens (read-write: creates) the store in `dir`. A writer takes the
+    /// store's lock, waiting for another writer after telling `on_wait` who
+    /// holds it, or failing at once with [`StoreError::Locked`] when
+    /// `opts.wait` is false.
+    pub fn open(
+        dir: &Path,
+        opts: &OpenOptions,
+        on_wait: &mut dyn FnMut(&LockHolder),
+    ) -> Result<Store, StoreError> {
+        Store::open_with_fs(dir, opts, on_wait, Fs::real())
+    }
+
+    /// [`Store::open`] with a filesystem seam (fault-injection tests).
+    pub fn open_with_fs(
+        dir: &Path,
+        opts: &OpenOptions,
+        on_wait: &mut dyn FnMut(&LockHolder),
+        fs: Fs,
+    ) -> Result<Store, StoreError> {
+        let db_path = dir.join("trove.redb");
+        let mut builder = redb::Builder::new();
+        builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+        builder.set_cache_size(256 << 20);
+        let (db, lock) = if opts.read_only {
+            if !db_path.exists() {
+                return Err(StoreError::NotFound { dir: dir.to_path_buf() });
+            }
+            let mut told = false;
+            let db = loop {
+                match builder.open_read_only(&db_path) {
+                    Ok(db) => break db,
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                        let holder = lock::current_holder(dir).unwrap_or(LockHolder {
+                            pid: 0,
+                            command: String::new(),
+                            since_ms: 0,
+                        });
+                        if !opts.wait {
+                            return Err(StoreError::Locked { dir: dir.to_path_buf(), holder });
+                        }
+                        if !told {
+                            on_wait(&holder);
+                            told = true;
+                        }
+                        std::thread::sleep(Duration::from_millis(50));
+                    }
+                    Err(e) => return Err(db_err(&db_path)(&e)),
+                }
+            };
+            (Db::Ro(db), None)
+        } else {
+            fs.create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
+            let lock = lock::acquire(dir, &opts.command, opts.wait, on_wait)?;
+            let file = std::fs::OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&db_path)
+                .map_err(|e| StoreError::io("opening", &db_path, e))?;
+            let backend = fs::HookedBackend::new(file, fs.clone(), &db_path)
+                .map_err(|e| db_err(&db_path)(&e))?;
+            let db = builder.create_with_backend(backend).map_err(|e| db_err(&db_path)(&e))?;
+            (Db::Rw(db), Some(lock))
+        };
+        let store = Store {
+            dir: dir.to_path_buf(),
+            db_path,
+            db: RwLock::new(db),
+            read_only: opts.read_only,
+            blobs: BlobStore::new(dir, fs),
+            staged: Mutex::new(Staged::default()),
+            batch_max: AtomicUsize::new(DEFAULT_BATCH_STEPS),
+            batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
+            counters: Counters::default(),
+            _lock: lock,
+        };
+        if store.read_only {
+            store.check_schema_ro()?;
+        } else {
+            store.blobs.prepare()?;
+            store.init_rw()?;
+        }
+        Ok(store)
+    }
+
+    fn check_schema_ro(&self) -> Result<(), StoreError> {
+        let txn = self.read_txn()?;
+        if let Some(bytes) = get_in(&self.db_path, &txn, META, b"schema")?
+            && let Some(found) = read_schema(&bytes)
+            && found > u32::from(SCHEMA_VERSION)
+        {
+            return Err(StoreError::NewerSchema {
+                dir: self.dir.clone(),
+                found,
+                supported: u32::from(SCHEMA_VERSION),
+            });
+        }
+        Ok(())
+    }
+
+    fn init_rw(&self) -> Result<(), StoreError> {
+        let dir = self.dir.clone();
+        self.write_txn(|txn, path| {
+            for t in ALL_TABLES {
+                txn.open_table(t).map_err(|e| db_err(path)(&e))?;
+            }
+            let mut meta = txn.open_table(META).map_err(|e| db_err(path)(&e))?;
+            let found = meta
+                .get(b"schema".as_slice())
+                .map_err(|e| db_err(path)(&e))?
+                .and_then(|v| read_schema(v.value()));
+            match found {
+                Some(found) if found > u32::from(SCHEMA_VERSION) => {
+                    return Err(StoreError::NewerSchema {
+                        dir,
+                        found,
+                        supported: u32::from(SCHEMA_VERSION),
+                    });
+                }
+                Some(found) if found == u32::from(SCHEMA_VERSION) => {}
+                _ => {
+                    meta.insert(
+                        b"schema".as_slice(),
+                        schema_bytes(u32::from(SCHEMA_VERSION)).as_slice(),
+                    )
+                    .map_err(|e| db_err(path)(&e))?;
+                }
+            }
+            // A run left "running" by a process that died is interrupted:
+            // we hold the lock, so nobody else is running it.
+            let current = meta
+                .get(b"current_run".as_slice())
+                .map_err(|e| db_err(path)(&e))?
+                .map(|v| v.value().to_vec());
+            if let Some(id) = current {
+                meta.remove(b"current_run".as_slice()).map_err(|e| db_err(path)(&e))?;
+                let mut runs = txn.open_table(RUNS).map_err(|e| db_err(path)(&e))?;
+                let rec = runs
+                    .get(id.as_slice())
+                    .map_err(|e| db_err(path)(&e))?
+                    .and_then(|v| decode::<RunRecord>(RecordKind::Run, v.value()).ok());
+                if let Some(mut rec) = rec
+                    && rec.status == RunState::Running
+                {
+                    rec.status = RunState::Interrupted;
+                    runs.insert(id.as_slice(), encode(RecordKind::Run, &rec).as_slice())
+                        .map_err(|e| db_err(path)(&e))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// The store directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Whether this store was opened read-only.
+    pub fn is_read_only(&self) -> bool {
+        self.read_only
+    }
+
+    /// Sets when a batch of finished steps commits: after `max_steps` steps
+    /// or `max_delay` since its first step, whichever comes first (and at
+    /// every flush). `max_steps = 1` commits every step on its own.
+    pub fn set_batch(&self, max_steps: usize, max_delay: Duration) {
+        self.batch_max.store(max_steps.max(1), Ordering::SeqCst);
+        self.batch_delay_ms.store(max_delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// What the store did in this process.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.counters;
+        StoreStats {
+            files_hashed: c.files_hashed.load(Ordering::Relaxed),
+            bytes_hashed: c.bytes_hashed.load(Ordering::Relaxed),
+            stat_hits: c.stat_hits.load(Ordering::Relaxed),
+            corrupt_records: c.corrupt_records.load(Ordering::Relaxed),
+            batches: c.batches.load(Ordering::Relaxed),
+            traces: c.traces.load(Ordering::Relaxed),
+        }
+    }
+
+    /// The path of the blob named `blob` (tests corrupt blobs through it).
+    pub fn blob_path(&self, blob: &Digest) -> PathBuf {
+        self.blobs.path(blob)
+    }
+
+    /// The path of the trace database file.
+    pub fn db_path(&self) -> &Path {
+        &self.db_path
+    }
+
+    /// The memoizing IO manager for a workspace.
+    pub fn io_manager(&self, workspace_root: &Path) -> FsIoManager<'_> {
+        FsIoManager::new(self, workspace_root)
+    }
+
+    /// A time-sortable, unique run id: 12 hex digits of milliseconds since
+    /// the epoch, then 8 random hex digits.
+    pub fn new_run_id() -> String {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let mut h = blake3::Hasher::new();
+        h.update(&std::process::id().to_le_bytes());
+        h.update(&now_ns().to_le_bytes());
+        h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        let rand = h.finalize();
+        format!("{:012x}{}", now_ms(), &rand.to_hex()[..8])
+    }
+
+    // ---- transactions -------------------------------------------------
+
+    fn db(&self) -> Result<std::sync::RwLockReadGuard<'_, Db>, StoreError> {
+        self.db.read().map_err(|_| StoreError::Internal("database lock poisoned".into()))
+    }
+
+    pub(crate) fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
+        self.db()?.begin_read().map_err(|e| db_err(&self.db_path)(&e))
+    }
+
+    /// Runs `f` in one durable write transaction.
+    pub(crate) fn write_txn<R>(
+        &self,
+        f: impl FnOnce(&redb::WriteTransaction, &Path) -> Result<R, StoreError>,
+    ) -> Result<R, StoreError> {
+        let db = self.db()?;
+        let Db::Rw(db) = &*db else {
+            return Err(StoreError::ReadOnly { dir: self.dir.clone() });
+        };
+        let path = self.db_path.as_path();
+        let mut txn = db.begin_write().map_err(|e| db_err(path)(&e))?;
+        txn.set_durability(Durability::Immediate).map_err(|e| db_err(path)(&e))?;
+        txn.set_quick_repair(true);
+        let r = f(&txn, path)?;
+        txn.commit().map_err(|e| db_err(path)(&e))?;
+        Ok(r)
+    }
+
+    fn staged(&self) -> Result<MutexGuard<'_, Staged>, StoreError> {
+        self.staged.lock().map_err(|_| StoreError::Internal("staging lock poisoned".into()))
+    }
+
+    fn corrupt(&self) {
+        self.counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Commits the staged batch (with `extra` writes) in one transaction;
+    /// on failure everything stays staged for the next attempt.
+    fn commit_staged(
+        &self,
+        st: &mut Staged,
+        extra: impl FnOnce(&redb::WriteTransaction, &Path) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let n_traces = st.traces.len() as u64;
+        self.write_txn(|txn, path| {
+            let e = db_err(path);
+            {
+                let mut t = txn.open_table(TRACES).map_err(|x| e(&x))?;
+                for rec in &st.traces {
+                    t.insert(
+                        rec.trace.op_version.0.as_slice(),
+                        encode(RecordKind::Trace, rec).as_slice(),
+                    )
+                    .map_err(|x| e(&x))?;
+                }
+            }
+            {
+                let mut t = txn.open_table(OUTPUTS).map_err(|x| e(&x))?;
+                for (v, rec) in &st.outputs {
+                    t.insert(v.0.0.as_slice(), encode(RecordKind::Output, rec).as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+            }
+            {
+                let mut t = txn.open_table(LATEST).map_err(|x| e(&x))?;
+                for (step, rec) in &st.latest {
+                    let latest = LatestRecord {
+                        op_version: rec.trace.op_version,
+                        run_id: rec.trace.run_id.clone(),
+                    };
+                    t.insert(step.as_bytes(), encode(RecordKind::Latest, &latest).as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+            }
+            {
+                let mut t = txn.open_table(LOGS).map_err(|x| e(&x))?;
+                for (step, rec) in &st.logs {
+                    t.insert(step.as_bytes(), encode(RecordKind::Log, rec).as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+            }
+            {
+                let mut t = txn.open_table(STAT).map_err(|x| e(&x))?;
+                for (p, rec) in &st.stats {
+                    t.insert(p.as_bytes(), encode(RecordKind::Stat, rec).as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+            }
+            {
+                let mut t = txn.open_table(BLOBS).map_err(|x| e(&x))?;
+                for (d, meta) in &st.blobs {
+                    let mut meta = meta.clone();
+                    let old = t
+                        .get(d.0.as_slice())
+                        .map_err(|x| e(&x))?
+                        .and_then(|v| decode::<BlobMeta>(RecordKind::Blob, v.value()).ok());
+                    if let Some(old) = old {
+                        meta.created_ms = meta.created_ms.min(old.created_ms);
+                        meta.last_used_ms = meta.last_used_ms.max(old.last_used_ms);
+                    }
+                    t.insert(d.0.as_slice(), encode(RecordKind::Blob, &meta).as_slice())
+                        .map_err(|x| e(&x))?;
+                }
+            }
+            extra(txn, path)
+        })?;
+        self.counters.batches.fetch_add(1, Ordering::Relaxed);
+        self.counters.traces.fetch_add(n_traces, Ordering::Relaxed);
+        st.clear_committed();
+        Ok(())
+    }
+
+    /// Commits everything staged now.
+    pub fn flush_all(&self) -> Result<(), StoreError> {
+        if self.read_only {
+            return Ok(());
+        }
+        let mut st = self.staged()?;
+        if st.is_empty() {
+            return Ok(());
+        }
+        self.commit_staged(&mut st, |_, _| Ok(()))
+    }
+
+    // ---- outputs -------------------------------------------------------
+
+    /// The stored output at a version: staged batch first, then redb.
+    pub(crate) fn lookup_output(
+        &self,
+        version: &OutputVersion,
+    ) -> Result<Option<OutputRecord>, StoreError> {
+        if let Some(rec) = self.staged()?.outputs.get(version) {
+            return Ok(Some(rec.clone()));
+        }
+        let txn = self.read_txn()?;
+        self.output_in(&txn, version)
+    }
+
+    fn output_in(
+        &self,
+        txn: &redb::ReadTransaction,
+        version: &OutputVersion,
+    ) -> Result<Option<OutputRecord>, StoreError> {
+        let Some(bytes) = get_in(&self.db_path, txn, OUTPUTS, version.0.0.as_slice())? else {
+            return Ok(None);
+        };
+        match decode::<OutputRecord>(RecordKind::Output, &bytes) {
+            Ok(rec) => Ok(Some(rec)),
+            Err(e) => {
+                self.corrupt();
+                Err(StoreError::CorruptRecord {
+                    what: format!("outputs[{}]", version.short(12)),
+                    detail: e.to_string(),
+                })
+            }
+        }
+    }
+
+    /// Existence checks for many output versions in one read transaction
+    /// (`None`: not stored or unreadable).
+    pub fn lookup_outputs(
+        &self,
+        versions: &[OutputVersion],
+    ) -> Result<Vec<Option<trove_engine::StoredOutput>>, StoreError> {
+        let txn = self.read_txn()?;
+        let staged = self.staged()?;
+        let mut out = Vec::with_capacity(versions.len());
+        for v in versions {
+            let rec = match staged.outputs.get(v) {
+                Some(r) => Some(r.clone()),
+                None => self.output_in(&txn, v).unwrap_or(None),
+            };
+            out.push(rec.map(|r| trove_engine::StoredOutput {
+                data_version: r.data_version,
+                size: r.size,
+            }));
+        }
+        Ok(out)
+    }
+
+    pub(crate) fn stage_output(
+        &self,
+        step: &str,
+        version: OutputVersion,
+        rec: OutputRecord,
+    ) -> Result<(), StoreError> {
+        let mut st = self.staged()?;
+        let list = st.pending.entry(step.to_owned()).or_default();
+        list.retain(|(v, _)| *v != version);
+        list.push((version, rec));
+        Ok(())
+    }
+
+    pub(crate) fn stage_blob(&self, blob: Digest, size: u64, kind: record::BlobKind) {
+        if self.read_only {
+            return;
+        }
+        let now = now_ms();
+        if let Ok(mut st) = self.staged() {
+            st.blobs.insert(blob, BlobMeta { size, kind, created_ms: now, last_used_ms: now });
+        }
+    }
+
+    pub(crate) fn blob_store(&self) -> &BlobStore {
+        &self.blobs
+    }
+
+    // ---- stat cache ----------------------------------------------------
+
+    fn stat_entry(&self, rel: &str) -> Option<StatEntry> {
+        if let Ok(st) = self.staged()
+            && let Some(e) = st.stats.get(rel)
+        {
+            return Some(e.clone());
+        }
+        let txn = self.read_txn().ok()?;
+        let bytes = get_in(&self.db_path, &txn, STAT, rel.as_bytes()).ok()??;
+        match decode::<StatEntry>(RecordKind::Stat, &bytes) {
+            Ok(e) => Some(e),
+            Err(_) => {
+                self.corrupt();
+                None
+            }
+        }
+    }
+
+    pub(crate) fn stage_stat(&self, rel: &str, entry: StatEntry) {
+        if self.read_only {
+            return;
+        }
+        if let Ok(mut st) = self.staged() {
+            st.stats.insert(rel.to_owned(), entry);
+        }
+    }
+
+    /// Hashes a workspace file, through the stat cache.
+    pub(crate) fn hash_file_cached(
+        &self,
+        full: &Path,
+        rel: &str,
+    ) -> Result<(DataVersion, FileStat), StoreError> {
+        let stat = FileStat::of(full).map_err(|e| missing_or(e, rel, "reading", full))?;
+        if let Some(entry) = self.stat_entry(rel)
+            && is_fresh(&entry, &stat)
+        {
+            self.counters.stat_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok((entry.data_version, stat));
+        }
+        let started = now_ns();
+        let file = std::fs::File::open(full).map_err(|e| missing_or(e, rel, "reading", full))?;
+        let (digest, n) = hash_reader(file).map_err(|e| StoreError::io("hashing", full, e))?;
+        let dv = DataVersion(digest);
+        self.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_hashed.fetch_add(n, Ordering::Relaxed);
+        if FileStat::of(full).ok() == Some(stat) && n == stat.size {
+            self.stage_stat(rel, stat.entry(dv, started));
+        }
+        Ok((dv, stat))
+    }
+
+    /// The data version of a source file or directory in the workspace,
+    /// through the stat cache. A missing path is an error naming it.
+    pub fn hash_path(&self, workspace_root: &Path, rel: &str) -> Result<DataVersion, StoreError> {
+        check_rel(rel)?;
+        let full = workspace_root.join(rel);
+        let meta = std::fs::metadata(&full).map_err(|e| missing_or(e, rel, "reading", &full))?;
+        if meta.is_dir() {
+            let manifest = self.dir_manifest(&full, rel, None)?;
+            Ok(DataVersion::of_bytes(&manifest.encode()))
+        } else {
+            Ok(self.hash_file_cached(&full, rel)?.0)
+        }
+    }
+
+    /// The manifest of a workspace directory. With `ingest`, each file is
+    /// also stored as a blob (unless the stat cache and the blob store say
+    /// it already is).
+    pub(crate) fn dir_manifest(
+        &self,
+        full: &Path,
+        rel: &str,
+        ingest: Option<&BlobStore>,
+    ) -> Result<Manifest, StoreError> {
+        let mut entries = Vec::new();
+        walk(full, "", &mut entries)?;
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut manifest = Manifest::default();
+        for (sub, meta) in entries {
+            let path = full.join(&sub);
+            let sub_rel = format!("{rel}/{sub}");
+            let kind = if meta.file_type().is_symlink() {
+                let target = std::fs::read_link(&path)
+                    .map_err(|e| StoreError::io("reading link", &path, e))?;
+                EntryKind::Symlink { target: target.to_string_lossy().into_owned() }
+            } else if meta.is_dir() {
+                EntryKind::Dir
+            } else {
+                let exec = is_exec(&meta);
+                let (blob, size) = match ingest {
+                    None => {
+                        let (dv, stat) = self.hash_file_cached(&path, &sub_rel)?;
+                        (dv.0, stat.size)
+                    }
+                    Some(blobs) => self.ingest_file(blobs, &path, &sub_rel)?,
+                };
+                EntryKind::File { size, exec, blob }
+            };
+            manifest.entries.push(ManifestEntry { path: sub, kind });
+        }
+        Ok(manifest)
+    }
+
+    /// Stores a workspace file as a blob; records its stat.
+    pub(crate) fn ingest_file(
+        &self,
+        blobs: &BlobStore,
+        path: &Path,
+        rel: &str,
+    ) -> Result<(Digest, u64), StoreError> {
+        let before = FileStat::of(path).map_err(|e| missing_or(e, rel, "reading", path))?;
+        if let Some(entry) = self.stat_entry(rel)
+            && is_fresh(&entry, &before)
+            && std::fs::metadata(blobs.path(&entry.data_version.0))
+                .is_ok_and(|m| m.len() == before.size)
+        {
+            self.counters.stat_hits.fetch_add(1, Ordering::Relaxed);
+            self.stage_blob(entry.data_version.0, before.size, record::BlobKind::Data);
+            return Ok((entry.data_version.0, before.size));
+        }
+        let started = now_ns();
+        let (blob, size, _) = blobs.put_file(path)?;
+        self.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_hashed.fetch_add(size, Ordering::Relaxed);
+        self.stage_blob(blob, size, record::BlobKind::Data);
+        if FileStat::of(path).ok() == Some(before) && size == before.size {
+            self.stage_stat(rel, before.entry(DataVersion(blob), started));
+        }
+        Ok((blob, size))
+    }
+
+    // ---- runs ----------------------------------------------------------
+
+    /// Records the start of a run.
+    pub fn begin_run(&self, run: &RunInfo) -> Result<(), StoreError> {
+        let rec = RunRecord {
+            run_id: run.run_id.clone(),
+            job: run.job.clone(),
+            tags: run.tags.clone(),
+            command: run.command.clone(),
+            memoized: run.memoized,
+            started_at_ms: run.started_at_ms,
+            ended_at_ms: None,
+            status: RunState::Running,
+            counts: Default::default(),
+            duration_ns: 0,
+        };
+        self.write_txn(|txn, path| {
+            let e = db_err(path);
+            txn.open_table(RUNS)
+                .map_err(|x| e(&x))?
+                .insert(run.run_id.as_bytes(), encode(RecordKind::Run, &rec).as_slice())
+                .map_err(|x| e(&x))?;
+            txn.open_table(META)
+                .map_err(|x| e(&x))?
+                .insert(b"current_run".as_slice(), run.run_id.as_bytes())
+                .map_err(|x| e(&x))?;
+            Ok(())
+        })
+    }
+
+    /// Records how a run ended, with per-step outcomes; commits the staged
+    /// batch in the same transaction.
+    pub fn finish_run(&self, report: &RunReport) -> Result<(), StoreError> {
+        let existing = self.run_record(&report.run_id)?;
+        let now = now_ms();
+        let mut rec = existing.unwrap_or_else(|| RunRecord {
+            run_id: report.run_id.clone(),
+            job: String::new(),
+            tags: BTreeMap::new(),
+            command: String::new(),
+            memoized: true,
+            started_at_ms: now.saturating_sub(report.duration_ns / 1_000_000),
+            ended_at_ms: None,
+            status: RunState::Running,
+            counts: Default::default(),
+            duration_ns: 0,
+        });
+        rec.ended_at_ms = Some(now);
+        rec.status = match report.status {
+            RunStatus::Succeeded => RunState::Succeeded,
+            RunStatus::Failed => RunState::Failed,
+            RunStatus::Cancelled => RunState::Cancelled,
+        };
+        rec.counts = report.counts;
+        rec.duration_ns = report.duration_ns;
+        let steps = encode(RecordKind::RunSteps, &report.steps);
+        let mut st = self.staged()?;
+        self.commit_staged(&mut st, |txn, path| {
+            let e = db_err(path);
+            txn.open_table(RUNS)
+                .map_err(|x| e(&x))?
+                .insert(rec.run_id.as_bytes(), encode(RecordKind::Run, &rec).as_slice())
+                .map_err(|x| e(&x))?;
+            txn.open_table(RUN_STEPS)
+                .map_err(|x| e(&x))?
+                .insert(rec.run_id.as_bytes(), steps.as_slice())
+                .map_err(|x| e(&x))?;
+            let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
+            let is_current = meta
+                .get(b"current_run".as_slice())
+                .map_err(|x| e(&x))?
+                .is_some_and(|v| v.value() == rec.run_id.as_bytes());
+            if is_current {
+                meta.remove(b"current_run".as_slice()).map_err(|x| e(&x))?;
+            }
+            Ok(())
+        })
+    }
+
+    fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
+        let txn = self.read_txn()?;
+        let Some(bytes) = get_in(&self.db_path, &txn, RUNS, run_id.as_bytes())? else {
+            return Ok(None);
+        };
+        match decode::<RunRecord>(RecordKind::Run, &bytes) {
+            Ok(r) => Ok(Some(r)),
+            Err(_) => {
+                self.corrupt();
+                Ok(None)
+            }
+        }
+    }
+
+    /// Runs, newest first (unreadable records are skipped and counted).
+    pub fn runs(&self, limit: usize) -> Result<Vec<RunRecord>, StoreError> {
+        let txn = self.read_txn()?;
+        let rows = scan_in(&self.db_path, &txn, RUNS, b"", true, usize::MAX)?;
+        let mut out = Vec::new();
+        for (_, v) in rows {
+            match decode::<RunRecord>(RecordKind::Run, &v) {
+                Ok(r) => out.push(r),
+                Err(_) => self.corrupt(),
+            }
+            if out.len() >= limit {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One run with its per-step outcomes; `run_id` may be a unique prefix.
+    pub fn run(&self, run_id: &str) -> Result<Option<RunDetail>, StoreError> {
+        let txn = self.read_txn()?;
+        let id = match get_in(&self.db_path, &txn, RUNS, run_id.as_bytes())? {
+            Some(_) => run_id.to_owned(),
+            None => {
+                let rows = scan_in(&self.db_path, &txn, RUNS, run_id.as_bytes(), false, 11)?;
+                match rows.len() {
+                    0 => return Ok(None),
+                    1 => String::from_utf8_lossy(&rows[0].0).into_owned(),
+                    _ => {
+                        return Err(StoreError::AmbiguousRun {
+                            prefix: run_id.to_owned(),
+                            candidates: rows
+                                .iter()
+                                .take(10)
+                                .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+                                .collect(),
+                        });
+                    }
+                }
+            }
+        };
+        let Some(bytes) = get_in(&self.db_path, &txn, RUNS, id.as_bytes())? else {
+            return Ok(None);
+        };
+        let record = decode::<RunRecord>(RecordKind::Run, &bytes).map_err(|e| {
+            self.corrupt();
+            StoreError::CorruptRecord { what: format!("runs[{id}]"), detail: e.to_string() }
+        })?;
+        let steps = match get_in(&self.db_path, &txn, RUN_STEPS, id.as_bytes())? {
+            Some(bytes) => decode(RecordKind::RunSteps, &bytes).map_err(|e| {
+                self.corrupt();
+                StoreError::CorruptRecord {
+                    what: format!("run_steps[{id}]"),
+                    detail: e.to_string(),
+                }
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Some(RunDetail { record, steps }))
+    }
+
+    /// The latest captured output of a step (success or failure).
+    pub fn step_log(&self, step: &str) -> Result<Option<StepLogRecord>, StoreError> {
+        let staged_log = self.staged()?.logs.get(step).cloned();
+        let log = match staged_log {
+            Some(l) => Some(l),
+            None => {
+                let txn = self.read_txn()?;
+                match get_in(&self.db_path, &txn, LOGS, step.as_bytes())? {
+                    Some(bytes) => match decode::<StepLogRecord>(RecordKind::Log, &bytes) {
+                        Ok(l) => Some(l),
+                        Err(_) => {
+                            self.corrupt();
+                            None
+                        }
+                    },
+                    None => None,
+                }
+            }
+        };
+        let trace = self.latest_trace_record(step).ok().flatten();
+        Ok(match (log, trace) {
+            (Some(log), Some(t)) if t.trace.run_id > log.run_id => Some(empty_log(&t)),
+            (Some(log), _) => Some(log),
+            (None, Some(t)) => Some(empty_log(&t)),
+            (None, None) => None,
+        })
+    }
+
+    fn latest_trace_record(&self, step: &str) -> Result<Option<TraceRecord>, StoreError> {
+        if let Some(rec) = self.staged()?.latest.get(step) {
+            return Ok(Some(rec.clone()));
+        }
+        let txn = self.read_txn()?;
+        let Some(bytes) = get_in(&self.db_path, &txn, LATEST, step.as_bytes())? else {
+            return Ok(None);
+        };
+        let latest = decode::<LatestRecord>(RecordKind::Latest, &bytes).map_err(|e| {
+            StoreError::CorruptRecord { what: format!("latest[{step}]"), detail: e.to_string() }
+        })?;
+        let Some(bytes) = get_in(&self.db_path, &txn, TRACES, latest.op_version.0.as_slice())?
+        else {
+            return Ok(None);
+        };
+        let rec = decode::<TraceRecord>(RecordKind::Trace, &bytes).map_err(|e| {
+            StoreError::CorruptRecord {
+                what: format!("traces[{}]", latest.op_version.short(12)),
+                detail: e.to_string(),
+            }
+        })?;
+        Ok(Some(rec))
+    }
+
+    fn maybe_commit(&self, st: &mut Staged) -> Result<(), StoreError> {
+        let max = self.batch_max.load(Ordering::Relaxed);
+        let delay = Duration::from_millis(self.batch_delay_ms.load(Ordering::Relaxed));
+        if st.steps >= max || st.since.is_some_and(|s| s.elapsed() >= delay) {
+            self.commit_staged(st, |_, _| Ok(()))?;
+        }
+        Ok(())
+    }
+
+    /// Garbage collection: see [`GcPolicy`].
+    pub fn gc(&self, policy: &GcPolicy) -> Result<GcReport, StoreError> {
+        gc::gc(self, policy)
+    }
+
+    /// Re-hashes every blob and checks every record and reference; reports
+    /// and quarantines what is bad (unreadable records are removed, so the
+    /// steps they described run again).
+    pub fn verify(&self) -> Result<VerifyReport, StoreError> {
+        gc::verify(self)
+    }
+}
+
+fn empty_log(t: &TraceRecord) -> StepLogRecord {
+    StepLogRecord {
+        step: t.trace.step.clone(),
+        run_id: t.trace.run_id.clone(),
+        failure: None,
+        exit_code: None,
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        at_ms: t.committed_ms,
+    }
+}
+
+pub(crate) fn missing_or(e: io::Error, rel: &str, action: &'static str, full: &Path) -> StoreError {
+    if e.kind() == io::ErrorKind::NotFound {
+        StoreError::MissingPath { path: rel.to_owned() }
+    } else {
+        StoreError::io(action, full, e)
+    }
+}
+
+#[cfg(unix)]
+fn is_exec(meta: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o111 != 0
+}
+
+#[cfg(not(unix))]
+fn is_exec(_meta: &std::fs::Metadata) -> bool {
+    false
+}
+
+/// Lists a directory recursively: (`/`-separated relative path, metadata
+/// without following links).
+pub(crate) fn walk(
+    dir: &Path,
+    prefix: &str,
+    out: &mut Vec<(String, std::fs::Metadata)>,
+) -> Result<(), StoreError> {
+    let rd = std::fs::read_dir(dir).map_err(|e| StoreError::io("listing", dir, e))?;
+    for entry in rd {
+        let entry = entry.map_err(|e| StoreError::io("listing", dir, e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            return Err(StoreError::io(
+                "listing",
+                entry.path(),
+                io::Error::new(io::ErrorKind::InvalidData, "file name is not UTF-8"),
+            ));
+        };
+        if name.starts_with(".trove-") || (name.starts_with('.') && name.contains(".trove-")) {
+            continue; // our own restore temp files
+        }
+        let meta = std::fs::symlink_metadata(entry.path())
+            .map_err(|e| StoreError::io("reading", entry.path(), e))?;
+        let rel = if prefix.is_empty() { name.to_owned() } else { format!("{prefix}/{name}") };
+        let is_dir = meta.is_dir();
+        out.push((rel.clone(), meta));
+        if is_dir {
+            walk(&entry.path(), &rel, out)?;
+        }
+    }
+    Ok(())
+}
+
+impl TraceStore for Store {
+    fn latest_trace(&self, step: &str) -> Result<Option<Trace>, TraceError> {
+        match self.latest_trace_record(step) {
+            Ok(r) => Ok(r.map(|r| r.trace)),
+            Err(StoreError::CorruptRecord { .. }) => {
+                self.corrupt();
+                Ok(None)
+            }
+            Err(e) => Err(TraceError::Store(e.to_string())),
+        }
+    }
+
+    fn commit_trace(&self, trace: Trace, log: StepLog) -> Result<(), TraceError> {
+        let to_err = |e: StoreError| TraceError::Store(e.to_string());
+        let mut st = self.staged().map_err(to_err)?;
+        let step = trace.step.clone();
+        let pending = st.pending.remove(&step).unwrap_or_default();
+        for out in &trace.outputs {
+            if let Some((v, rec)) = pending.iter().find(|(v, _)| *v == out.version) {
+                let mut rec = rec.clone();
+                rec.op_version = trace.op_version;
+                st.outputs.insert(*v, rec);
+            }
+        }
+        let now = now_ms();
+        if !log.stdout.is_empty() || !log.stderr.is_empty() || st.logs.contains_key(&step) {
+            let rec = StepLogRecord {
+                step: step.clone(),
+                run_id: trace.run_id.clone(),
+                failure: None,
+                exit_code: None,
+                stdout: log.stdout,
+                stderr: log.stderr,
+                at_ms: now,
+            };
+            st.logs.insert(step.clone(), rec);
+        }
+        let rec = TraceRecord { trace, committed_ms: now };
+        st.latest.insert(step, rec.clone());
+        st.traces.push(rec);
+        st.steps += 1;
+        st.since.get_or_insert_with(Instant::now);
+        self.maybe_commit(&mut st).map_err(to_err)
+    }
+
+    fn record_failure(&self, failure: StepFailure, log: StepLog) -> Result<(), TraceError> {
+        let to_err = |e: StoreError| TraceError::Store(e.to_string());
+        let mut st = self.staged().map_err(to_err)?;
+        st.pending.remove(&failure.step);
+        let rec = StepLogRecord {
+            step: failure.step.clone(),
+            run_id: failure.run_id,
+            failure: Some(failure.message),
+            exit_code: failure.exit_code,
+            stdout: log.stdout,
+            stderr: log.stderr,
+            at_ms: now_ms(),
+        };
+        st.logs.insert(failure.step, rec);
+        st.steps += 1;
+        st.since.get_or_insert_with(Instant::now);
+        self.maybe_commit(&mut st).map_err(to_err)
+    }
+
+    fn flush(&self) -> Result<(), TraceError> {
+        self.flush_all().map_err(|e| TraceError::Store(e.to_string()))
+    }
+}
+
+impl Drop for Store {
+    fn drop(&mut self) {
+        let _ = self.flush_all();
+    }
+}
+
+/// Reads the whole `outputs` table (gc and verify).
+pub(crate) fn all_rows(store: &Store, table: trace_db::Table) -> Result<Rows, StoreError> {
+    let txn = store.read_txn()?;
+    scan_in(&store.db_path, &txn, table, b"", false, usize::MAX)
+}
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<Store>();
+}

@@ -1,0 +1,382 @@
+//! [`FsIoManager`]: the memoizing IO manager over the store.
+//!
+//! One manager serves both kinds of outputs the engine hands over:
+//!
+//! - **files and directories** the op wrote in the workspace
+//!   (`OutputValue::File`): ingested as blobs after the step succeeds (a
+//!   directory as a manifest of its files); on a hit, the workspace copy is
+//!   checked through the stat cache and restored from the blob, verified on
+//!   the way, if it is missing or differs ([`Restore::Restored`]);
+//! - **in-memory values** of library ops (`OutputValue::Bytes`): inline in
+//!   the redb record up to [`INLINE_MAX`](crate::INLINE_MAX) bytes, in a blob
+//!   above.
+//!
+//! `has_output` is one record lookup, never a re-hash. Content that fails
+//! verification is never served: the error is [`IoError::Corrupt`] (the
+//! engine reports it and runs the step again) and a bad blob is quarantined.
+
+use std::path::{Path, PathBuf};
+
+use trove_engine::{
+    DataVersion, Digest, IoError, IoManager, OutputContext, OutputValue, Restore, StoredOutput,
+};
+
+use crate::blob::{BlobReadError, EntryKind, Manifest, set_mode};
+use crate::error::StoreError;
+use crate::lock::now_ms;
+use crate::record::{BlobKind, Location, OutputRecord};
+use crate::stat_cache::{FileStat, now_ns};
+use crate::{INLINE_MAX, Store, check_rel};
+
+/// The store's memoizing IO manager for one workspace.
+#[derive(Debug)]
+pub struct FsIoManager<'a> {
+    store: &'a Store,
+    root: PathBuf,
+}
+
+fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
+    match e {
+        StoreError::MissingPath { path } => IoError::NotWritten { what: path },
+        e => IoError::Other {
+            context: format!("storing {}", ctx.identifier()),
+            message: e.to_string(),
+        },
+    }
+}
+
+fn read_err(ctx: &OutputContext<'_>, expected: &Digest, e: BlobReadError) -> IoError {
+    match e {
+        BlobReadError::Missing => IoError::Missing { identifier: ctx.identifier() },
+        BlobReadError::Corrupt { found } => IoError::Corrupt {
+            identifier: ctx.identifier(),
+            expected: expected.to_hex(),
+            found: found.to_hex(),
+        },
+        BlobReadError::Io(e) => IoError::Other {
+            context: format!("loading {}", ctx.identifier()),
+            message: e.to_string(),
+        },
+    }
+}
+
+impl<'a> FsIoManager<'a> {
+    pub(crate) fn new(store: &'a Store, root: &Path) -> FsIoManager<'a> {
+        FsIoManager { store, root: root.to_path_buf() }
+    }
+
+    /// The workspace root.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn record(
+        &self,
+        ctx: &OutputContext<'_>,
+        stored: &StoredOutput,
+    ) -> Result<OutputRecord, IoError> {
+        match self.store.lookup_output(&ctx.version) {
+            Ok(Some(rec)) if rec.data_version == stored.data_version => Ok(rec),
+            Ok(_) => Err(IoError::Missing { identifier: ctx.identifier() }),
+            Err(e) => Err(record_err(ctx, e)),
+        }
+    }
+
+    fn path_of<'c>(&self, ctx: &OutputContext<'c>) -> Result<&'c str, IoError> {
+        let rel = ctx.path.ok_or_else(|| IoError::Other {
+            context: format!("restoring {}", ctx.identifier()),
+            message: "a file output without a path; this is a bug in trove".into(),
+        })?;
+        check_rel(rel).map_err(|e| other(ctx, e))?;
+        Ok(rel)
+    }
+
+    /// Makes the workspace copy at `rel` match `rec`; says whether it had
+    /// to restore anything.
+    fn ensure_workspace(
+        &self,
+        ctx: &OutputContext<'_>,
+        rel: &str,
+        rec: &OutputRecord,
+    ) -> Result<Restore, IoError> {
+        let full = self.root.join(rel);
+        match &rec.location {
+            Location::File { mode } => {
+                self.ensure_file(ctx, &full, rel, &rec.data_version.0, *mode)
+            }
+            Location::Dir => {
+                let blobs = self.store.blob_store();
+                let bytes = blobs
+                    .read_verified(&rec.data_version.0)
+                    .map_err(|e| read_err(ctx, &rec.data_version.0, e))?;
+                let manifest = Manifest::decode(&bytes).ok_or_else(|| IoError::Corrupt {
+                    identifier: ctx.identifier(),
+                    expected: rec.data_version.to_hex(),
+                    found: "an undecodable manifest".into(),
+                })?;
+                self.ensure_dir(ctx, &full, rel, &manifest)
+            }
+            Location::Inline(_) | Location::Blob => Ok(Restore::Present),
+        }
+    }
+
+    fn ensure_file(
+        &self,
+        ctx: &OutputContext<'_>,
+        full: &Path,
+        rel: &str,
+        blob: &Digest,
+        mode: u32,
+    ) -> Result<Restore, IoError> {
+        let is_file = std::fs::symlink_metadata(full).is_ok_and(|m| m.is_file());
+        if is_file
+            && let Ok((dv, _)) = self.store.hash_file_cached(full, rel)
+            && dv.0 == *blob
+        {
+            return Ok(Restore::Present);
+        }
+        let started = now_ns();
+        self.store.blob_store().restore_to(blob, full, mode).map_err(|e| read_err(ctx, blob, e))?;
+        if let Ok(stat) = FileStat::of(full) {
+            self.store.stage_stat(rel, stat.entry(DataVersion(*blob), started));
+        }
+        Ok(Restore::Restored)
+    }
+
+    fn ensure_dir(
+        &self,
+        ctx: &OutputContext<'_>,
+        full: &Path,
+        rel: &str,
+        manifest: &Manifest,
+    ) -> Result<Restore, IoError> {
+        let io = |action: &'static str, p: &Path, e: std::io::Error| {
+            other(ctx, StoreError::io(action, p, e))
+        };
+        let mut restored = false;
+        if !full.is_dir() || full.is_symlink() {
+            if std::fs::symlink_metadata(full).is_ok() {
+                std::fs::remove_file(full).map_err(|e| io("replacing", full, e))?;
+            }
+            std::fs::create_dir_all(full).map_err(|e| io("creating", full, e))?;
+            restored = true;
+        }
+        let mut wanted = std::collections::BTreeSet::new();
+        for entry in &manifest.entries {
+            wanted.insert(entry.path.clone());
+            let path = full.join(&entry.path);
+            let sub_rel = format!("{rel}/{}", entry.path);
+            match &entry.kind {
+                EntryKind::Dir => {
+                    let meta = std::fs::symlink_metadata(&path);
+                    if !meta.as_ref().is_ok_and(|m| m.is_dir()) {
+                        if meta.is_ok() {
+                            std::fs::remove_file(&path).map_err(|e| io("replacing", &path, e))?;
+                        }
+                        std::fs::create_dir_all(&path).map_err(|e| io("creating", &path, e))?;
+                        restored = true;
+                    }
+                }
+                EntryKind::File { blob, exec, .. } => {
+                    let mode = if *exec { 0o755 } else { 0o644 };
+                    if self.ensure_file(ctx, &path, &sub_rel, blob, mode)? == Restore::Restored {
+                        restored = true;
+                    }
+                }
+                EntryKind::Symlink { target } => {
+                    let same = std::fs::read_link(&path)
+                        .is_ok_and(|t| t.to_string_lossy() == target.as_str());
+                    if !same {
+                        if let Ok(m) = std::fs::symlink_metadata(&path) {
+                            if m.is_dir() {
+                                std::fs::remove_dir_all(&path)
+                                    .map_err(|e| io("replacing", &path, e))?;
+                            } else {
+                                std::fs::remove_file(&path)
+                                    .map_err(|e| io("replacing", &path, e))?;
+                            }
+                        }
+                        make_symlink(target, &path).map_err(|e| io("restoring link", &path, e))?;
+                        restored = true;
+                    }
+                }
+            }
+        }
+        // Remove what the stored directory did not have, deepest first.
+        let mut present = Vec::new();
+        crate::walk(full, "", &mut present).map_err(|e| other(ctx, e))?;
+        present.reverse();
+        for (sub, meta) in present {
+            if wanted.contains(&sub) {
+                continue;
+            }
+            let path = full.join(&sub);
+            let res = if meta.is_dir() {
+                std::fs::remove_dir_all(&path)
+            } else {
+                std::fs::remove_file(&path)
+            };
+            res.map_err(|e| io("removing", &path, e))?;
+            restored = true;
+        }
+        Ok(if restored { Restore::Restored } else { Restore::Present })
+    }
+}
+
+fn record_err(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
+    match e {
+        StoreError::CorruptRecord { detail, .. } => IoError::Corrupt {
+            identifier: ctx.identifier(),
+            expected: "a readable record".into(),
+            found: detail,
+        },
+        e => IoError::Other {
+            context: format!("looking up {}", ctx.identifier()),
+            message: e.to_string(),
+        },
+    }
+}
+
+#[cfg(unix)]
+fn make_symlink(target: &str, path: &Path) -> std::io::Result<()> {
+    std::os::unix::fs::symlink(target, path)
+}
+
+#[cfg(not(unix))]
+fn make_symlink(_target: &str, _path: &Path) -> std::io::Result<()> {
+    Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "symlinks are not supported here"))
+}
+
+impl IoManager for FsIoManager<'_> {
+    fn has_output(&self, ctx: &OutputContext<'_>) -> Result<Option<StoredOutput>, IoError> {
+        match self.store.lookup_output(&ctx.version) {
+            Ok(rec) => Ok(rec.map(|r| StoredOutput { data_version: r.data_version, size: r.size })),
+            Err(e) => Err(record_err(ctx, e)),
+        }
+    }
+
+    fn handle_output(
+        &self,
+        ctx: &OutputContext<'_>,
+        value: OutputValue,
+    ) -> Result<StoredOutput, IoError> {
+        let blobs = self.store.blob_store();
+        let (data_version, size, location) = match value {
+            OutputValue::Bytes(bytes) => {
+                let dv = DataVersion::of_bytes(&bytes);
+                let size = bytes.len() as u64;
+                if bytes.len() <= INLINE_MAX {
+                    (dv, size, Location::Inline(bytes))
+                } else {
+                    let (blob, _) = blobs.put_bytes(&bytes).map_err(|e| other(ctx, e))?;
+                    self.store.stage_blob(blob, size, BlobKind::Data);
+                    (dv, size, Location::Blob)
+                }
+            }
+            OutputValue::File(rel) => {
+                check_rel(&rel).map_err(|e| other(ctx, e))?;
+                let full = self.root.join(&rel);
+                let meta = match std::fs::metadata(&full) {
+                    Ok(m) => m,
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                        return Err(IoError::NotWritten { what: rel });
+                    }
+                    Err(e) => return Err(other(ctx, StoreError::io("reading", &full, e))),
+                };
+                if meta.is_dir() {
+                    let manifest = self
+                        .store
+                        .dir_manifest(&full, &rel, Some(blobs))
+                        .map_err(|e| other(ctx, e))?;
+                    let bytes = manifest.encode();
+                    let (blob, _) = blobs.put_bytes(&bytes).map_err(|e| other(ctx, e))?;
+                    self.store.stage_blob(blob, bytes.len() as u64, BlobKind::Manifest);
+                    (DataVersion(blob), manifest.size(), Location::Dir)
+                } else {
+                    let (blob, size) =
+                        self.store.ingest_file(blobs, &full, &rel).map_err(|e| other(ctx, e))?;
+                    (DataVersion(blob), size, Location::File { mode: file_mode(&meta) })
+                }
+            }
+        };
+        let rec = OutputRecord {
+            step: ctx.step.to_owned(),
+            output: ctx.output.to_owned(),
+            op_version: Digest([0; 32]),
+            run_id: ctx.run_id.to_owned(),
+            data_version,
+            size,
+            location,
+            created_ms: now_ms(),
+        };
+        self.store.stage_output(ctx.step, ctx.version, rec).map_err(|e| other(ctx, e))?;
+        Ok(StoredOutput { data_version, size })
+    }
+
+    fn load_input(
+        &self,
+        ctx: &OutputContext<'_>,
+        stored: &StoredOutput,
+    ) -> Result<OutputValue, IoError> {
+        let rec = self.record(ctx, stored)?;
+        match &rec.location {
+            Location::Inline(bytes) => {
+                let found = DataVersion::of_bytes(bytes);
+                if found != rec.data_version {
+                    return Err(IoError::Corrupt {
+                        identifier: ctx.identifier(),
+                        expected: rec.data_version.to_hex(),
+                        found: found.to_hex(),
+                    });
+                }
+                Ok(OutputValue::Bytes(bytes.clone()))
+            }
+            Location::Blob => {
+                let blob = rec.data_version.0;
+                let bytes = self
+                    .store
+                    .blob_store()
+                    .read_verified(&blob)
+                    .map_err(|e| read_err(ctx, &blob, e))?;
+                self.store.stage_blob(blob, rec.size, BlobKind::Data);
+                Ok(OutputValue::Bytes(bytes))
+            }
+            Location::File { .. } | Location::Dir => {
+                let rel = self.path_of(ctx)?;
+                self.ensure_workspace(ctx, rel, &rec)?;
+                Ok(OutputValue::File(rel.to_owned()))
+            }
+        }
+    }
+
+    fn restore(&self, ctx: &OutputContext<'_>, stored: &StoredOutput) -> Result<Restore, IoError> {
+        let rec = self.record(ctx, stored)?;
+        match rec.location {
+            Location::Inline(_) | Location::Blob => Ok(Restore::Present),
+            Location::File { .. } | Location::Dir => {
+                let rel = self.path_of(ctx)?;
+                let res = self.ensure_workspace(ctx, rel, &rec)?;
+                if res == Restore::Restored {
+                    self.store.stage_blob(rec.data_version.0, rec.size, BlobKind::Data);
+                }
+                Ok(res)
+            }
+        }
+    }
+}
+
+#[cfg(unix)]
+fn file_mode(meta: &std::fs::Metadata) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    meta.permissions().mode() & 0o7777
+}
+
+#[cfg(not(unix))]
+fn file_mode(_meta: &std::fs::Metadata) -> u32 {
+    0
+}
+
+#[allow(dead_code)]
+fn _unused(p: &Path) {
+    set_mode(p, 0);
+}

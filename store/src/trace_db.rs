@@ -1,0 +1,152 @@
+//! The trace database: redb tables, the schema check, and reads that
+//! survive corrupt pages.
+//!
+//! Tables (all values are [`record`](crate::record) envelopes):
+//!
+//! | table     | key                 | value            |
+//! | --------- | ------------------- | ---------------- |
+//! | `meta`    | name                | raw bytes (`schema` = u32 LE, `current_run` = id) |
+//! | `traces`  | op version (32 B)   | [`TraceRecord`](crate::record::TraceRecord) |
+//! | `outputs` | output version (32 B) | [`OutputRecord`](crate::record::OutputRecord) (points at its trace) |
+//! | `latest`  | step name           | [`LatestRecord`](crate::record::LatestRecord) |
+//! | `runs`    | run id (sorts by time) | [`RunRecord`](crate::record::RunRecord) |
+//! | `run_steps` | run id            | per-step outcomes |
+//! | `logs`    | step name           | [`StepLogRecord`](crate::record::StepLogRecord) |
+//! | `stat`    | workspace path      | [`StatEntry`](crate::record::StatEntry) |
+//! | `blobs`   | blob name (32 B)    | [`BlobMeta`](crate::record::BlobMeta) |
+//!
+//! Every process opens redb in `SingleWriter` mode: the writer (holding
+//! trove's own lock) and any number of read-only processes (`log`, `show`,
+//! `plan`) share the file, and readers see the writer's commits without
+//! blocking it. redb may panic on a corrupt page (facts.md), so reads run
+//! under `catch_unwind` and a panic becomes a corrupt-record error.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+
+use redb::{ReadableDatabase, TableDefinition};
+
+use crate::error::StoreError;
+
+/// Raw `(key, value)` rows of a table.
+pub(crate) type Rows = Vec<(Vec<u8>, Vec<u8>)>;
+
+pub(crate) type Table = TableDefinition<'static, &'static [u8], &'static [u8]>;
+
+pub(crate) const META: Table = TableDefinition::new("meta");
+pub(crate) const TRACES: Table = TableDefinition::new("traces");
+pub(crate) const OUTPUTS: Table = TableDefinition::new("outputs");
+pub(crate) const LATEST: Table = TableDefinition::new("latest");
+pub(crate) const RUNS: Table = TableDefinition::new("runs");
+pub(crate) const RUN_STEPS: Table = TableDefinition::new("run_steps");
+pub(crate) const LOGS: Table = TableDefinition::new("logs");
+pub(crate) const STAT: Table = TableDefinition::new("stat");
+pub(crate) const BLOBS: Table = TableDefinition::new("blobs");
+
+pub(crate) const ALL_TABLES: [Table; 9] =
+    [META, TRACES, OUTPUTS, LATEST, RUNS, RUN_STEPS, LOGS, STAT, BLOBS];
+
+/// The open redb database: read-write or read-only.
+pub(crate) enum Db {
+    Rw(redb::Database),
+    Ro(redb::ReadOnlyDatabase),
+}
+
+impl Db {
+    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Rw(db) => db.begin_read(),
+            Db::Ro(db) => db.begin_read(),
+        }
+    }
+}
+
+/// Maps any redb error to a [`StoreError::Database`] naming the file.
+pub(crate) fn db_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
+    move |e| StoreError::Database { path: path.to_path_buf(), message: e.to_string() }
+}
+
+/// Runs a read that may panic on a corrupt page; a panic is reported as a
+/// corrupt record of `what`.
+pub(crate) fn guarded<T>(
+    what: impl FnOnce() -> String,
+    read: impl FnOnce() -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    match catch_unwind(AssertUnwindSafe(read)) {
+        Ok(res) => res,
+        Err(_) => Err(StoreError::CorruptRecord {
+            what: what(),
+            detail: "the database page holding it is corrupt (run `trove verify`)".into(),
+        }),
+    }
+}
+
+/// Reads one value in an existing read transaction.
+pub(crate) fn get_in(
+    path: &Path,
+    txn: &redb::ReadTransaction,
+    table: Table,
+    key: &[u8],
+) -> Result<Option<Vec<u8>>, StoreError> {
+    guarded(
+        || format!("{}[{}]", table_name(table), show_key(key)),
+        || {
+            let t = match txn.open_table(table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(db_err(path)(&e)),
+            };
+            Ok(t.get(key).map_err(|e| db_err(path)(&e))?.map(|v| v.value().to_vec()))
+        },
+    )
+}
+
+/// All `(key, value)` pairs of a table whose key starts with `prefix`, in
+/// key order (reversed if asked), at most `limit`.
+pub(crate) fn scan_in(
+    path: &Path,
+    txn: &redb::ReadTransaction,
+    table: Table,
+    prefix: &[u8],
+    reverse: bool,
+    limit: usize,
+) -> Result<Rows, StoreError> {
+    guarded(
+        || format!("{} (scan)", table_name(table)),
+        || {
+            let t = match txn.open_table(table) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(db_err(path)(&e)),
+            };
+            let mut out: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+            let iter = t.range::<&[u8]>(prefix..).map_err(|e| db_err(path)(&e))?;
+            let items: Box<dyn Iterator<Item = _>> =
+                if reverse { Box::new(iter.rev()) } else { Box::new(iter) };
+            for item in items {
+                let (k, v) = item.map_err(|e| db_err(path)(&e))?;
+                if k.value().starts_with(prefix) {
+                    out.push((k.value().to_vec(), v.value().to_vec()));
+                    if out.len() >= limit {
+                        break;
+                    }
+                } else if !reverse || !out.is_empty() {
+                    break;
+                }
+            }
+            Ok(out)
+        },
+    )
+}
+
+pub(crate) fn table_name(table: Table) -> String {
+    use redb::TableHandle;
+    table.name().to_owned()
+}
+
+pub(crate) fn show_key(key: &[u8]) -> String {
+    match std::str::from_utf8(key) {
+        Ok(s) if key.len() != 32 => s.to_owned(),
+        _ => key.iter().take(8).map(|b| format!("{b:02x}")).collect(),
+    }
+}
