@@ -1,0 +1,140 @@
+//! The one door through which trove runs user commands: `sh -c` in the
+//! workspace root, standard input closed, output captured. `clippy.toml`
+//! forbids `std::process::Command::new` everywhere else.
+//!
+//! It also reads declared environment variables ([`env_var`]), so the
+//! process environment enters versions in one place.
+
+use std::path::{Path, PathBuf};
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+
+use trove_engine::{OpContext, OpFailure};
+
+/// What a finished shell command left behind.
+#[derive(Debug)]
+pub struct ShellOutput {
+    /// How it exited.
+    pub status: ExitStatus,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
+/// Runs `script` with `sh -c` in `root`, with extra environment variables.
+#[allow(clippy::disallowed_methods)] // this is the one door
+pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<ShellOutput> {
+    let output = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(root)
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()?;
+    Ok(ShellOutput { status: output.status, stdout: output.stdout, stderr: output.stderr })
+}
+
+/// The value of a declared environment variable (`None`: unset).
+pub fn env_var(name: &str) -> Option<String> {
+    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+}
+
+/// How a command exited, in words.
+pub fn describe_status(status: &ExitStatus) -> String {
+    if let Some(code) = status.code() {
+        return format!("exit code {code}");
+    }
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        if let Some(signal) = status.signal() {
+            return format!("killed by signal {signal}");
+        }
+    }
+    "an unknown status".to_owned()
+}
+
+/// The last `n` lines of some output, lossily decoded.
+pub fn tail(bytes: &[u8], n: usize) -> String {
+    let text = String::from_utf8_lossy(bytes);
+    let lines: Vec<&str> = text.trim_end().lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+/// Runs a resource's `version_cmd`: its trimmed standard output (or, if that
+/// is empty, standard error: some tools print versions there) is the version.
+pub fn version_of(root: &Path, cmd: &str) -> Result<String, String> {
+    let out = sh(root, cmd, &[]).map_err(|e| format!("cannot run `sh -c {cmd}`: {e}"))?;
+    if !out.status.success() {
+        let stderr = tail(&out.stderr, 5);
+        let mut message = format!("`{cmd}` exited with {}", describe_status(&out.status));
+        if !stderr.is_empty() {
+            message.push('\n');
+            message.push_str(&stderr);
+        }
+        return Err(message);
+    }
+    let mut version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    if version.is_empty() {
+        version = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    }
+    Ok(version)
+}
+
+/// A command op: the command with its placeholders substituted, and the
+/// outputs it must write.
+#[derive(Clone, Debug)]
+pub struct CommandStep {
+    /// The workspace root (the command's working directory).
+    pub root: Arc<PathBuf>,
+    /// The command, ready for `sh -c`.
+    pub command: String,
+    /// Declared output paths, workspace-relative.
+    pub outputs: Vec<String>,
+}
+
+impl CommandStep {
+    /// Runs the command for a step: clears stale outputs, creates their
+    /// parent directories, runs, keeps stdout and stderr in the step's log,
+    /// and checks that every declared output was written.
+    pub fn run(&self, ctx: &mut OpContext<'_>) -> Result<(), OpFailure> {
+        for out in &self.outputs {
+            let path = self.root.join(out);
+            let removed = match std::fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(&path),
+                Ok(_) => std::fs::remove_file(&path),
+                Err(_) => Ok(()),
+            };
+            removed
+                .map_err(|e| OpFailure::new(format!("cannot remove stale output {out}: {e}")))?;
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    OpFailure::new(format!("cannot create the directory of output {out}: {e}"))
+                })?;
+            }
+        }
+        let step = ctx.step().to_owned();
+        let run_id = ctx.run_id().to_owned();
+        let out =
+            sh(&self.root, &self.command, &[("TROVE_STEP", &step), ("TROVE_RUN_ID", &run_id)])
+                .map_err(|e| OpFailure::new(format!("cannot run sh: {e}")))?;
+        ctx.log_stdout(&out.stdout);
+        ctx.log_stderr(&out.stderr);
+        if !out.status.success() {
+            let mut message = format!("command failed with {}", describe_status(&out.status));
+            let stderr = tail(&out.stderr, 10);
+            if !stderr.is_empty() {
+                message.push('\n');
+                message.push_str(&stderr);
+            }
+            return Err(OpFailure { message, exit_code: out.status.code() });
+        }
+        for out in &self.outputs {
+            if std::fs::symlink_metadata(self.root.join(out)).is_err() {
+                return Err(OpFailure::new(format!("declared output {out} was not written")));
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,153 @@
+//! One file per subcommand: each turns its args into library options, calls
+//! the library, and hands the result to [`crate::render`]. [`Ctx`] holds what
+//! every command needs: the global flags, the working directory, and how to
+//! find the pipeline file and open the store.
+
+pub mod gc;
+pub mod graph;
+pub mod init;
+pub mod log;
+pub mod plan;
+pub mod run;
+pub mod show;
+pub mod verify;
+pub mod why;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::args::{Cli, Command, GlobalArgs};
+use crate::pipeline::Workspace;
+
+/// What every command needs.
+#[derive(Debug, Clone)]
+pub struct Ctx {
+    /// The global flags.
+    pub global: GlobalArgs,
+    /// The directory trove acts in (the current directory, or `-C DIR`).
+    pub dir: PathBuf,
+    /// The original command line, recorded with runs.
+    pub command_line: String,
+}
+
+impl Ctx {
+    /// The context of a command line.
+    pub fn new(global: GlobalArgs) -> anyhow::Result<Ctx> {
+        let cwd = std::env::current_dir().context("reading the current directory")?;
+        let dir = match &global.dir {
+            Some(d) => cwd.join(d),
+            None => cwd,
+        };
+        if !dir.is_dir() {
+            anyhow::bail!("-C {}: no such directory", dir.display());
+        }
+        let command_line = std::env::args_os()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        Ok(Ctx { global, dir, command_line })
+    }
+
+    /// Finds and reads the pipeline file.
+    pub fn workspace(&self) -> anyhow::Result<Workspace> {
+        Workspace::locate(&self.dir, self.global.dir.as_deref(), self.global.file.as_deref())
+    }
+
+    /// The store directory of a workspace.
+    pub fn store_dir(&self, ws: &Workspace) -> PathBuf {
+        match &self.global.store {
+            Some(s) => self.dir.join(s),
+            None => ws.root.join(".trove"),
+        }
+    }
+
+    /// Opens the store (waiting for another trove's lock unless
+    /// `--no-wait`).
+    pub fn open_store(&self, dir: &Path, read_only: bool) -> anyhow::Result<trove_store::Store> {
+        let opts = trove_store::OpenOptions {
+            read_only,
+            wait: !self.global.no_wait,
+            command: self.command_line.clone(),
+        };
+        let mut on_wait = |holder: &trove_store::LockHolder| {
+            crate::render::human::waiting(holder);
+        };
+        trove_store::Store::open(dir, &opts, &mut on_wait)
+            .with_context(|| format!("opening the store {}", dir.display()))
+    }
+}
+
+/// Runs a parsed command line.
+pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
+    let ctx = Ctx::new(cli.global)?;
+    match cli.command {
+        Command::Run(args) => run::exec(args, &ctx),
+        Command::Plan(args) => plan::exec(args, &ctx),
+        Command::Why(args) => why::exec(args, &ctx),
+        Command::Log(args) => log::exec(args, &ctx),
+        Command::Show(args) => show::exec(args, &ctx),
+        Command::Gc(args) => gc::exec(args, &ctx),
+        Command::Verify(args) => verify::exec(args, &ctx),
+        Command::Graph(args) => graph::exec(args, &ctx),
+        Command::Init(args) => init::exec(args, &ctx),
+    }
+}
+
+/// A workspace loaded for planning or running: the pipeline, the open store
+/// and the engine with every source and declared variable supplied.
+pub struct Loaded {
+    /// The workspace.
+    pub ws: Workspace,
+    /// The parsed pipeline.
+    pub pipeline: crate::pipeline::Pipeline,
+    /// The open store.
+    pub store: trove_store::Store,
+    /// The engine.
+    pub engine: trove_engine::Engine,
+}
+
+/// Loads the workspace. A read-only load (plan, why) does not wait for a
+/// running build; it opens the store for writing only if there is none yet.
+pub fn load(ctx: &Ctx, read_only: bool) -> anyhow::Result<Loaded> {
+    let ws = ctx.workspace()?;
+    let pipeline = ws.parse()?;
+    let dir = ctx.store_dir(&ws);
+    let store = if read_only && !dir.exists() {
+        ctx.open_store(&dir, false)?
+    } else {
+        ctx.open_store(&dir, read_only)?
+    };
+    let built = crate::pipeline::build(&ws, &pipeline, &|rel| {
+        store.hash_path(&ws.root, rel).map_err(anyhow::Error::from)
+    })?;
+    let mut engine = trove_engine::Engine::new(built.job);
+    for (source, data) in built.sources {
+        engine.set_source(&source, data)?;
+    }
+    for (name, value) in built.env {
+        engine.set_env(&name, value);
+    }
+    Ok(Loaded { ws, pipeline, store, engine })
+}
+
+/// Checks that named steps exist, with a did-you-mean.
+pub fn check_steps<'a>(
+    pipeline: &crate::pipeline::Pipeline,
+    steps: impl IntoIterator<Item = &'a String>,
+) -> anyhow::Result<()> {
+    for step in steps {
+        if pipeline.op(step).is_none() {
+            let names = pipeline.ops.iter().map(|o| o.name.as_str());
+            match crate::pipeline::parse::did_you_mean(step, names) {
+                Some(s) => anyhow::bail!("unknown step `{step}`: did you mean `{s}`?"),
+                None => anyhow::bail!(
+                    "unknown step `{step}`: the steps are {}",
+                    pipeline.ops.iter().map(|o| o.name.as_str()).collect::<Vec<_>>().join(", ")
+                ),
+            }
+        }
+    }
+    Ok(())
+}

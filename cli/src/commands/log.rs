@@ -1,0 +1,35 @@
+//! `trove log`: past runs with counts and durations, or (`--step NAME`) a
+//! step's last standard output and error.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+
+use crate::args::LogArgs;
+use crate::commands::Ctx;
+use crate::render::{self, human, json};
+
+/// Runs `trove log`.
+pub fn exec(args: LogArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let ws = ctx.workspace()?;
+    let store = ctx.open_store(&ctx.store_dir(&ws), true)?;
+    if let Some(step) = &args.step {
+        let log = store
+            .step_log(step)
+            .with_context(|| format!("reading the log of step `{step}`"))?
+            .ok_or_else(|| anyhow::anyhow!("step `{step}` has no recorded output yet"))?;
+        if args.json {
+            render::out_json(&json::step_log(&log))?;
+        } else {
+            render::out(&human::step_log(&log))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    let runs = store.runs(args.limit).context("reading the runs")?;
+    if args.json {
+        render::out_json(&json::runs(&runs))?;
+    } else {
+        render::out(&human::runs(&runs))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

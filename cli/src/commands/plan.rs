@@ -1,0 +1,28 @@
+//! `trove plan`: what a run would do, step by step, with the engine's
+//! reasons in plain words. Runs nothing and touches no workspace file.
+
+use std::process::ExitCode;
+
+use trove_engine::{RunOptions, Selection};
+
+use crate::args::PlanArgs;
+use crate::commands::{Ctx, check_steps, load};
+use crate::render::{self, human, json};
+
+/// Runs `trove plan`.
+pub fn exec(args: PlanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut loaded = load(ctx, true)?;
+    check_steps(&loaded.pipeline, &args.steps)?;
+    let opts = RunOptions {
+        selection: Selection { steps: args.steps.clone(), downstream: false },
+        ..RunOptions::default()
+    };
+    let io = loaded.store.io_manager(&loaded.ws.root);
+    let plan = loaded.engine.plan(&io, &loaded.store, &opts)?;
+    if args.json {
+        render::out_json(&json::plan(&loaded.pipeline.name, &plan))?;
+    } else {
+        render::out(&human::plan(&plan))?;
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,64 @@
+//! `trove run`: runs the job (or the named steps and their upstream),
+//! memoized, with progress, and records the run in the store.
+
+use std::process::ExitCode;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use trove_engine::{RunOptions, RunStatus, Selection};
+
+use crate::args::RunArgs;
+use crate::commands::{Ctx, check_steps, load};
+use crate::render::{self, human, json, progress};
+
+/// Runs `trove run`.
+pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let mut loaded = load(ctx, false)?;
+    check_steps(&loaded.pipeline, args.steps.iter().chain(&args.force))?;
+    let run_id = trove_store::Store::new_run_id();
+    let mut tags: std::collections::BTreeMap<String, String> = args.tag.iter().cloned().collect();
+    if args.no_memo {
+        tags.insert("memoized".into(), "false".into());
+    }
+    let memoize = tags.get("memoized").is_none_or(|v| v != "false");
+    let opts = RunOptions {
+        run_id: run_id.clone(),
+        memoize,
+        force: args.force.iter().cloned().collect(),
+        selection: Selection { steps: args.steps.clone(), downstream: false },
+        jobs: args.jobs.unwrap_or(0),
+        fail_fast: args.fail_fast,
+        tags: tags.clone(),
+        cancel: None,
+    };
+    let started_at_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    let job = loaded.pipeline.name.clone();
+    loaded
+        .store
+        .begin_run(&trove_store::RunInfo {
+            run_id: run_id.clone(),
+            job: job.clone(),
+            tags,
+            started_at_ms,
+            command: ctx.command_line.clone(),
+            memoized: memoize,
+        })
+        .context("recording the run")?;
+    let mut progress = progress::Progress::new(progress::Mode::detect(args.json));
+    let io = loaded.store.io_manager(&loaded.ws.root);
+    let result = loaded.engine.run(&io, &loaded.store, &opts, &mut |e| progress.event(e));
+    progress.finish();
+    let report = result.context("running the job")?;
+    loaded.store.finish_run(&report).context("recording the end of the run")?;
+    if args.json {
+        render::out_json(&json::run(&job, &report))?;
+    } else {
+        render::err(&human::failures(&report));
+        human::note(&human::summary(&report));
+    }
+    Ok(match report.status {
+        RunStatus::Succeeded => ExitCode::SUCCESS,
+        _ => ExitCode::from(crate::EXIT_STEP_FAILED),
+    })
+}

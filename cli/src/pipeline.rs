@@ -1,0 +1,383 @@
+//! The pipeline file (`trove.toml`) and how it becomes a [`Job`] of command
+//! ops.
+//!
+//! [`parse`] is pure: text in, [`Pipeline`] or [`Diagnostic`]s out. The rest
+//! of this module is the thin IO layer around it: finding the file, running
+//! resources' `version_cmd`, hashing the code files and sources (through the
+//! store's stat cache) and turning each op into an engine [`Op`] whose
+//! computation runs its command through [`crate::command`].
+
+pub mod parse;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use serde_json::Value;
+use trove_engine::{DataVersion, InputFrom, Job, Op, Resource, VersionMode};
+
+pub use parse::parse;
+
+/// A byte range in the pipeline file.
+pub type Span = std::ops::Range<usize>;
+
+/// One problem found in a pipeline file, with the span it points at.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Diagnostic {
+    /// What is wrong, in one line.
+    pub message: String,
+    /// The offending snippet.
+    pub span: Span,
+    /// A short label under the snippet (a did-you-mean, a hint).
+    pub label: String,
+    /// Further lines.
+    pub notes: Vec<String>,
+}
+
+impl Diagnostic {
+    /// A diagnostic without a label.
+    pub fn new(message: impl Into<String>, span: Span) -> Diagnostic {
+        Diagnostic { message: message.into(), span, label: String::new(), notes: Vec::new() }
+    }
+
+    /// Renders it like rustc: message, `--> file:line:col`, the line, a
+    /// caret under the snippet.
+    pub fn render(&self, file: &str, text: &str) -> String {
+        let (line, col) = parse::line_col(text, self.span.start);
+        let mut out = format!("error: {}\n", self.message);
+        let gutter = line.to_string().len();
+        let pad = " ".repeat(gutter);
+        out.push_str(&format!("{pad}--> {file}:{line}:{col}\n"));
+        let source_line = text.lines().nth(line - 1).unwrap_or("");
+        if !source_line.is_empty() || !self.label.is_empty() {
+            let start = col - 1;
+            let line_chars = source_line.chars().count();
+            let span_chars = text
+                .get(self.span.clone())
+                .map_or(1, |s| s.lines().next().unwrap_or("").chars().count())
+                .clamp(1, line_chars.saturating_sub(start).max(1));
+            out.push_str(&format!("{pad} |\n{line} | {source_line}\n"));
+            let label =
+                if self.label.is_empty() { String::new() } else { format!(" {}", self.label) };
+            out.push_str(&format!(
+                "{pad} | {}{}{label}\n",
+                " ".repeat(start),
+                "^".repeat(span_chars)
+            ));
+        }
+        for note in &self.notes {
+            out.push_str(&format!("{pad} = note: {note}\n"));
+        }
+        out
+    }
+}
+
+/// Rendered diagnostics of a pipeline file: an input error (exit code 2).
+#[derive(Debug)]
+pub struct PipelineError(pub String);
+
+impl fmt::Display for PipelineError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0.trim_end())
+    }
+}
+
+impl std::error::Error for PipelineError {}
+
+/// Where an input reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wire {
+    /// A source file or directory, versioned by its content.
+    Source,
+    /// An output of another op.
+    Output {
+        /// The op.
+        op: String,
+        /// Its output name.
+        output: String,
+    },
+}
+
+/// A named input of an op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InputDef {
+    /// The input name.
+    pub name: String,
+    /// Its normalised workspace-relative path.
+    pub path: String,
+    /// Where the path is written in the file.
+    pub span: Span,
+    /// What writes it.
+    pub from: Wire,
+}
+
+/// A named output of an op.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutputDef {
+    /// The output name.
+    pub name: String,
+    /// Its normalised workspace-relative path.
+    pub path: String,
+    /// Where the path is written in the file.
+    pub span: Span,
+}
+
+/// How a resource's code version is decided.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum VersionSource {
+    /// Nothing said: the version covers the config only.
+    None,
+    /// `version = "..."`.
+    Fixed(String),
+    /// `version_cmd = "..."`: its standard output, and the span of the command.
+    Command(String, Span),
+}
+
+/// A `[resources.NAME]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResourceDef {
+    /// The name.
+    pub name: String,
+    /// The span of its name.
+    pub span: Span,
+    /// Its code version.
+    pub version: VersionSource,
+    /// Its config.
+    pub config: Value,
+    /// Resources it depends on, with spans.
+    pub depends_on: Vec<(String, Span)>,
+}
+
+/// An `[ops.NAME]` table.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OpDef {
+    /// The name.
+    pub name: String,
+    /// The span of its name.
+    pub span: Span,
+    /// The command template as written.
+    pub template: String,
+    /// Where the template is written.
+    pub template_span: Span,
+    /// The command with every placeholder substituted.
+    pub command: String,
+    /// Named inputs.
+    pub inputs: Vec<InputDef>,
+    /// Named outputs.
+    pub outputs: Vec<OutputDef>,
+    /// Config.
+    pub config: Value,
+    /// Files whose content is part of the code version, with spans.
+    pub code: Vec<(String, Span)>,
+    /// Explicit code version.
+    pub version: Option<String>,
+    /// Required resources, with spans.
+    pub resources: Vec<(String, Span)>,
+    /// Declared environment variables, with spans.
+    pub env: Vec<(String, Span)>,
+}
+
+/// A parsed, validated pipeline file.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pipeline {
+    /// The job name.
+    pub name: String,
+    /// Early cutoff (default) or lineage mode.
+    pub early_cutoff: bool,
+    /// Resources in file order.
+    pub resources: Vec<ResourceDef>,
+    /// Ops in file order.
+    pub ops: Vec<OpDef>,
+}
+
+impl Pipeline {
+    /// The op named `name`.
+    pub fn op(&self, name: &str) -> Option<&OpDef> {
+        self.ops.iter().find(|o| o.name == name)
+    }
+}
+
+/// The pipeline file and the workspace around it.
+#[derive(Clone, Debug)]
+pub struct Workspace {
+    /// The workspace root: the directory of the pipeline file (absolute).
+    pub root: PathBuf,
+    /// The pipeline file (absolute).
+    pub file: PathBuf,
+    /// How to show the file in messages.
+    pub display: String,
+    /// Its text.
+    pub text: String,
+}
+
+impl Workspace {
+    /// Finds the pipeline file: `file` (relative to `dir`) or
+    /// `dir/trove.toml`; `shown_dir` is how to show `dir` in messages.
+    pub fn locate(
+        dir: &Path,
+        shown_dir: Option<&Path>,
+        file: Option<&Path>,
+    ) -> anyhow::Result<Workspace> {
+        let shown = |p: &Path| match shown_dir {
+            Some(d) => d.join(p).display().to_string(),
+            None => p.display().to_string(),
+        };
+        let (path, display) = match file {
+            Some(f) => (dir.join(f), shown(f)),
+            None => {
+                let path = dir.join("trove.toml");
+                if !path.is_file() {
+                    anyhow::bail!(
+                        "no trove.toml in {}: give a pipeline file with -f, or create an example with `trove init`",
+                        shown_dir.map_or_else(
+                            || "the current directory".to_owned(),
+                            |d| d.display().to_string()
+                        )
+                    );
+                }
+                (path, shown(Path::new("trove.toml")))
+            }
+        };
+        let path =
+            std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))?;
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {display}"))?;
+        let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
+        Ok(Workspace { root, file: path, display, text })
+    }
+
+    /// Parses the file; diagnostics become a [`PipelineError`].
+    pub fn parse(&self) -> anyhow::Result<Pipeline> {
+        parse(&self.text).map_err(|diags| {
+            let mut out = String::new();
+            for d in &diags {
+                out.push_str(&d.render(&self.display, &self.text));
+            }
+            if diags.len() > 1 {
+                out.push_str(&format!("error: {} problems in {}\n", diags.len(), self.display));
+            }
+            anyhow::Error::new(PipelineError(out))
+        })
+    }
+
+    /// One diagnostic as a [`PipelineError`].
+    pub fn error(&self, diagnostic: Diagnostic) -> anyhow::Error {
+        anyhow::Error::new(PipelineError(diagnostic.render(&self.display, &self.text)))
+    }
+}
+
+/// A job built from a pipeline, with what the engine must be told before
+/// planning.
+pub struct Built {
+    /// The job.
+    pub job: Job,
+    /// Each source's name (its path) and data version.
+    pub sources: Vec<(String, DataVersion)>,
+    /// Each declared environment variable and its value.
+    pub env: Vec<(String, Option<String>)>,
+}
+
+/// Builds the job: runs `version_cmd`s, hashes code files and sources with
+/// `hash` (workspace-relative path → data version), and makes each op run its
+/// command.
+pub fn build(
+    ws: &Workspace,
+    pipeline: &Pipeline,
+    hash: &dyn Fn(&str) -> anyhow::Result<DataVersion>,
+) -> anyhow::Result<Built> {
+    let root = Arc::new(ws.root.clone());
+    let mut builder = Job::builder(pipeline.name.clone()).mode(if pipeline.early_cutoff {
+        VersionMode::EarlyCutoff
+    } else {
+        VersionMode::Lineage
+    });
+    for res in &pipeline.resources {
+        let mut r = Resource::new(res.name.clone()).config(res.config.clone());
+        r = match &res.version {
+            VersionSource::None => r.source_text(""),
+            VersionSource::Fixed(v) => r.code_version(v.clone()),
+            VersionSource::Command(cmd, span) => {
+                let version = crate::command::version_of(&ws.root, cmd).map_err(|e| {
+                    let mut d = Diagnostic::new(
+                        format!("version_cmd of resource `{}` failed", res.name),
+                        span.clone(),
+                    );
+                    d.notes = e.lines().map(str::to_owned).collect();
+                    ws.error(d)
+                })?;
+                r.code_version(version)
+            }
+        };
+        for (dep, _) in &res.depends_on {
+            r = r.depends_on(dep.clone());
+        }
+        builder = builder.resource(r);
+    }
+    let mut sources: Vec<(String, DataVersion)> = Vec::new();
+    let mut env_names: Vec<String> = Vec::new();
+    for def in &pipeline.ops {
+        let mut op = Op::new(def.name.clone()).config(def.config.clone());
+        match &def.version {
+            Some(v) => op = op.code_version(v.clone()),
+            None => {
+                op = op.source_text(def.template.clone());
+                for (path, span) in &def.code {
+                    let data = hash(path).map_err(|e| {
+                        let mut d = Diagnostic::new(
+                            format!("code file {path} of op `{}` cannot be read", def.name),
+                            span.clone(),
+                        );
+                        d.label = format!("{e:#}");
+                        ws.error(d)
+                    })?;
+                    op = op.code_file(path.clone(), data);
+                }
+            }
+        }
+        for input in &def.inputs {
+            let from = match &input.from {
+                Wire::Source => {
+                    if !sources.iter().any(|(p, _)| *p == input.path) {
+                        let data = hash(&input.path).map_err(|e| {
+                            let mut d = Diagnostic::new(
+                                format!(
+                                    "missing input: `{}` of op `{}` reads {}, which no op writes and which cannot be read",
+                                    input.name, def.name, input.path
+                                ),
+                                input.span.clone(),
+                            );
+                            d.label = format!("{e:#}");
+                            ws.error(d)
+                        })?;
+                        sources.push((input.path.clone(), data));
+                    }
+                    InputFrom::source(input.path.clone())
+                }
+                Wire::Output { op, output } => InputFrom::output(op.clone(), output.clone()),
+            };
+            op = op.input_at(input.name.clone(), from, input.path.clone());
+        }
+        for out in &def.outputs {
+            op = op.output_at(out.name.clone(), out.path.clone());
+        }
+        for (r, _) in &def.resources {
+            op = op.resource(r.clone());
+        }
+        for (e, _) in &def.env {
+            op = op.env(e.clone());
+            if !env_names.contains(e) {
+                env_names.push(e.clone());
+            }
+        }
+        let step = crate::command::CommandStep {
+            root: Arc::clone(&root),
+            command: def.command.clone(),
+            outputs: def.outputs.iter().map(|o| o.path.clone()).collect(),
+        };
+        op = op.compute(move |ctx| step.run(ctx));
+        builder = builder.op(op);
+    }
+    let job = builder.build().with_context(|| format!("building the job of {}", ws.display))?;
+    let env = env_names.into_iter().map(|n| (n.clone(), crate::command::env_var(&n))).collect();
+    Ok(Built { job, sources, env })
+}

@@ -1,0 +1,453 @@
+//! Human-readable text: reasons in plain words, plans, explanations, run
+//! summaries and reports. Functions returning `String` are pure (tested
+//! without a process); the others write to stderr.
+
+use std::fmt::Write as _;
+
+use trove_engine::{
+    FileChange, Plan, RerunReason, ResourceCause, RunReport, StepOutcome, StepPlan,
+};
+
+use crate::pipeline::PipelineError;
+
+/// Prints an error (a pipeline diagnostic as rendered, anything else as
+/// `error: ...` with its causes).
+pub fn error(e: &anyhow::Error) {
+    if let Some(p) = e.downcast_ref::<PipelineError>() {
+        super::err(&format!("{p}\n"));
+        return;
+    }
+    super::err(&format!("error: {e:#}\n"));
+}
+
+/// Prints a one-line note.
+pub fn note(message: &str) {
+    super::err(&format!("{message}\n"));
+}
+
+/// Prints a warning.
+pub fn warning(message: &str) {
+    super::err(&format!("warning: {message}\n"));
+}
+
+/// Says that trove waits for another process's lock.
+pub fn waiting(holder: &impl std::fmt::Display) {
+    note(&format!("waiting for the store lock held by {holder} (give --no-wait to fail instead)"));
+}
+
+/// A duration in nanoseconds, short: `12ms`, `1.42s`, `2m05s`.
+pub fn duration(ns: u64) -> String {
+    let ms = ns / 1_000_000;
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.2}s", ms as f64 / 1000.0)
+    } else {
+        format!("{}m{:02}s", ms / 60_000, (ms % 60_000) / 1000)
+    }
+}
+
+fn json_or_absent(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(absent)".to_owned())
+}
+
+fn text_or_unset(v: &Option<String>) -> String {
+    v.clone().unwrap_or_else(|| "(unset)".to_owned())
+}
+
+/// A stable machine name of a reason (for `--json`).
+pub fn reason_kind(reason: &RerunReason) -> &'static str {
+    match reason {
+        RerunReason::NoPreviousTrace => "no_previous_run",
+        RerunReason::MemoDisabled => "memo_disabled",
+        RerunReason::Forced => "forced",
+        RerunReason::Unversioned => "unversioned",
+        RerunReason::OutputMissing { .. } => "output_missing",
+        RerunReason::OutputCorrupt { .. } => "output_corrupt",
+        RerunReason::SchemeChanged { .. } => "scheme_changed",
+        RerunReason::CodeVersionChanged { .. } => "code_version_changed",
+        RerunReason::CodeFileChanged { .. } => "code_file_changed",
+        RerunReason::SourceTextChanged => "command_changed",
+        RerunReason::ConfigChanged { .. } => "config_changed",
+        RerunReason::ResourceChanged { .. } => "resource_changed",
+        RerunReason::ResourceAdded { .. } => "resource_added",
+        RerunReason::ResourceRemoved { .. } => "resource_removed",
+        RerunReason::EnvChanged { .. } => "env_changed",
+        RerunReason::InputChanged { .. } => "input_changed",
+        RerunReason::InputRewired { .. } => "input_rewired",
+        RerunReason::InputAdded { .. } => "input_added",
+        RerunReason::InputRemoved { .. } => "input_removed",
+        RerunReason::OutputsChanged { .. } => "outputs_changed",
+        _ => "version_changed",
+    }
+}
+
+/// A reason in plain words: `config.min 10 → 12`.
+pub fn reason(reason: &RerunReason) -> String {
+    match reason {
+        RerunReason::NoPreviousTrace => "no previous run".to_owned(),
+        RerunReason::MemoDisabled => "memoization is off for this run (--no-memo)".to_owned(),
+        RerunReason::Forced => "forced (--force)".to_owned(),
+        RerunReason::Unversioned => "no code version: runs every time".to_owned(),
+        RerunReason::OutputMissing { output } => format!("output {output} is not stored"),
+        RerunReason::OutputCorrupt { output, detail } => {
+            format!("stored output {output} is corrupt ({detail})")
+        }
+        RerunReason::SchemeChanged { old, new } => {
+            format!("trove's version scheme changed ({old} → {new})")
+        }
+        RerunReason::CodeVersionChanged { old, new } => format!(
+            "code: version {} → {}",
+            old.as_deref().map_or("(none)".to_owned(), |v| format!("\"{v}\"")),
+            new.as_deref().map_or("(none)".to_owned(), |v| format!("\"{v}\""))
+        ),
+        RerunReason::CodeFileChanged { path, change } => match change {
+            FileChange::Modified => format!("code: {path} changed"),
+            FileChange::Added => format!("code: {path} added"),
+            FileChange::Removed => format!("code: {path} removed"),
+        },
+        RerunReason::SourceTextChanged => "code: command changed".to_owned(),
+        RerunReason::ConfigChanged { key, old, new } => {
+            let key = if key.is_empty() { "config".to_owned() } else { format!("config.{key}") };
+            format!("{key} {} → {}", json_or_absent(old), json_or_absent(new))
+        }
+        RerunReason::ResourceChanged { resource, cause } => match cause {
+            ResourceCause::Code { old, new } => format!(
+                "resource {resource}: version changed ({} → {})",
+                old.as_deref().unwrap_or("(none)"),
+                new.as_deref().unwrap_or("(none)")
+            ),
+            ResourceCause::Config { key, old, new } => format!(
+                "resource {resource}: config.{key} {} → {}",
+                json_or_absent(old),
+                json_or_absent(new)
+            ),
+            ResourceCause::Dependency { dependency } => {
+                format!("resource {resource}: it depends on resource {dependency}, which changed")
+            }
+            _ => format!("resource {resource}: version changed"),
+        },
+        RerunReason::ResourceAdded { resource } => format!("resource {resource} is now required"),
+        RerunReason::ResourceRemoved { resource } => {
+            format!("resource {resource} is no longer required")
+        }
+        RerunReason::EnvChanged { name, old, new } => {
+            format!("env {name}: {} → {}", text_or_unset(old), text_or_unset(new))
+        }
+        RerunReason::InputChanged { input, from, path } => {
+            match (path, from.strip_prefix("source ")) {
+                (Some(path), _) => format!("input {input} ({path}) changed"),
+                (None, Some(src)) => format!("input {input} ({src}) changed"),
+                (None, None) => format!("input {input} ({from}) changed"),
+            }
+        }
+        RerunReason::InputRewired { input, old, new } => {
+            format!("input {input} now reads {new} (was {old})")
+        }
+        RerunReason::InputAdded { input } => format!("input {input} added"),
+        RerunReason::InputRemoved { input } => format!("input {input} removed"),
+        RerunReason::OutputsChanged { old, new } => {
+            format!("outputs changed: {} → {}", old.join(", "), new.join(", "))
+        }
+        _ => "its version changed".to_owned(),
+    }
+}
+
+/// Reasons joined for one line.
+pub fn reasons(list: &[RerunReason]) -> String {
+    if list.is_empty() {
+        return "its version changed".to_owned();
+    }
+    list.iter().map(reason).collect::<Vec<_>>().join("; ")
+}
+
+/// The plan, step by step.
+pub fn plan(plan: &Plan) -> String {
+    let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+    let mut out = String::new();
+    for s in &plan.steps {
+        let line = match &s.plan {
+            StepPlan::Hit { .. } => "memoized".to_owned(),
+            StepPlan::Run(r) => format!("run: {}", reasons(r)),
+            StepPlan::Waiting { on } => format!(
+                "waits on {}: runs only if their outputs change",
+                on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            ),
+        };
+        let _ = writeln!(out, "  {:width$}  {line}", s.step);
+    }
+    let (hit, run, waiting) = plan.counts();
+    let _ = writeln!(
+        out,
+        "{} steps: {run} to run, {hit} memoized, {waiting} waiting on upstream results",
+        plan.steps.len()
+    );
+    out
+}
+
+/// The full explanation of one step.
+pub fn why(plan: &Plan, step: &str, last_run: Option<&str>) -> String {
+    let mut out = String::new();
+    let Some(planned) = plan.step(step) else {
+        return format!("step `{step}` is not in the plan\n");
+    };
+    match &planned.plan {
+        StepPlan::Hit { outputs } => {
+            let _ = writeln!(out, "`{step}` is memoized: nothing it depends on changed.");
+            if let Some(run) = last_run {
+                let _ = writeln!(out, "  last ran in run {run}");
+            }
+            for (name, version, data) in outputs {
+                let _ = writeln!(
+                    out,
+                    "  output {name}: version {} data {}",
+                    version.short(12),
+                    data.short(12)
+                );
+            }
+        }
+        StepPlan::Run(r) => {
+            let _ = writeln!(out, "`{step}` will run because:");
+            for reason_ in r {
+                let _ = writeln!(out, "  - {}", reason(reason_));
+            }
+            if let Some(run) = last_run {
+                let _ = writeln!(out, "  (compared with its trace from run {run})");
+            }
+        }
+        StepPlan::Waiting { on } => {
+            let _ = writeln!(
+                out,
+                "`{step}` waits on {}: it runs only if their new outputs differ (early cutoff).",
+                on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            );
+            let _ = writeln!(out, "upstream chain:");
+            for cause in plan.causes(step) {
+                match &cause.plan {
+                    StepPlan::Run(r) => {
+                        let _ = writeln!(out, "  `{}` runs because:", cause.step);
+                        for reason_ in r {
+                            let _ = writeln!(out, "    - {}", reason(reason_));
+                        }
+                    }
+                    StepPlan::Waiting { on } => {
+                        let _ = writeln!(
+                            out,
+                            "  `{}` waits on {}",
+                            cause.step,
+                            on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                        );
+                    }
+                    StepPlan::Hit { .. } => {}
+                }
+            }
+        }
+    }
+    out
+}
+
+/// The one-line summary of a run.
+pub fn summary(report: &RunReport) -> String {
+    let c = &report.counts;
+    let mut out = format!(
+        "{} steps: {} ran, {} memoized, {} cut off, {} failed",
+        report.steps.len(),
+        c.ran,
+        c.hit,
+        c.cut_off,
+        c.failed
+    );
+    if c.skipped > 0 {
+        let _ = write!(out, ", {} skipped", c.skipped);
+    }
+    if c.not_run > 0 {
+        let _ = write!(out, ", {} not run", c.not_run);
+    }
+    let _ = write!(
+        out,
+        ", {} output{} restored in {}",
+        c.restored,
+        if c.restored == 1 { "" } else { "s" },
+        duration(report.duration_ns)
+    );
+    out
+}
+
+/// What each failed step said, for the end of a run.
+pub fn failures(report: &RunReport) -> String {
+    let mut out = String::new();
+    for s in &report.steps {
+        if let StepOutcome::Failed { message, .. } = &s.outcome {
+            let mut lines = message.lines();
+            let _ =
+                writeln!(out, "error: step `{}` failed: {}", s.step, lines.next().unwrap_or(""));
+            for line in lines {
+                let _ = writeln!(out, "  | {line}");
+            }
+            let _ = writeln!(out, "  (full output: trove log --step {})", s.step);
+        }
+    }
+    out
+}
+
+/// One step outcome in words (for `trove show`).
+pub fn outcome(outcome: &StepOutcome) -> String {
+    match outcome {
+        StepOutcome::Hit { restored } if restored.is_empty() => "memoized".to_owned(),
+        StepOutcome::Hit { restored } => format!("memoized (restored {})", restored.join(", ")),
+        StepOutcome::CutOff { restored } if restored.is_empty() => "cut off".to_owned(),
+        StepOutcome::CutOff { restored } => format!("cut off (restored {})", restored.join(", ")),
+        StepOutcome::Ran { reasons: r, duration_ns } => {
+            format!("ran in {}: {}", duration(*duration_ns), reasons(r))
+        }
+        StepOutcome::Failed { message, .. } => {
+            format!("failed: {}", message.lines().next().unwrap_or(""))
+        }
+        StepOutcome::Skipped { failed_upstream } => {
+            format!("skipped: upstream `{failed_upstream}` failed")
+        }
+        _ => "not run".to_owned(),
+    }
+}
+
+/// A run state in one word.
+pub fn run_state(state: trove_store::RunState) -> &'static str {
+    match state {
+        trove_store::RunState::Running => "running",
+        trove_store::RunState::Succeeded => "succeeded",
+        trove_store::RunState::Failed => "failed",
+        trove_store::RunState::Cancelled => "cancelled",
+        _ => "interrupted",
+    }
+}
+
+/// Past runs, newest first.
+pub fn runs(list: &[trove_store::RunRecord]) -> String {
+    if list.is_empty() {
+        return "no runs yet: start one with `trove run`\n".to_owned();
+    }
+    let mut out = String::new();
+    for r in list {
+        let c = &r.counts;
+        let mut line = format!(
+            "{}  {}  {:<11}  {} ran, {} memoized, {} cut off, {} failed  {}",
+            r.run_id,
+            trove_store::format_utc(r.started_at_ms),
+            run_state(r.status),
+            c.ran,
+            c.hit,
+            c.cut_off,
+            c.failed,
+            duration(r.duration_ns)
+        );
+        let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        if !tags.is_empty() {
+            let _ = write!(line, "  [{}]", tags.join(" "));
+        }
+        let _ = writeln!(out, "{line}");
+    }
+    out
+}
+
+/// One run step by step.
+pub fn show(detail: &trove_store::RunDetail) -> String {
+    let r = &detail.record;
+    let mut out = format!(
+        "run {} of job {}: {} ({})\nstarted {}\ncommand: {}\n",
+        r.run_id,
+        r.job,
+        run_state(r.status),
+        duration(r.duration_ns),
+        trove_store::format_utc(r.started_at_ms),
+        r.command
+    );
+    if !r.tags.is_empty() {
+        let tags: Vec<String> = r.tags.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let _ = writeln!(out, "tags: {}", tags.join(" "));
+    }
+    let width = detail.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
+    for s in &detail.steps {
+        let _ = writeln!(out, "  {:width$}  {}", s.step, outcome(&s.outcome));
+    }
+    if detail.steps.is_empty() {
+        let _ = writeln!(out, "  (no step finished: the run did not complete)");
+    }
+    out
+}
+
+/// A step's last captured output.
+pub fn step_log(log: &trove_store::StepLogRecord) -> String {
+    let mut out = format!("step {} in run {}", log.step, log.run_id);
+    match (&log.failure, log.exit_code) {
+        (None, _) => out.push_str(": succeeded\n"),
+        (Some(f), _) => {
+            let _ = writeln!(out, ": failed: {}", f.lines().next().unwrap_or(""));
+        }
+    }
+    let section = |out: &mut String, name: &str, bytes: &[u8]| {
+        let _ = writeln!(out, "--- {name} ---");
+        let text = String::from_utf8_lossy(bytes);
+        out.push_str(&text);
+        if !text.is_empty() && !text.ends_with('\n') {
+            out.push('\n');
+        }
+    };
+    section(&mut out, "stdout", &log.stdout);
+    section(&mut out, "stderr", &log.stderr);
+    out
+}
+
+/// Bytes, short: `512 B`, `1.5 MiB`.
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// What gc removed.
+pub fn gc(r: &trove_store::GcReport) -> String {
+    let verb = if r.dry_run { "would remove" } else { "removed" };
+    format!(
+        "{verb} {} runs, {} traces, {} stored outputs, {} blobs ({}); kept {} blobs ({})\n",
+        r.runs_removed,
+        r.traces_removed,
+        r.outputs_removed,
+        r.blobs_removed,
+        bytes(r.bytes_freed),
+        r.blobs_kept,
+        bytes(r.bytes_kept)
+    )
+}
+
+/// What verify found.
+pub fn verify(r: &trove_store::VerifyReport) -> String {
+    let mut out = format!(
+        "checked {} blobs ({}), {} records, {} traces; {} orphan blobs\n",
+        r.blobs_checked,
+        bytes(r.bytes_checked),
+        r.records_checked,
+        r.traces_checked,
+        r.orphan_blobs
+    );
+    for p in &r.problems {
+        let _ = writeln!(out, "problem: {}: {}", p.what, p.detail);
+    }
+    for q in &r.quarantined {
+        let _ = writeln!(out, "quarantined {q}");
+    }
+    if r.is_clean() {
+        out.push_str("the store is sound\n");
+    } else {
+        let _ = writeln!(
+            out,
+            "{} problems: the affected steps will run again on the next `trove run`",
+            r.problems.len()
+        );
+    }
+    out
+}
