@@ -216,6 +216,9 @@ pub struct RunReport {
     pub counts: RunCounts,
     /// Each selected step, in topological order.
     pub steps: Vec<StepReport>,
+    /// The run's tags, from [`RunOptions::tags`].
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
     /// Wall time of the run, in nanoseconds.
     pub duration_ns: u64,
 }

@@ -298,4 +298,23 @@ impl IoManager for MemoryIoManager {
         }
         Ok(OutputValue::Bytes(bytes))
     }
+
+    /// On a hit: the bytes are checked against their data version, so a
+    /// corrupt output is never served as a hit; its step runs again.
+    fn restore(&self, ctx: &OutputContext<'_>, stored: &StoredOutput) -> Result<Restore, IoError> {
+        let outputs = self.lock()?;
+        let entry = outputs
+            .get(&ctx.version)
+            .and_then(|e| find(e, ctx.step, ctx.output))
+            .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
+        let found = DataVersion::of_bytes(&entry.bytes);
+        if found != stored.data_version {
+            return Err(IoError::Corrupt {
+                identifier: ctx.identifier(),
+                expected: stored.data_version.to_hex(),
+                found: found.to_hex(),
+            });
+        }
+        Ok(Restore::Present)
+    }
 }

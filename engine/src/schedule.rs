@@ -636,6 +636,7 @@ impl<'a> Runner<'a> {
             status,
             counts: self.counts,
             steps,
+            tags: self.opts.tags.clone(),
             duration_ns: started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64,
         }
     }

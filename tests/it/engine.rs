@@ -735,3 +735,38 @@ fn a_step_without_outputs_runs_once_per_version() {
     world.run_default(&mut Engine::new(job(json!(2), Arc::clone(&runs))));
     assert_eq!(runs.load(Ordering::SeqCst), 2);
 }
+
+#[test]
+fn a_corrupt_hit_is_detected_on_restore_and_its_step_runs_again() {
+    let world = World::new();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    world.run_default(&mut engine);
+    let a = engine.output_versions("a").unwrap().unwrap()[0];
+    let good = world.io.get_output("a", "out", &a).unwrap();
+    world.io.overwrite(a, b"evil".to_vec());
+    let (report, events) = world.run(&mut engine, &RunOptions::default());
+    assert_eq!(report.ran(), ["a"]);
+    assert_eq!(report.counts.cut_off, 3);
+    assert!(events.iter().any(|e| matches!(e, RunEvent::Warning { step, .. } if step == "a")));
+    assert!(events.iter().any(|e| matches!(
+        e,
+        RunEvent::Started { step, reasons } if step == "a"
+            && matches!(reasons.as_slice(), [RerunReason::OutputCorrupt { output, .. }] if output == "out")
+    )));
+    assert_eq!(world.io.get_output("a", "out", &a).unwrap(), good);
+    assert!(world.run_default(&mut engine).ran().is_empty());
+}
+
+#[test]
+fn run_tags_are_reported() {
+    let world = World::new();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    let opts = RunOptions {
+        tags: [("ci".to_owned(), "true".to_owned())].into(),
+        run_id: "r1".into(),
+        ..RunOptions::default()
+    };
+    let (report, _) = world.run(&mut engine, &opts);
+    assert_eq!(report.tags, opts.tags);
+    assert_eq!(report.run_id, "r1");
+}

@@ -286,6 +286,31 @@ impl OpVersionEncoder {
     }
 }
 
+/// The version of an op from its components: code version, config digest,
+/// environment digest ([`compute_env_digest`]), output list digest
+/// ([`compute_outputs_digest`]), required resources `(name, version)` sorted
+/// by name, and inputs `(name, path, contribution)` sorted by name. This is
+/// what [`crate::db::op_version`] computes inside the version graph.
+pub fn compute_op_version(
+    code: CodeVersion,
+    config: Digest,
+    env: Digest,
+    outputs: Digest,
+    resources: &[(&str, ResourceVersion)],
+    inputs: &[(&str, Option<&str>, InputContribution)],
+) -> Digest {
+    let mut encoder = OpVersionEncoder::new(code, config, env, outputs);
+    encoder.resources(resources.len());
+    for (name, version) in resources {
+        encoder.resource(name, *version);
+    }
+    encoder.inputs(inputs.len());
+    for (name, path, contribution) in inputs {
+        encoder.input(name, *path, *contribution);
+    }
+    encoder.finish()
+}
+
 /// The version of one named output of an op whose version is `op_version`.
 pub fn compute_output_version(op_version: Digest, output: &str) -> OutputVersion {
     let mut encoder = Encoder::new(DOMAIN_OUTPUT);
