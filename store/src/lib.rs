@@ -263,6 +263,9 @@ impl Store {
         } else {
             fs.create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
             let lock = lock::acquire(dir, &opts.command, opts.wait, on_wait)?;
+            if !db_path.exists() {
+                create_db(&builder, dir, &db_path, &fs)?;
+            }
             let file = std::fs::OpenOptions::new()
                 .read(true)
                 .write(true)
@@ -987,6 +990,47 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         gc::verify(self)
     }
+}
+
+/// Creates the database file atomically: initialized under a temp name,
+/// made durable, then renamed into place, so a crash or a full disk during
+/// creation never leaves a half-made `trove.redb` that no later open accepts.
+fn create_db(
+    builder: &redb::Builder,
+    dir: &Path,
+    db_path: &Path,
+    fs: &Fs,
+) -> Result<(), StoreError> {
+    let tmp = dir.join("trove.redb.new");
+    let _ = std::fs::remove_file(&tmp);
+    let res = (|| {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&tmp)
+            .map_err(|e| StoreError::io("creating", &tmp, e))?;
+        let backend =
+            fs::HookedBackend::new(file, fs.clone(), &tmp).map_err(|e| db_err(&tmp)(&e))?;
+        let db = builder.create_with_backend(backend).map_err(|e| db_err(&tmp)(&e))?;
+        let mut txn = db.begin_write().map_err(|e| db_err(&tmp)(&e))?;
+        txn.set_durability(Durability::Immediate).map_err(|e| db_err(&tmp)(&e))?;
+        for t in ALL_TABLES {
+            txn.open_table(t).map_err(|e| db_err(&tmp)(&e))?;
+        }
+        txn.open_table(META)
+            .map_err(|e| db_err(&tmp)(&e))?
+            .insert(b"schema".as_slice(), schema_bytes(u32::from(SCHEMA_VERSION)).as_slice())
+            .map_err(|e| db_err(&tmp)(&e))?;
+        txn.commit().map_err(|e| db_err(&tmp)(&e))?;
+        db.close().map_err(|e| db_err(&tmp)(&e))?;
+        fs.rename(&tmp, db_path).map_err(|e| StoreError::io("renaming into place", db_path, e))?;
+        fs.sync_dir(dir).map_err(|e| StoreError::io("syncing", dir, e))
+    })();
+    if res.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    res
 }
 
 fn empty_log(t: &TraceRecord) -> StepLogRecord {

@@ -28,6 +28,7 @@ pub(crate) fn chain_job(root: &Path, n: usize, salt: &str, runs: Arc<AtomicUsize
         let mut op = Op::new(format!("s{i}"))
             .output("value")
             .output_at("file", format!("out/s{i}.txt"))
+            .config(serde_json::json!({ "salt": salt }))
             .code_version("1");
         if i > 0 {
             op = op.input("prev", InputFrom::output(format!("s{}", i - 1), "value"));
@@ -88,4 +89,417 @@ fn memoized_outputs_survive_the_process_and_a_rerun_is_all_hits() {
     assert!(report.ran().is_empty(), "{report:?}");
     assert_eq!(runs.load(Ordering::SeqCst), 5);
     assert_eq!(std::fs::read(w.root.join("out/s4.txt")).unwrap(), expected_file(4, "a"));
+}
+
+fn one_step_job(name: &str, root: &Path, out: &str, body: &'static [u8]) -> Job {
+    let root = root.to_path_buf();
+    Job::builder("one")
+        .op(Op::new(name).output_at("file", out).output("value").code_version("1").compute(
+            move |ctx| {
+                let path = root.join(ctx.output_path("file").unwrap_or_default());
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(&path, body).unwrap();
+                ctx.set_output_bytes("value", body.to_vec())
+            },
+        ))
+        .build()
+        .unwrap()
+}
+
+fn file_blob(store: &Store, step: &str) -> trove::Digest {
+    use trove::TraceStore;
+    let trace = store.latest_trace(step).unwrap().unwrap();
+    trace.outputs.iter().find(|o| o.name == "file").unwrap().data_version.0
+}
+
+#[test]
+fn a_deleted_or_edited_workspace_output_is_restored_and_reported() {
+    let w = ws();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let store = open(&w.store_dir);
+    run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
+    std::fs::remove_file(w.root.join("out/s1.txt")).unwrap();
+    std::fs::write(w.root.join("out/s2.txt"), b"edited by hand").unwrap();
+    let report = run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
+    assert!(report.ran().is_empty());
+    assert_eq!(report.counts.restored, 2, "{report:?}");
+    assert_eq!(
+        report.outcome("s1"),
+        Some(&trove::StepOutcome::Hit { restored: vec!["file".into()] })
+    );
+    assert_eq!(std::fs::read(w.root.join("out/s1.txt")).unwrap(), expected_file(1, "a"));
+    assert_eq!(std::fs::read(w.root.join("out/s2.txt")).unwrap(), expected_file(2, "a"));
+}
+
+#[test]
+fn a_directory_output_is_stored_as_a_manifest_and_restored_exactly() {
+    let w = ws();
+    let root = w.root.clone();
+    let job = || {
+        let root = root.clone();
+        Job::builder("dir")
+            .op(Op::new("mk").output_at("dir", "out/d").code_version("1").compute(move |_| {
+                let d = root.join("out/d");
+                std::fs::create_dir_all(d.join("sub/empty")).unwrap();
+                std::fs::write(d.join("a.txt"), b"alpha").unwrap();
+                std::fs::write(d.join("sub/b.bin"), vec![7u8; 100_000]).unwrap();
+                Ok(())
+            }))
+            .build()
+            .unwrap()
+    };
+    let store = open(&w.store_dir);
+    assert_eq!(run(&store, &w.root, job()).ran(), ["mk"]);
+    let d = w.root.join("out/d");
+    std::fs::write(d.join("a.txt"), b"changed").unwrap();
+    std::fs::remove_file(d.join("sub/b.bin")).unwrap();
+    std::fs::write(d.join("extra.txt"), b"not ours").unwrap();
+    let report = run(&store, &w.root, job());
+    assert!(report.ran().is_empty());
+    assert_eq!(report.counts.restored, 1);
+    assert_eq!(std::fs::read(d.join("a.txt")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(d.join("sub/b.bin")).unwrap(), vec![7u8; 100_000]);
+    assert!(d.join("sub/empty").is_dir());
+    assert!(!d.join("extra.txt").exists());
+    // The directory's data version is the same whether hashed as a source.
+    use trove::TraceStore;
+    let trace = store.latest_trace("mk").unwrap().unwrap();
+    assert_eq!(store.hash_path(&w.root, "out/d").unwrap(), trace.outputs[0].data_version);
+}
+
+#[test]
+fn a_corrupt_blob_is_detected_quarantined_never_served_and_the_step_runs_again() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let job = || one_step_job("make", &w.root, "out/f.txt", b"the right bytes");
+    run(&store, &w.root, job());
+    let blob = file_blob(&store, "make");
+    std::fs::write(store.blob_path(&blob), b"the wrong bytes").unwrap();
+    std::fs::remove_file(w.root.join("out/f.txt")).unwrap();
+    let report = run(&store, &w.root, job());
+    assert_eq!(report.ran(), ["make"], "{report:?}");
+    assert_eq!(std::fs::read(w.root.join("out/f.txt")).unwrap(), b"the right bytes");
+    let quarantined: Vec<_> = std::fs::read_dir(w.store_dir.join("quarantine")).unwrap().collect();
+    assert_eq!(quarantined.len(), 1);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn verify_reports_and_quarantines_a_flipped_blob_byte() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    run(&store, &w.root, one_step_job("make", &w.root, "out/f.txt", b"some bytes here"));
+    let blob = file_blob(&store, "make");
+    let path = store.blob_path(&blob);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[3] ^= 0x01;
+    std::fs::write(&path, bytes).unwrap();
+    let report = store.verify().unwrap();
+    assert!(!report.is_clean());
+    assert_eq!(report.quarantined.len(), 1, "{report:?}");
+    assert!(report.problems.iter().any(|p| p.what.contains(&blob.to_hex())), "{report:?}");
+    // The output whose blob is gone is now a miss: the step runs again.
+    let report =
+        run(&store, &w.root, one_step_job("make", &w.root, "out/f.txt", b"some bytes here"));
+    assert_eq!(report.ran(), ["make"]);
+    assert!(store.verify().unwrap().is_clean());
+}
+
+#[test]
+fn flipped_bytes_in_stored_records_are_misses_not_panics() {
+    let w = ws();
+    let job = || one_step_job("zqmarkerstep", &w.root, "out/f.txt", b"payload");
+    {
+        let store = open(&w.store_dir);
+        run(&store, &w.root, job());
+    }
+    let db = w.store_dir.join("trove.redb");
+    let mut bytes = std::fs::read(&db).unwrap();
+    let marker = b"zqmarkerstep";
+    let mut flipped = 0;
+    for i in 0..bytes.len().saturating_sub(marker.len()) {
+        if &bytes[i..i + marker.len()] == marker {
+            bytes[i + 2] ^= 0x20;
+            flipped += 1;
+        }
+    }
+    assert!(flipped > 0);
+    std::fs::write(&db, bytes).unwrap();
+    let store = open(&w.store_dir);
+    let report = run(&store, &w.root, job());
+    assert_eq!(report.ran(), ["zqmarkerstep"], "{report:?}");
+    assert_eq!(std::fs::read(w.root.join("out/f.txt")).unwrap(), b"payload");
+    let verify = store.verify().unwrap();
+    assert!(verify.records_checked > 0);
+}
+
+#[test]
+fn a_full_disk_at_any_write_gives_a_clear_error_and_a_consistent_store() {
+    use trove::store::{FailAt, Fs};
+    let mut failures = 0;
+    for n in 1..400u64 {
+        let w = ws();
+        let hook = Arc::new(FailAt::new(n));
+        let runs = Arc::new(AtomicUsize::new(0));
+        let outcome = Store::open_with_fs(
+            &w.store_dir,
+            &OpenOptions::default(),
+            &mut |_| {},
+            Fs::with_hook(hook.clone()),
+        )
+        .map_err(|e| e.to_string())
+        .and_then(|store| {
+            let io = store.io_manager(&w.root);
+            let mut engine = Engine::new(chain_job(&w.root, 3, "a", runs.clone()));
+            let res = engine.run(&io, &store, &RunOptions::default(), &mut |_| {});
+            res.map(|_| ()).map_err(|e| e.to_string())
+        });
+        let hit = hook.seen() >= n;
+        if let Err(msg) = &outcome {
+            assert!(hit, "failed without an injected fault: {msg}");
+            assert!(msg.contains("no space left on device"), "unclear error at step {n}: {msg}");
+            failures += 1;
+        }
+        // Whatever happened, the store opens, verifies clean and a re-run
+        // produces the right outputs.
+        let store = open(&w.store_dir);
+        let verify = store.verify().unwrap();
+        assert!(verify.is_clean(), "after a fault at write {n}: {verify:?}");
+        let report = run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
+        assert_eq!(report.status, trove::RunStatus::Succeeded);
+        for i in 0..3 {
+            let got = std::fs::read(w.root.join(format!("out/s{i}.txt"))).unwrap();
+            assert_eq!(got, expected_file(i, "a"));
+        }
+        if !hit {
+            assert!(failures > 10, "only {failures} fault points were exercised");
+            return;
+        }
+    }
+    panic!("the job never completed without a fault");
+}
+
+#[test]
+fn a_second_writer_with_no_wait_fails_at_once_naming_the_holder() {
+    let w = ws();
+    let opts = OpenOptions { command: "trove run".into(), ..OpenOptions::default() };
+    let _first = Store::open(&w.store_dir, &opts, &mut |_| {}).unwrap();
+    let no_wait = OpenOptions { wait: false, ..OpenOptions::default() };
+    let err = Store::open(&w.store_dir, &no_wait, &mut |_| {}).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.starts_with("store "), "{msg}");
+    assert!(
+        msg.contains(&format!("is locked by pid {} (`trove run`) since ", std::process::id())),
+        "{msg}"
+    );
+    assert!(msg.ends_with(" UTC"), "{msg}");
+}
+
+#[test]
+fn a_second_writer_waits_for_the_first_and_both_finish() {
+    let w = ws();
+    let first = open(&w.store_dir);
+    let runs = Arc::new(AtomicUsize::new(0));
+    run(&first, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let dir = w.store_dir.clone();
+    let root = w.root.clone();
+    let runs2 = runs.clone();
+    let second = std::thread::spawn(move || {
+        let store = Store::open(&dir, &OpenOptions::default(), &mut |holder| {
+            tx.send(holder.pid).unwrap();
+        })
+        .unwrap();
+        run(&store, &root, chain_job(&root, 3, "b", runs2)).ran().len()
+    });
+    assert_eq!(rx.recv().unwrap(), std::process::id());
+    drop(first);
+    assert_eq!(second.join().unwrap(), 3);
+    let store = open(&w.store_dir);
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(std::fs::read(w.root.join("out/s2.txt")).unwrap(), expected_file(2, "b"));
+}
+
+#[test]
+fn a_read_only_open_reads_while_a_writer_holds_the_store() {
+    let w = ws();
+    let writer = open(&w.store_dir);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let run_id = Store::new_run_id();
+    writer
+        .begin_run(&trove::store::RunInfo {
+            run_id: run_id.clone(),
+            job: "chain".into(),
+            command: "trove run".into(),
+            memoized: true,
+            ..Default::default()
+        })
+        .unwrap();
+    run(&writer, &w.root, chain_job(&w.root, 2, "a", runs));
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let reader = Store::open(&w.store_dir, &ro, &mut |_| panic!("a reader must not wait")).unwrap();
+    let runs = reader.runs(10).unwrap();
+    assert_eq!(runs.len(), 1);
+    assert_eq!(runs[0].run_id, run_id);
+    assert_eq!(runs[0].status, trove::store::RunState::Running);
+}
+
+#[test]
+fn a_read_only_open_of_a_missing_store_is_a_clear_error() {
+    let w = ws();
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let err = Store::open(&w.store_dir, &ro, &mut |_| {}).unwrap_err();
+    assert!(err.to_string().contains("no store at"), "{err}");
+    assert!(!w.store_dir.exists());
+}
+
+fn set_mtime(path: &Path, secs_ago: u64) {
+    let f = std::fs::File::options().write(true).open(path).unwrap();
+    f.set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(secs_ago))
+        .unwrap();
+}
+
+#[test]
+fn the_stat_cache_skips_unchanged_files_and_rehashes_touched_ones() {
+    let w = ws();
+    let src = w.root.join("src.txt");
+    std::fs::write(&src, b"source text").unwrap();
+    set_mtime(&src, 100);
+    let dv = {
+        let store = open(&w.store_dir);
+        let dv = store.hash_path(&w.root, "src.txt").unwrap();
+        assert_eq!(dv, trove::DataVersion::of_bytes(b"source text"));
+        assert_eq!(store.stats().files_hashed, 1);
+        dv
+    };
+    // A new process: the cache persisted; the unchanged file is not re-hashed.
+    let store = open(&w.store_dir);
+    assert_eq!(store.hash_path(&w.root, "src.txt").unwrap(), dv);
+    assert_eq!(store.stats().files_hashed, 0);
+    assert_eq!(store.stats().stat_hits, 1);
+    // Touched without a change: hashed once more, same data version, then cached.
+    set_mtime(&src, 50);
+    assert_eq!(store.hash_path(&w.root, "src.txt").unwrap(), dv);
+    assert_eq!(store.hash_path(&w.root, "src.txt").unwrap(), dv);
+    assert_eq!(store.stats().files_hashed, 1);
+}
+
+#[test]
+fn a_change_within_the_same_mtime_tick_is_detected() {
+    let w = ws();
+    let src = w.root.join("src.txt");
+    std::fs::write(&src, b"aaaa").unwrap();
+    let mtime = std::fs::metadata(&src).unwrap().modified().unwrap();
+    let store = open(&w.store_dir);
+    assert_eq!(store.hash_path(&w.root, "src.txt").unwrap(), trove::DataVersion::of_bytes(b"aaaa"));
+    // Same size, and the same mtime as when it was hashed.
+    std::fs::write(&src, b"bbbb").unwrap();
+    std::fs::File::options().write(true).open(&src).unwrap().set_modified(mtime).unwrap();
+    assert_eq!(store.hash_path(&w.root, "src.txt").unwrap(), trove::DataVersion::of_bytes(b"bbbb"));
+}
+
+#[test]
+fn hash_path_names_a_missing_path_and_refuses_paths_outside_the_workspace() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let err = store.hash_path(&w.root, "data/missing.csv").unwrap_err();
+    assert_eq!(err.to_string(), "data/missing.csv does not exist in the workspace");
+    let err = store.hash_path(&w.root, "../etc/passwd").unwrap_err();
+    assert!(err.to_string().contains("not a path inside the workspace"), "{err}");
+}
+
+fn recorded_run(store: &Store, root: &Path, job: Job) -> (String, RunReport) {
+    let run_id = Store::new_run_id();
+    store
+        .begin_run(&trove::store::RunInfo {
+            run_id: run_id.clone(),
+            job: job.name().to_owned(),
+            tags: [("who".to_owned(), "test".to_owned())].into(),
+            started_at_ms: 1,
+            command: "trove run".into(),
+            memoized: true,
+        })
+        .unwrap();
+    let io = store.io_manager(root);
+    let opts = RunOptions { run_id: run_id.clone(), ..RunOptions::default() };
+    let report = Engine::new(job).run(&io, store, &opts, &mut |_| {}).unwrap();
+    store.finish_run(&report).unwrap();
+    (run_id, report)
+}
+
+#[test]
+fn runs_are_listed_newest_first_found_by_prefix_and_keep_step_logs() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let (first, _) = recorded_run(&store, &w.root, chain_job(&w.root, 2, "a", runs.clone()));
+    let failing = Job::builder("fails")
+        .op(Op::new("bad").output("x").code_version("1").compute(|ctx| {
+            ctx.log_stderr(b"boom happened\n");
+            Err(trove::OpFailure::new("exit status 3"))
+        }))
+        .build()
+        .unwrap();
+    let (second, report) = recorded_run(&store, &w.root, failing);
+    assert_eq!(report.status, trove::RunStatus::Failed);
+    let listed = store.runs(10).unwrap();
+    assert_eq!(
+        listed.iter().map(|r| r.run_id.clone()).collect::<Vec<_>>(),
+        [second.clone(), first.clone()]
+    );
+    assert_eq!(listed[0].status, trove::store::RunState::Failed);
+    assert_eq!(listed[1].counts.ran, 2);
+    assert_eq!(listed[1].tags.get("who").map(String::as_str), Some("test"));
+    let detail = store.run(&second[..14]).unwrap().unwrap();
+    assert_eq!(detail.record.run_id, second);
+    assert_eq!(detail.steps.len(), 1);
+    assert!(store.run("zzzz").unwrap().is_none());
+    let log = store.step_log("bad").unwrap().unwrap();
+    assert_eq!(log.run_id, second);
+    assert_eq!(log.stderr, b"boom happened\n");
+    assert!(log.failure.unwrap().contains("exit status 3"));
+    let ok = store.step_log("s1").unwrap().unwrap();
+    assert_eq!(ok.run_id, first);
+    assert!(ok.failure.is_none());
+}
+
+#[test]
+fn gc_keeps_latest_traces_by_default_and_frees_what_older_runs_held() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let runs = Arc::new(AtomicUsize::new(0));
+    recorded_run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
+    recorded_run(&store, &w.root, chain_job(&w.root, 3, "b", runs.clone()));
+    let policy = trove::store::GcPolicy { keep_runs: Some(1), dry_run: true, ..Default::default() };
+    let dry = store.gc(&policy).unwrap();
+    assert_eq!(dry.traces_removed, 3, "{dry:?}");
+    assert_eq!(dry.runs_removed, 1);
+    assert_eq!(dry.blobs_removed, 3);
+    let report = store.gc(&trove::store::GcPolicy { dry_run: false, ..policy }).unwrap();
+    assert_eq!(report.blobs_removed, 3);
+    assert!(report.bytes_freed > 0);
+    assert_eq!(store.runs(10).unwrap().len(), 1);
+    assert!(store.verify().unwrap().is_clean());
+    // What the latest traces reference is still memoized; the rest is gone.
+    let before = runs.load(Ordering::SeqCst);
+    assert!(run(&store, &w.root, chain_job(&w.root, 3, "b", runs.clone())).ran().is_empty());
+    assert_eq!(run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone())).ran().len(), 3);
+    assert_eq!(runs.load(Ordering::SeqCst), before + 3);
+}
+
+#[test]
+fn gc_by_size_evicts_only_unprotected_outputs_unless_asked() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let runs = Arc::new(AtomicUsize::new(0));
+    recorded_run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
+    let budget = trove::store::GcPolicy { max_size: Some(0), ..Default::default() };
+    let report = store.gc(&budget).unwrap();
+    assert_eq!(report.blobs_removed, 0, "latest traces are protected: {report:?}");
+    let all = trove::store::GcPolicy { include_latest: true, ..budget };
+    let report = store.gc(&all).unwrap();
+    assert_eq!(report.blobs_removed, 3);
+    assert_eq!(report.bytes_kept, 0);
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone())).ran().len(), 3);
 }
