@@ -87,6 +87,73 @@ impl Backend for MemoryBackend {
     }
 }
 
+/// trove's on-disk store (`.trove/` in the workspace: redb traces, blobs,
+/// the stat cache), opened and closed around every run like a `trove run`
+/// process does.
+pub struct StoreBackend {
+    dir: PathBuf,
+}
+
+impl StoreBackend {
+    /// A store kept in `dir`.
+    pub fn new(dir: PathBuf) -> StoreBackend {
+        StoreBackend { dir }
+    }
+}
+
+struct StoreSession<'a> {
+    store: &'a trove_store::Store,
+    io: trove_store::FsIoManager<'a>,
+}
+
+impl Session for StoreSession<'_> {
+    fn io(&self) -> &dyn IoManager {
+        &self.io
+    }
+    fn traces(&self) -> &dyn TraceStore {
+        self.store
+    }
+    fn source_version(&self, root: &Path, rel: &str) -> Option<Result<DataVersion, String>> {
+        Some(self.store.hash_path(root, rel).map_err(|e| e.to_string()))
+    }
+}
+
+impl Backend for StoreBackend {
+    fn describe(&self) -> String {
+        "trove-store (redb traces, blobs, stat cache)".to_owned()
+    }
+    fn wipe(&mut self) -> Result<(), String> {
+        match fs::remove_dir_all(&self.dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(format!("removing {}: {e}", self.dir.display()))
+            }
+            _ => Ok(()),
+        }
+    }
+    fn session(
+        &mut self,
+        root: &Path,
+        f: &mut dyn FnMut(&dyn Session) -> Result<(), String>,
+    ) -> Result<Duration, String> {
+        let started = Instant::now();
+        let store =
+            trove_store::Store::open(&self.dir, &trove_store::OpenOptions::default(), &mut |_| {})
+                .map_err(|e| format!("opening the store {}: {e}", self.dir.display()))?;
+        let opened = started.elapsed();
+        let result = {
+            let session = StoreSession { store: &store, io: store.io_manager(root) };
+            f(&session)
+        };
+        let started = Instant::now();
+        let flushed = store.flush_all().map_err(|e| format!("flushing the store: {e}"));
+        drop(store);
+        let closed = started.elapsed();
+        result?;
+        flushed?;
+        Ok(opened + closed)
+    }
+}
+
 type Contents = Arc<RwLock<Vec<Arc<Vec<u8>>>>>;
 
 /// A workload driven in-process.

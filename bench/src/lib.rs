@@ -42,8 +42,10 @@ use crate::workspace::{Tool, Workspace};
 /// Where `inproc` outputs and traces are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum InprocStore {
-    /// In memory: the engine alone.
+    /// trove's on-disk store (`.trove/`: redb, blobs, stat cache).
     #[default]
+    Disk,
+    /// In memory: the engine alone.
     Memory,
 }
 
@@ -127,6 +129,9 @@ impl BenchOptions {
         if !self.emit.is_empty() {
             cmd.push_str(&format!(" --emit {}", join(&self.emit)));
         }
+        if self.kind == Kind::Inproc && self.inproc_store == InprocStore::Memory {
+            cmd.push_str(" --store memory");
+        }
         if self.json {
             cmd.push_str(" --json");
         }
@@ -139,6 +144,68 @@ impl BenchOptions {
         } else {
             self.jobs
         }
+    }
+}
+
+fn parse_list<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Vec<T>, String> {
+    text.split(',').filter(|s| !s.is_empty()).map(str::parse).collect()
+}
+
+impl BenchOptions {
+    /// Applies `trove bench`-style arguments to `self` (for the
+    /// `harness = false` bench and the example; the CLI uses clap):
+    /// `--shapes chain,layered --sizes 1000,10_000 --kind process --scenarios
+    /// noop,touch --repeat 5 --warmup 1 --compare ninja,make --emit ninja -j 2
+    /// --dir DIR --store disk|memory --json --quiet`. `--bench` (passed by
+    /// `cargo bench`) is ignored.
+    pub fn parse_args(mut self, args: &[String]) -> Result<BenchOptions, String> {
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            match arg.as_str() {
+                "--bench" => continue,
+                "--json" => {
+                    self.json = true;
+                    continue;
+                }
+                "--quiet" => {
+                    self.progress = false;
+                    continue;
+                }
+                _ => {}
+            }
+            let value = it.next().ok_or_else(|| format!("{arg} needs a value"))?;
+            match arg.as_str() {
+                "--shapes" => self.shapes = parse_list(value)?,
+                "--sizes" => {
+                    self.sizes = value
+                        .split(',')
+                        .map(|s| {
+                            s.replace('_', "")
+                                .parse::<usize>()
+                                .map_err(|e| format!("--sizes {s}: {e}"))
+                        })
+                        .collect::<Result<_, _>>()?;
+                }
+                "--kind" => self.kind = value.parse()?,
+                "--scenarios" => self.scenarios = parse_list(value)?,
+                "--repeat" => self.repeat = value.parse().map_err(|e| format!("--repeat: {e}"))?,
+                "--warmup" => self.warmup = value.parse().map_err(|e| format!("--warmup: {e}"))?,
+                "--compare" => self.compare = parse_list(value)?,
+                "--emit" => self.emit = parse_list(value)?,
+                "-j" | "--jobs" => self.jobs = value.parse().map_err(|e| format!("-j: {e}"))?,
+                "--dir" => self.dir = Some(PathBuf::from(value)),
+                "--trove" => self.trove_exe = PathBuf::from(value),
+                "--store" => {
+                    self.inproc_store = match value.as_str() {
+                        "disk" => InprocStore::Disk,
+                        "memory" => InprocStore::Memory,
+                        other => return Err(format!("--store {other}: expected disk or memory")),
+                    }
+                }
+                other => return Err(format!("unknown argument {other}")),
+            }
+        }
+        Ok(self)
     }
 }
 
@@ -333,6 +400,9 @@ fn bench_workload(
         Kind::Inproc => {
             let backend: Box<dyn inproc::Backend> = match opts.inproc_store {
                 InprocStore::Memory => Box::<MemoryBackend>::default(),
+                InprocStore::Disk => {
+                    Box::new(inproc::StoreBackend::new(trove_dir.join(workspace::STORE_DIR)))
+                }
             };
             runners.push(Runner::Inproc(Box::new(Inproc::new(trove_ws, backend, jobs))));
         }
