@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[command(
     name = "trove",
     version,
+    term_width = 100,
     about = "trove: incremental, memoized pipelines of commands",
     long_about = "trove runs the ops of a pipeline (trove.toml), gives every output a version \
 derived from everything that can change it, and skips any step whose outputs are already \

@@ -35,6 +35,15 @@ pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<Sh
     Ok(ShellOutput { status: output.status, stdout: output.stdout, stderr: output.stderr })
 }
 
+/// A command for another program, with its working directory forced to
+/// `cwd` (the integration tests drive the `trove` binary with it).
+#[allow(clippy::disallowed_methods)] // this is the one door
+pub fn program(path: &Path, cwd: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(path);
+    command.current_dir(cwd);
+    command
+}
+
 /// The value of a declared environment variable (`None`: unset).
 pub fn env_var(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())

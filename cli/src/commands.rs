@@ -43,8 +43,9 @@ impl Ctx {
         if !dir.is_dir() {
             anyhow::bail!("-C {}: no such directory", dir.display());
         }
-        let command_line = std::env::args_os()
-            .map(|a| a.to_string_lossy().into_owned())
+        // Recorded with runs: `trove ...`, whatever path started it.
+        let command_line = std::iter::once("trove".to_owned())
+            .chain(std::env::args_os().skip(1).map(|a| a.to_string_lossy().into_owned()))
             .collect::<Vec<_>>()
             .join(" ");
         Ok(Ctx { global, dir, command_line })

@@ -1,1 +1,634 @@
-//! Integration tests: cli.
+//! Integration tests of the `trove` binary: the five-minute tour (cold run,
+//! memoized run, config edits, early cutoff, lineage mode, `--no-memo`,
+//! `--force`, step selection), restored outputs, a relocated workspace,
+//! concurrent runs, a SIGKILL mid-run, and every pipeline error as a
+//! snapshot (paths, timings and run ids redacted).
+
+use crate::support::{Outcome, TestWorkspace, insta_settings, tags};
+
+/// A chain `prepare → clean → count → report` and an independent `other`.
+const PIPELINE: &str = r#"
+[job]
+name = "tour"
+
+[ops.prepare]
+cmd = "cp {in.raw} {out.copy}"
+in = { raw = "data/raw.csv" }
+out = { copy = "build/raw.csv" }
+
+[ops.clean]
+cmd = "awk -F, -v min={config.min} '$2 >= min' {in.raw} > {out.clean}"
+in = { raw = "build/raw.csv" }
+out = { clean = "build/clean.csv" }
+config = { min = 10 }
+
+[ops.count]
+cmd = "wc -l < {in.clean} | tr -d ' ' > {out.count}"
+in = { clean = "build/clean.csv" }
+out = { count = "build/count.txt" }
+
+[ops.report]
+cmd = "echo rows: $(cat {in.count}) > {out.report}"
+in = { count = "build/count.txt" }
+out = { report = "build/report.txt" }
+
+[ops.other]
+cmd = "echo independent > {out.o}"
+out = { o = "build/other.txt" }
+"#;
+
+const RAW: &str = "a,5\nb,11\nc,15\nd,20\n";
+
+fn tour() -> TestWorkspace {
+    TestWorkspace::new().file("trove.toml", PIPELINE).file("data/raw.csv", RAW)
+}
+
+fn run_json(ws: &TestWorkspace, extra: &[&str]) -> Outcome {
+    let mut args = vec!["run", "--json"];
+    args.extend_from_slice(extra);
+    ws.run(args)
+}
+
+#[track_caller]
+fn assert_snapshot(ws: &TestWorkspace, name: &str, text: &str) {
+    insta_settings(ws.root()).bind(|| insta::assert_snapshot!(name, text));
+}
+
+#[test]
+fn cold_run_runs_every_step_and_the_second_run_is_memoized() {
+    let ws = tour();
+    let first = run_json(&ws, &[]);
+    first.ok();
+    assert_eq!(first.json()["schema"], 1);
+    assert_eq!(first.outcomes(), "prepare:ran clean:ran count:ran report:ran other:ran");
+    assert_eq!(ws.read("build/report.txt"), "rows: 3\n");
+    let second = run_json(&ws, &[]);
+    second.ok();
+    assert_eq!(
+        second.outcomes(),
+        "prepare:memoized clean:memoized count:memoized report:memoized other:memoized"
+    );
+}
+
+#[test]
+fn the_human_summary_counts_what_happened() {
+    let ws = tour();
+    let first = ws.run(["run"]);
+    first.ok();
+    assert!(first.stderr.contains("5 ran, 0 memoized, 0 cut off, 0 failed"), "{}", first.stderr);
+    let second = ws.run(["run"]);
+    assert!(second.stderr.contains("0 ran, 5 memoized"), "{}", second.stderr);
+    assert_snapshot(&ws, "memoized_run_stderr", &second.stderr);
+}
+
+#[test]
+fn a_config_edit_reruns_only_the_edited_step_and_its_downstream() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    ws.edit("trove.toml", "config = { min = 10 }", "config = { min = 12 }");
+    let plan = ws.run(["plan"]);
+    plan.ok();
+    assert!(plan.stdout.contains("clean    run: config.min 10 → 12"), "{}", plan.stdout);
+    assert_snapshot(&ws, "plan_after_config_edit", &plan.stdout);
+    let run = run_json(&ws, &[]);
+    run.ok();
+    assert_eq!(run.outcomes(), "prepare:memoized clean:ran count:ran report:ran other:memoized");
+    assert_eq!(ws.read("build/report.txt"), "rows: 2\n");
+}
+
+#[test]
+fn early_cutoff_stops_invalidation_at_identical_bytes() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    // A row below the minimum: `clean` re-runs and writes the same bytes.
+    ws.write("data/raw.csv", &format!("{RAW}e,1\n"));
+    let plan = ws.run(["plan", "--json"]);
+    plan.ok();
+    let steps = plan.json()["steps"].clone();
+    assert_eq!(steps[0]["action"], "run");
+    assert_eq!(steps[0]["reasons"][0]["text"], "input raw (data/raw.csv) changed");
+    assert_eq!(steps[1]["action"], "waiting");
+    let run = run_json(&ws, &[]);
+    run.ok();
+    assert_eq!(run.outcomes(), "prepare:ran clean:ran count:cut_off report:cut_off other:memoized");
+}
+
+#[test]
+fn lineage_mode_reruns_everything_downstream_of_a_rerun() {
+    let ws = tour();
+    ws.edit("trove.toml", "name = \"tour\"", "name = \"tour\"\nearly_cutoff = false");
+    run_json(&ws, &[]).ok();
+    ws.write("data/raw.csv", &format!("{RAW}e,1\n"));
+    let run = run_json(&ws, &[]);
+    run.ok();
+    assert_eq!(run.outcomes(), "prepare:ran clean:ran count:ran report:ran other:memoized");
+}
+
+#[test]
+fn no_memo_runs_every_step_and_tags_the_run() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    let run = run_json(&ws, &["--no-memo"]);
+    run.ok();
+    assert_eq!(run.outcomes(), "prepare:ran clean:ran count:ran report:ran other:ran");
+    let log = ws.run(["log", "--json", "-n", "1"]);
+    log.ok();
+    let last = &log.json()["runs"][0];
+    assert_eq!(tags(last).get("memoized").map(String::as_str), Some("false"));
+    assert_eq!(last["memoized"], false);
+}
+
+#[test]
+fn force_reruns_the_named_step_and_cutoff_spares_its_downstream() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    let run = run_json(&ws, &["--force", "clean"]);
+    run.ok();
+    assert_eq!(
+        run.outcomes(),
+        "prepare:memoized clean:ran count:cut_off report:cut_off other:memoized"
+    );
+    let unknown = ws.run(["run", "--force", "claen"]);
+    unknown.code(2);
+    assert!(
+        unknown.stderr.contains("unknown step `claen`: did you mean `clean`?"),
+        "{}",
+        unknown.stderr
+    );
+}
+
+#[test]
+fn selecting_steps_runs_them_and_their_upstream_only() {
+    let ws = tour();
+    let run = run_json(&ws, &["count"]);
+    run.ok();
+    assert_eq!(run.outcomes(), "prepare:ran clean:ran count:ran");
+    assert!(!ws.exists("build/report.txt"));
+    assert!(!ws.exists("build/other.txt"));
+    let rest = run_json(&ws, &[]);
+    assert_eq!(
+        rest.outcomes(),
+        "prepare:memoized clean:memoized count:memoized report:ran other:ran"
+    );
+}
+
+#[test]
+fn deleted_outputs_are_restored_from_the_store() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    let before = ws.read("build/clean.csv");
+    std::fs::remove_file(ws.root().join("build/clean.csv")).unwrap();
+    let run = run_json(&ws, &[]);
+    run.ok();
+    assert_eq!(
+        run.outcomes(),
+        "prepare:memoized clean:memoized count:memoized report:memoized other:memoized"
+    );
+    assert_eq!(run.json()["counts"]["restored"], 1);
+    assert_eq!(ws.read("build/clean.csv"), before);
+}
+
+#[test]
+fn moving_the_workspace_changes_no_version() {
+    let mut ws = tour();
+    run_json(&ws, &[]).ok();
+    ws.move_to("moved elsewhere");
+    let run = run_json(&ws, &[]);
+    run.ok();
+    assert_eq!(
+        run.outcomes(),
+        "prepare:memoized clean:memoized count:memoized report:memoized other:memoized"
+    );
+}
+
+#[test]
+fn renaming_an_output_or_repointing_an_input_reruns_the_op() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    ws.edit("trove.toml", "build/other.txt", "build/other2.txt");
+    let run = run_json(&ws, &[]);
+    assert_eq!(
+        run.outcomes(),
+        "prepare:memoized clean:memoized count:memoized report:memoized other:ran"
+    );
+    ws.write("data/raw2.csv", RAW);
+    ws.edit("trove.toml", "raw = \"data/raw.csv\"", "raw = \"data/raw2.csv\"");
+    let plan = ws.run(["plan"]);
+    assert!(plan.stdout.contains("input raw now reads source data/raw2.csv"), "{}", plan.stdout);
+    let run = run_json(&ws, &[]);
+    // Same bytes under a new path: `prepare` re-runs, the rest is cut off.
+    assert_eq!(
+        run.outcomes(),
+        "prepare:ran clean:cut_off count:cut_off report:cut_off other:memoized"
+    );
+}
+
+#[test]
+fn code_files_resources_and_env_are_part_of_the_version() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[resources.tool]
+version = "1.0"
+config = { level = 3 }
+
+[ops.a]
+cmd = "sh script.sh {resource.tool.level} > {out.o}"
+out = { o = "out.txt" }
+code = ["script.sh"]
+resources = ["tool"]
+env = ["TROVE_IT_MODE"]
+"#,
+        )
+        .file("script.sh", "echo level $1\n");
+    run_json(&ws, &[]).ok();
+    ws.write("script.sh", "echo LEVEL $1\n");
+    let plan = ws.run(["plan"]);
+    assert!(plan.stdout.contains("run: code: script.sh changed"), "{}", plan.stdout);
+    run_json(&ws, &[]).ok();
+    ws.edit("trove.toml", "version = \"1.0\"", "version = \"1.1\"");
+    let plan = ws.run(["plan"]);
+    assert!(plan.stdout.contains("resource tool: version changed (1.0 → 1.1)"), "{}", plan.stdout);
+    run_json(&ws, &[]).ok();
+    let plan = ws.run(["plan"]).stdout;
+    assert!(plan.contains("a  memoized"), "{plan}");
+    let with_env = ws.command(["plan"]).env("TROVE_IT_MODE", "fast").output().unwrap();
+    let text = String::from_utf8_lossy(&with_env.stdout);
+    assert!(text.contains("env TROVE_IT_MODE: (unset) → fast"), "{text}");
+}
+
+#[test]
+fn why_explains_the_upstream_chain() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    ws.edit("trove.toml", "config = { min = 10 }", "config = { min = 12 }");
+    let why = ws.run(["why", "report"]);
+    why.ok();
+    assert_snapshot(&ws, "why_report_after_config_edit", &why.stdout);
+    let json = ws.run(["why", "report", "--json"]).json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["action"], "waiting");
+    assert_eq!(json["upstream"][1]["step"], "clean");
+}
+
+#[test]
+fn plan_on_a_fresh_workspace_says_no_previous_run() {
+    let ws = tour();
+    let plan = ws.run(["plan"]);
+    plan.ok();
+    assert_snapshot(&ws, "plan_fresh", &plan.stdout);
+}
+
+#[test]
+fn a_failing_command_shows_its_exit_code_and_stderr_tail() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.ok]
+cmd = "echo fine > {out.o}"
+out = { o = "ok.txt" }
+
+[ops.bad]
+cmd = "echo working; echo 'something broke' >&2; exit 3"
+in = { x = "ok.txt" }
+out = { o = "bad.txt" }
+
+[ops.after]
+cmd = "cat {in.x} > {out.o}"
+in = { x = "bad.txt" }
+out = { o = "after.txt" }
+"#,
+    );
+    let run = ws.run(["run"]);
+    run.code(1);
+    assert_snapshot(&ws, "failing_command_stderr", &run.stderr);
+    let json = ws.run(["run", "--json"]);
+    json.code(1);
+    assert_eq!(json.outcomes(), "ok:memoized bad:failed after:skipped");
+    assert_eq!(json.json()["steps"][1]["exit_code"], 3);
+    let log = ws.run(["log", "--step", "bad"]);
+    log.ok();
+    assert!(log.stdout.contains("working\n"), "{}", log.stdout);
+    assert!(log.stdout.contains("something broke\n"), "{}", log.stdout);
+}
+
+#[test]
+fn a_declared_output_that_is_not_written_fails_the_step() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.lazy]
+cmd = "true"
+out = { clean = "build/clean.csv" }
+"#,
+    );
+    let run = ws.run(["run"]);
+    run.code(1);
+    assert!(
+        run.stderr.contains("declared output build/clean.csv was not written"),
+        "{}",
+        run.stderr
+    );
+    assert!(ws.exists("build"), "parent directories of outputs are created");
+}
+
+#[test]
+fn commands_see_trove_step_and_run_id() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.env]
+cmd = "echo $TROVE_STEP $TROVE_RUN_ID > {out.o}"
+out = { o = "env.txt" }
+"#,
+    );
+    let run = run_json(&ws, &[]);
+    run.ok();
+    let run_id = run.json()["run_id"].as_str().unwrap().to_owned();
+    assert_eq!(ws.read("env.txt"), format!("env {run_id}\n"));
+}
+
+#[test]
+fn log_and_show_list_runs_step_by_step() {
+    let ws = tour();
+    let first = run_json(&ws, &["--tag", "owner=ana"]);
+    let run_id = first.json()["run_id"].as_str().unwrap().to_owned();
+    run_json(&ws, &[]).ok();
+    let log = ws.run(["log"]);
+    log.ok();
+    assert_eq!(log.stdout.lines().count(), 2, "{}", log.stdout);
+    assert!(log.stdout.contains("[owner=ana]"), "{}", log.stdout);
+    let show = ws.run(["show", &run_id]);
+    show.ok();
+    assert_snapshot(&ws, "show_first_run", &show.stdout);
+    let json = ws.run(["show", &run_id, "--json"]).json();
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["steps"].as_array().unwrap().len(), 5);
+    ws.run(["show", "nope"]).code(2);
+}
+
+#[test]
+fn gc_and_verify_report() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    run_json(&ws, &["--no-memo"]).ok();
+    let verify = ws.run(["verify", "--json"]);
+    verify.ok();
+    assert_eq!(verify.json()["schema"], 1);
+    assert_eq!(verify.json()["clean"], true);
+    let gc = ws.run(["gc", "--keep-runs", "1", "--dry-run", "--json"]);
+    gc.ok();
+    assert_eq!(gc.json()["dry_run"], true);
+    ws.run(["gc", "--keep-runs", "1"]).ok();
+    assert_eq!(ws.run(["log", "--json"]).json()["runs"].as_array().unwrap().len(), 1);
+    let again = run_json(&ws, &[]);
+    again.ok();
+    assert!(again.outcomes().contains("report:memoized"), "{}", again.outcomes());
+}
+
+#[test]
+fn graph_prints_dot_and_mermaid() {
+    let ws = tour();
+    let dot = ws.run(["graph"]);
+    dot.ok();
+    assert_snapshot(&ws, "graph_dot", &dot.stdout);
+    let mermaid = ws.run(["graph", "--format", "mermaid"]);
+    mermaid.ok();
+    assert_snapshot(&ws, "graph_mermaid", &mermaid.stdout);
+}
+
+#[test]
+fn init_writes_a_pipeline_that_runs_and_memoizes() {
+    let ws = TestWorkspace::new();
+    ws.run(["init"]).ok();
+    assert!(ws.exists("trove.toml"));
+    assert_eq!(run_json(&ws, &[]).outcomes(), "generate:ran total:ran report:ran");
+    assert_eq!(run_json(&ws, &[]).outcomes(), "generate:memoized total:memoized report:memoized");
+    let again = ws.run(["init"]);
+    again.code(2);
+    assert!(again.stderr.contains("is not empty"), "{}", again.stderr);
+}
+
+#[test]
+fn a_second_run_waits_for_the_first_and_is_then_memoized() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.slow]
+cmd = "touch started; while [ ! -e release ]; do sleep 0.02; done; echo done > {out.o}"
+out = { o = "slow.txt" }
+"#,
+    );
+    let mut first = ws.command(["run"]).spawn().unwrap();
+    ws.wait_for("started");
+    // `--no-wait` fails at once with exit code 2.
+    let no_wait = ws.run(["--no-wait", "run"]);
+    no_wait.code(2);
+    assert!(no_wait.stderr.contains("locked by"), "{}", no_wait.stderr);
+    // The default waits, says so, and proceeds once the first run is done.
+    let mut second = ws.command(["run", "--json"]).spawn().unwrap();
+    let stderr = second.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        let mut lines = std::io::BufReader::new(stderr).lines();
+        let mut seen = Vec::new();
+        for line in lines.by_ref() {
+            let line = line.unwrap();
+            let waiting = line.contains("waiting for the store lock");
+            seen.push(line);
+            if waiting {
+                break;
+            }
+        }
+        seen
+    });
+    let seen = reader.join().unwrap();
+    assert!(seen.last().is_some_and(|l| l.contains("waiting for the store lock")), "{seen:?}");
+    ws.write("release", "");
+    assert!(first.wait().unwrap().success());
+    let out = second.wait_with_output().unwrap();
+    assert!(out.status.success());
+    let outcome = Outcome {
+        code: 0,
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::new(),
+    };
+    assert_eq!(outcome.outcomes(), "slow:memoized");
+}
+
+#[test]
+fn a_run_killed_mid_step_leaves_a_store_the_next_run_resumes_from() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[ops.first]
+cmd = "echo one > {out.o}"
+out = { o = "one.txt" }
+
+[ops.second]
+cmd = "if [ -e block ]; then touch started; while [ -e block ]; do sleep 0.02; done; fi; cat {in.x} > {out.o}"
+in = { x = "one.txt" }
+out = { o = "two.txt" }
+"#,
+        )
+        .file("block", "");
+    let mut run = ws.command(["run", "-j", "1"]).spawn().unwrap();
+    ws.wait_for("started");
+    run.kill().unwrap(); // SIGKILL
+    run.wait().unwrap();
+    std::fs::remove_file(ws.root().join("block")).unwrap(); // ends the orphaned command
+    let again = run_json(&ws, &[]);
+    again.ok();
+    assert_eq!(again.outcomes(), "first:memoized second:ran");
+    assert_eq!(ws.read("two.txt"), "one\n");
+    ws.run(["verify"]).ok();
+}
+
+#[test]
+fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
+    let ws = tour();
+    run_json(&ws, &[]).ok();
+    // Flip the bytes of every stored blob, then delete a workspace output so
+    // the hit must restore from the store.
+    let mut stack = vec![ws.root().join(".trove")];
+    let mut flipped = 0;
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.components().any(|c| c.as_os_str() == "blobs") {
+                let mut bytes = std::fs::read(&path).unwrap();
+                if let Some(b) = bytes.first_mut() {
+                    *b ^= 0xff;
+                }
+                std::fs::write(&path, bytes).unwrap();
+                flipped += 1;
+            }
+        }
+    }
+    assert!(flipped > 0, "the store keeps blobs under .trove/blobs");
+    std::fs::remove_file(ws.root().join("build/report.txt")).unwrap();
+    let run = ws.run(["run"]);
+    run.ok();
+    assert!(run.stderr.contains("warning"), "{}", run.stderr);
+    assert_eq!(ws.read("build/report.txt"), "rows: 3\n");
+}
+
+/// Each pipeline error: exit code 2 and a message that points at the file.
+fn error_case(name: &str, pipeline: &str) {
+    let ws = TestWorkspace::new().file("trove.toml", pipeline).file("data/raw.csv", RAW);
+    let run = ws.run(["run"]);
+    run.code(2);
+    assert_snapshot(&ws, &format!("error_{name}"), &run.stderr);
+    let plan = ws.run(["plan"]);
+    plan.code(2);
+}
+
+#[test]
+fn error_unknown_key() {
+    error_case(
+        "unknown_key",
+        "[ops.clean]\ncmd = \"true\"\noutput = { clean = \"build/clean.csv\" }\n",
+    );
+}
+
+#[test]
+fn error_unknown_template_name() {
+    error_case(
+        "unknown_template_name",
+        "[ops.clean]\ncmd = \"sort {in.rwa} > {out.clean}\"\nin = { raw = \"data/raw.csv\" }\nout = { clean = \"build/clean.csv\" }\n",
+    );
+}
+
+#[test]
+fn error_duplicate_output() {
+    error_case(
+        "duplicate_output",
+        "[ops.a]\ncmd = \"true\"\nout = { x = \"build/x.csv\" }\n\n[ops.b]\ncmd = \"true\"\nout = { y = \"build/x.csv\" }\n",
+    );
+}
+
+#[test]
+fn error_cycle() {
+    error_case(
+        "cycle",
+        "[ops.a]\ncmd = \"true\"\nin = { x = \"b.txt\" }\nout = { y = \"a.txt\" }\n\n[ops.b]\ncmd = \"true\"\nin = { x = \"a.txt\" }\nout = { y = \"b.txt\" }\n",
+    );
+}
+
+#[test]
+fn error_path_outside_the_workspace() {
+    error_case(
+        "path_outside",
+        "[ops.a]\ncmd = \"true\"\nin = { x = \"../../etc/passwd\" }\nout = { y = \"a.txt\" }\n",
+    );
+}
+
+#[test]
+fn error_absolute_path() {
+    error_case("absolute_path", "[ops.a]\ncmd = \"true\"\nout = { y = \"/tmp/a.txt\" }\n");
+}
+
+#[test]
+fn error_unknown_resource() {
+    error_case(
+        "unknown_resource",
+        "[resources.python]\nversion = \"3\"\n\n[ops.a]\ncmd = \"true\"\nresources = [\"pyhton\"]\n",
+    );
+}
+
+#[test]
+fn error_version_cmd_fails() {
+    error_case(
+        "version_cmd_fails",
+        "[resources.tool]\nversion_cmd = \"echo no such tool >&2; exit 127\"\n\n[ops.a]\ncmd = \"true\"\nresources = [\"tool\"]\n",
+    );
+}
+
+#[test]
+fn error_missing_input() {
+    error_case(
+        "missing_input",
+        "[ops.a]\ncmd = \"cat {in.x} > {out.y}\"\nin = { x = \"data/nope.csv\" }\nout = { y = \"a.txt\" }\n",
+    );
+}
+
+#[test]
+fn error_no_pipeline_file() {
+    let ws = TestWorkspace::new();
+    let run = ws.run(["run"]);
+    run.code(2);
+    assert_snapshot(&ws, "error_no_pipeline_file", &run.stderr);
+}
+
+#[test]
+fn every_subcommand_has_help_with_an_example() {
+    let ws = TestWorkspace::new();
+    for sub in ["run", "plan", "why", "log", "show", "gc", "verify", "graph", "init"] {
+        let help = ws.run([sub, "--help"]);
+        help.ok();
+        assert!(help.stdout.contains("Examples:"), "{sub}: {}", help.stdout);
+        assert_snapshot(&ws, &format!("help_{sub}"), &help.stdout);
+    }
+    let top = ws.run(["--help"]);
+    top.ok();
+    assert_snapshot(&ws, "help", &top.stdout);
+    ws.run(["run", "--bogus"]).code(2);
+}
+
+#[test]
+fn the_pipeline_file_can_be_named_and_the_directory_changed() {
+    let ws = tour();
+    std::fs::rename(ws.root().join("trove.toml"), ws.root().join("pipe.toml")).unwrap();
+    ws.run(["run"]).code(2);
+    let run = ws.run(["-f", "pipe.toml", "run", "--json"]);
+    run.ok();
+    let sub = TestWorkspace::new();
+    let here = ws.root().to_str().unwrap();
+    let from_elsewhere = sub.run(["-C", here, "-f", "pipe.toml", "plan", "--json"]);
+    from_elsewhere.ok();
+    assert_eq!(from_elsewhere.json()["steps"][0]["action"], "memoized");
+}

@@ -12,7 +12,7 @@ use crate::render::{self, human, json};
 /// Runs `trove gc`.
 pub fn exec(args: GcArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ws = ctx.workspace()?;
-    let store = ctx.open_store(&ctx.store_dir(&ws), args.dry_run)?;
+    let store = ctx.open_store(&ctx.store_dir(&ws), false)?;
     let policy = trove_store::GcPolicy {
         keep_runs: args.keep_runs,
         older_than: args.older_than.map(Duration::from_millis),

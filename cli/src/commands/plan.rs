@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use trove_engine::{RunOptions, Selection};
+use trove_engine::{RunOptions, Selection, StepPlan, TraceStore as _};
 
 use crate::args::PlanArgs;
 use crate::commands::{Ctx, check_steps, load};
@@ -22,7 +22,15 @@ pub fn exec(args: PlanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.json {
         render::out_json(&json::plan(&loaded.pipeline.name, &plan))?;
     } else {
-        render::out(&human::plan(&plan))?;
+        let mut untraced = Vec::new();
+        for s in &plan.steps {
+            if matches!(s.plan, StepPlan::Waiting { .. })
+                && loaded.store.latest_trace(&s.step)?.is_none()
+            {
+                untraced.push(s.step.clone());
+            }
+        }
+        render::out(&human::plan(&plan, &untraced))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -45,6 +45,9 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             memoized: memoize,
         })
         .context("recording the run")?;
+    // Command steps are slow next to a commit: commit each finished step at
+    // once, so a crash mid-run loses only the steps that were running.
+    loaded.store.set_batch(1, std::time::Duration::ZERO);
     let mut progress = progress::Progress::new(progress::Mode::detect(args.json));
     let io = loaded.store.io_manager(&loaded.ws.root);
     let result = loaded.engine.run(&io, &loaded.store, &opts, &mut |e| progress.event(e));

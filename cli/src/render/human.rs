@@ -161,16 +161,21 @@ pub fn reasons(list: &[RerunReason]) -> String {
     list.iter().map(reason).collect::<Vec<_>>().join("; ")
 }
 
-/// The plan, step by step.
-pub fn plan(plan: &Plan) -> String {
+/// The plan, step by step. `untraced` are the steps that never ran: a
+/// waiting step among them will run whatever its upstream produces.
+pub fn plan(plan: &Plan, untraced: &[String]) -> String {
     let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
     let mut out = String::new();
     for s in &plan.steps {
         let line = match &s.plan {
             StepPlan::Hit { .. } => "memoized".to_owned(),
             StepPlan::Run(r) => format!("run: {}", reasons(r)),
+            StepPlan::Waiting { on } if untraced.contains(&s.step) => format!(
+                "run: no previous run (after {})",
+                on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+            ),
             StepPlan::Waiting { on } => format!(
-                "waits on {}: runs only if their outputs change",
+                "waits on {}: runs only if its inputs come out different",
                 on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
             ),
         };
@@ -250,8 +255,9 @@ pub fn why(plan: &Plan, step: &str, last_run: Option<&str>) -> String {
 pub fn summary(report: &RunReport) -> String {
     let c = &report.counts;
     let mut out = format!(
-        "{} steps: {} ran, {} memoized, {} cut off, {} failed",
+        "{} steps in {}: {} ran, {} memoized, {} cut off, {} failed",
         report.steps.len(),
+        duration(report.duration_ns),
         c.ran,
         c.hit,
         c.cut_off,
@@ -263,13 +269,8 @@ pub fn summary(report: &RunReport) -> String {
     if c.not_run > 0 {
         let _ = write!(out, ", {} not run", c.not_run);
     }
-    let _ = write!(
-        out,
-        ", {} output{} restored in {}",
-        c.restored,
-        if c.restored == 1 { "" } else { "s" },
-        duration(report.duration_ns)
-    );
+    let _ =
+        write!(out, ", {} output{} restored", c.restored, if c.restored == 1 { "" } else { "s" });
     out
 }
 
