@@ -80,6 +80,17 @@ impl Ctx {
     }
 }
 
+/// Opens an existing store read-only; `None` if nothing has run yet.
+pub fn open_existing(ctx: &Ctx, dir: &Path) -> anyhow::Result<Option<trove_store::Store>> {
+    match ctx.open_store(dir, true) {
+        Ok(store) => Ok(Some(store)),
+        Err(e) if matches!(e.downcast_ref(), Some(trove_store::StoreError::NotFound { .. })) => {
+            Ok(None)
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs a parsed command line.
 pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
     let ctx = Ctx::new(cli.global)?;

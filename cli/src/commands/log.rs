@@ -12,7 +12,16 @@ use crate::render::{self, human, json};
 /// Runs `trove log`.
 pub fn exec(args: LogArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ws = ctx.workspace()?;
-    let store = ctx.open_store(&ctx.store_dir(&ws), true)?;
+    let Some(store) = crate::commands::open_existing(ctx, &ctx.store_dir(&ws))? else {
+        if args.json {
+            render::out_json(&json::runs(&[]))?;
+        } else if args.step.is_some() {
+            anyhow::bail!("nothing has run here yet: start with `trove run`");
+        } else {
+            render::out(&human::runs(&[]))?;
+        }
+        return Ok(ExitCode::SUCCESS);
+    };
     if let Some(step) = &args.step {
         let log = store
             .step_log(step)

@@ -48,7 +48,15 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     // Command steps are slow next to a commit: commit each finished step at
     // once, so a crash mid-run loses only the steps that were running.
     loaded.store.set_batch(1, std::time::Duration::ZERO);
-    let mut progress = progress::Progress::new(progress::Mode::detect(args.json));
+    let paths = loaded
+        .pipeline
+        .ops
+        .iter()
+        .flat_map(|op| {
+            op.outputs.iter().map(|o| ((op.name.clone(), o.name.clone()), o.path.clone()))
+        })
+        .collect();
+    let mut progress = progress::Progress::new(progress::Mode::detect(args.json)).with_paths(paths);
     let io = loaded.store.io_manager(&loaded.ws.root);
     let result = loaded.engine.run(&io, &loaded.store, &opts, &mut |e| progress.event(e));
     progress.finish();

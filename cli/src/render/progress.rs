@@ -2,7 +2,7 @@
 //! running step names, elapsed) when stderr is a terminal, plain lines
 //! otherwise, nothing but warnings under `--json`.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal as _;
 use std::time::Duration;
 
@@ -38,6 +38,7 @@ impl Mode {
 /// Follows the events of one run.
 pub struct Progress {
     mode: Mode,
+    paths: BTreeMap<(String, String), String>,
     bar: Option<ProgressBar>,
     running: BTreeSet<String>,
     hits: usize,
@@ -57,7 +58,21 @@ impl Progress {
             bar.enable_steady_tick(Duration::from_millis(120));
             bar
         });
-        Progress { mode, bar, running: BTreeSet::new(), hits: 0, done: 0 }
+        Progress { mode, paths: BTreeMap::new(), bar, running: BTreeSet::new(), hits: 0, done: 0 }
+    }
+
+    /// Names restored outputs by path: `(step, output) → path`.
+    pub fn with_paths(mut self, paths: BTreeMap<(String, String), String>) -> Progress {
+        self.paths = paths;
+        self
+    }
+
+    fn shown(&self, step: &str, outputs: &[String]) -> String {
+        outputs
+            .iter()
+            .map(|o| self.paths.get(&(step.to_owned(), o.clone())).unwrap_or(o).clone())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     fn line(&self, text: &str) {
@@ -96,7 +111,7 @@ impl Progress {
                 if verbose {
                     let mut text = format!("{what} {step}");
                     if !restored.is_empty() {
-                        text.push_str(&format!(" (restored {})", restored.join(", ")));
+                        text.push_str(&format!(" (restored {})", self.shown(step, restored)));
                     }
                     if self.mode == Mode::Lines || !restored.is_empty() {
                         self.line(&text);
