@@ -150,20 +150,19 @@ pub trait IoManager: Send + Sync {
     }
 }
 
-/// One stored output: which step and output produced it, what is on record
-/// about it, and its bytes.
+/// One stored output: its name, what is on record about it, and its bytes.
 #[derive(Debug)]
 struct MemoryEntry {
-    step: Box<str>,
     output: Box<str>,
     stored: StoredOutput,
     bytes: Vec<u8>,
 }
 
-/// Outputs by version; a version can be shared by outputs of different steps
-/// (two ops with the same code version string, config and inputs), so each
-/// entry also names its step and output, like [`OutputContext::identifier`].
-type MemoryOutputs = HashMap<OutputVersion, Vec<MemoryEntry>>;
+/// Outputs by step, then version, then output name. A version can be shared
+/// by outputs of different steps (two ops with the same code version string,
+/// config and inputs), so the step is part of the identifier, like
+/// [`OutputContext::identifier`].
+type MemoryOutputs = HashMap<String, HashMap<OutputVersion, Vec<MemoryEntry>>>;
 
 /// An in-memory IO manager for tests and embedding: bytes only. Outputs are
 /// identified by step, output name and version, so two steps never serve
@@ -173,8 +172,13 @@ pub struct MemoryIoManager {
     outputs: Mutex<MemoryOutputs>,
 }
 
-fn find<'m>(entries: &'m [MemoryEntry], step: &str, output: &str) -> Option<&'m MemoryEntry> {
-    entries.iter().find(|e| &*e.step == step && &*e.output == output)
+fn find<'m>(
+    outputs: &'m MemoryOutputs,
+    step: &str,
+    output: &str,
+    version: &OutputVersion,
+) -> Option<&'m MemoryEntry> {
+    outputs.get(step)?.get(version)?.iter().find(|e| &*e.output == output)
 }
 
 impl MemoryIoManager {
@@ -185,7 +189,10 @@ impl MemoryIoManager {
 
     /// The number of stored outputs.
     pub fn len(&self) -> usize {
-        self.outputs.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+        self.outputs
+            .lock()
+            .map(|m| m.values().flat_map(|v| v.values()).map(Vec::len).sum())
+            .unwrap_or(0)
     }
 
     /// Whether nothing is stored.
@@ -195,27 +202,28 @@ impl MemoryIoManager {
 
     /// The bytes stored at a version (by any step).
     pub fn get(&self, version: &OutputVersion) -> Option<Vec<u8>> {
-        self.outputs
-            .lock()
-            .ok()
-            .and_then(|m| m.get(version).and_then(|e| e.first()).map(|e| e.bytes.clone()))
+        let outputs = self.outputs.lock().ok()?;
+        let mut steps: Vec<&String> = outputs.keys().collect();
+        steps.sort();
+        steps.into_iter().find_map(|step| {
+            outputs[step].get(version).and_then(|e| e.first()).map(|e| e.bytes.clone())
+        })
     }
 
     /// The bytes of one step's output stored at a version.
     pub fn get_output(&self, step: &str, output: &str, version: &OutputVersion) -> Option<Vec<u8>> {
-        self.outputs.lock().ok().and_then(|m| {
-            m.get(version).and_then(|e| find(e, step, output)).map(|e| e.bytes.clone())
-        })
+        let outputs = self.outputs.lock().ok()?;
+        find(&outputs, step, output, version).map(|e| e.bytes.clone())
     }
 
     /// Replaces stored bytes but keeps the record of their data version
     /// (tests use it to simulate corruption).
     pub fn overwrite(&self, version: OutputVersion, bytes: Vec<u8>) {
-        if let Ok(mut m) = self.outputs.lock()
-            && let Some(entries) = m.get_mut(&version)
-        {
-            for entry in entries {
-                entry.bytes.clone_from(&bytes);
+        if let Ok(mut m) = self.outputs.lock() {
+            for versions in m.values_mut() {
+                for entry in versions.get_mut(&version).into_iter().flatten() {
+                    entry.bytes.clone_from(&bytes);
+                }
             }
         }
     }
@@ -223,7 +231,9 @@ impl MemoryIoManager {
     /// Forgets a stored output.
     pub fn remove(&self, version: &OutputVersion) {
         if let Ok(mut m) = self.outputs.lock() {
-            m.remove(version);
+            for versions in m.values_mut() {
+                versions.remove(version);
+            }
         }
     }
 
@@ -237,11 +247,7 @@ impl MemoryIoManager {
 
 impl IoManager for MemoryIoManager {
     fn has_output(&self, ctx: &OutputContext<'_>) -> Result<Option<StoredOutput>, IoError> {
-        Ok(self
-            .lock()?
-            .get(&ctx.version)
-            .and_then(|e| find(e, ctx.step, ctx.output))
-            .map(|e| e.stored))
+        Ok(find(&*self.lock()?, ctx.step, ctx.output, &ctx.version).map(|e| e.stored))
     }
 
     fn handle_output(
@@ -261,18 +267,17 @@ impl IoManager for MemoryIoManager {
         let stored =
             StoredOutput { data_version: DataVersion::of_bytes(&bytes), size: bytes.len() as u64 };
         let mut outputs = self.lock()?;
-        let entries = outputs.entry(ctx.version).or_default();
-        match entries.iter_mut().find(|e| &*e.step == ctx.step && &*e.output == ctx.output) {
+        let versions = match outputs.get_mut(ctx.step) {
+            Some(versions) => versions,
+            None => outputs.entry(ctx.step.to_owned()).or_default(),
+        };
+        let entries = versions.entry(ctx.version).or_default();
+        match entries.iter_mut().find(|e| &*e.output == ctx.output) {
             Some(entry) => {
                 entry.stored = stored;
                 entry.bytes = bytes;
             }
-            None => entries.push(MemoryEntry {
-                step: ctx.step.into(),
-                output: ctx.output.into(),
-                stored,
-                bytes,
-            }),
+            None => entries.push(MemoryEntry { output: ctx.output.into(), stored, bytes }),
         }
         Ok(stored)
     }
@@ -282,10 +287,7 @@ impl IoManager for MemoryIoManager {
         ctx: &OutputContext<'_>,
         stored: &StoredOutput,
     ) -> Result<OutputValue, IoError> {
-        let bytes = self
-            .lock()?
-            .get(&ctx.version)
-            .and_then(|e| find(e, ctx.step, ctx.output))
+        let bytes = find(&*self.lock()?, ctx.step, ctx.output, &ctx.version)
             .map(|e| e.bytes.clone())
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
         let found = DataVersion::of_bytes(&bytes);
@@ -303,9 +305,7 @@ impl IoManager for MemoryIoManager {
     /// corrupt output is never served as a hit; its step runs again.
     fn restore(&self, ctx: &OutputContext<'_>, stored: &StoredOutput) -> Result<Restore, IoError> {
         let outputs = self.lock()?;
-        let entry = outputs
-            .get(&ctx.version)
-            .and_then(|e| find(e, ctx.step, ctx.output))
+        let entry = find(&outputs, ctx.step, ctx.output, &ctx.version)
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
         let found = DataVersion::of_bytes(&entry.bytes);
         if found != stored.data_version {

@@ -98,6 +98,8 @@ struct Runner<'a> {
     lineage: bool,
     state: Vec<State>,
     op_versions: Vec<Option<(Digest, bool)>>,
+    /// Per resolved step: its outputs' versions, in declaration order.
+    versions: Vec<Vec<OutputVersion>>,
     reasons: Vec<Vec<RerunReason>>,
     components: Vec<Option<VersionComponents>>,
     stored: Vec<Vec<Option<StoredOutput>>>,
@@ -163,6 +165,7 @@ impl<'a> Runner<'a> {
             lineage,
             state,
             op_versions: vec![None; n],
+            versions: vec![Vec::new(); n],
             reasons: vec![Vec::new(); n],
             components: vec![None; n],
             stored: job.steps().iter().map(|op| vec![None; op.outputs().len()]).collect(),
@@ -210,15 +213,9 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn output_versions(&self, idx: StepIdx) -> Vec<OutputVersion> {
-        let (v, _) = self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
-        self.engine
-            .job
-            .step(idx)
-            .outputs()
-            .iter()
-            .map(|o| compute_output_version(v, &o.name))
-            .collect()
+    /// The output versions of a resolved step (computed once, in `resolve`).
+    fn output_versions(&self, idx: StepIdx) -> &[OutputVersion] {
+        &self.versions[idx]
     }
 
     fn resolve(
@@ -240,6 +237,12 @@ impl<'a> Runner<'a> {
             }
         };
         self.op_versions[idx] = Some((op_version, unversioned));
+        self.versions[idx] = job
+            .step(idx)
+            .outputs()
+            .iter()
+            .map(|o| compute_output_version(op_version, &o.name))
+            .collect();
         self.components[idx] = None;
         let reasons = if unversioned {
             vec![RerunReason::Unversioned]
@@ -248,7 +251,7 @@ impl<'a> Runner<'a> {
         } else if !self.opts.memoize {
             vec![RerunReason::MemoDisabled]
         } else {
-            let versions = self.output_versions(idx);
+            let versions = self.versions[idx].clone();
             let mut stored = Vec::with_capacity(versions.len());
             let mut missing = None;
             let mut previous = None;
@@ -424,7 +427,7 @@ impl<'a> Runner<'a> {
                             .step(idx)
                             .outputs()
                             .iter()
-                            .zip(versions)
+                            .zip(versions.iter().copied())
                             .zip(&self.stored[idx])
                             .filter_map(|((o, v), s)| {
                                 s.map(|s| (o.name.clone(), v, s.data_version))
@@ -470,7 +473,7 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|n| (n.clone(), self.engine.env_values.get(n).cloned().flatten()))
             .collect();
-        StepWork { idx, inputs, outputs: self.output_versions(idx), env }
+        StepWork { idx, inputs, outputs: self.output_versions(idx).to_vec(), env }
     }
 
     fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
@@ -501,7 +504,7 @@ impl<'a> Runner<'a> {
         match result {
             WorkerResult::Done { idx, stored, duration, log } => {
                 let name = job.step(idx).name().to_owned();
-                let versions = self.output_versions(idx);
+                let versions = self.versions[idx].clone();
                 let (op_version, unversioned) =
                     self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
                 let mut outputs = Vec::with_capacity(stored.len());
@@ -611,6 +614,40 @@ impl<'a> Runner<'a> {
                     }
                 }
                 Ok(false)
+            }
+        }
+    }
+
+    /// Marks a queued step running, announces it, and gathers its work.
+    fn launch(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) -> StepWork {
+        self.state[idx] = State::Running;
+        events(&RunEvent::Started {
+            step: self.engine.job.step(idx).name().to_owned(),
+            reasons: self.reasons[idx].clone(),
+        });
+        self.prepare(idx)
+    }
+
+    /// Takes in a worker's result; after an engine error nothing more is
+    /// taken in and nothing new starts.
+    fn absorb(
+        &mut self,
+        result: WorkerResult,
+        events: &mut dyn FnMut(&RunEvent),
+        stop: &mut bool,
+        error: &mut Option<PlanError>,
+    ) {
+        if error.is_some() {
+            return;
+        }
+        match self.handle(result, events).and_then(|s| {
+            self.drain(events)?;
+            Ok(s)
+        }) {
+            Ok(s) => *stop |= s,
+            Err(e) => {
+                *error = Some(e);
+                *stop = true;
             }
         }
     }
@@ -845,77 +882,85 @@ impl Engine {
         } else {
             opts.jobs
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(jobs)
-            .thread_name(|i| format!("trove-worker-{i}"))
-            .build()
-            .map_err(|e| PlanError::Internal(format!("cannot start worker threads: {e}")))?;
         let job = runner.job();
         let run_id = opts.run_id.as_str();
         let cancel = opts.cancel.clone();
         let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
         let mut stop = false;
         let mut error = None;
-        let (tx, rx) = mpsc::channel::<WorkerResult>();
-        pool.in_place_scope(|scope| {
-            let mut running = 0usize;
+        if jobs == 1 {
+            // One worker: run each step on this thread, in topological order.
+            // No pool, no channel, no thread wake-ups per step.
             loop {
                 if cancelled() {
                     stop = true;
                 }
-                while !stop && running < jobs {
-                    let Some(Reverse(idx)) = runner.ready.pop() else { break };
-                    if runner.state[idx] != State::Queued {
-                        continue;
-                    }
-                    runner.state[idx] = State::Running;
-                    events(&RunEvent::Started {
-                        step: job.step(idx).name().to_owned(),
-                        reasons: runner.reasons[idx].clone(),
-                    });
-                    let work = runner.prepare(idx);
-                    let tx = tx.clone();
-                    let job = &job;
-                    scope.spawn(move |_| {
-                        let result = execute_step(job, io, work, run_id);
-                        let _ = tx.send(result);
-                    });
-                    running += 1;
-                }
-                if running == 0 {
+                if stop {
                     break;
                 }
-                let first = if cancel.is_some() {
-                    match rx.recv_timeout(Duration::from_millis(50)) {
-                        Ok(r) => r,
-                        Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => break,
-                    }
-                } else {
-                    match rx.recv() {
-                        Ok(r) => r,
-                        Err(_) => break,
-                    }
-                };
-                let mut next = Some(first);
-                while let Some(result) = next {
-                    running -= 1;
-                    if error.is_none() {
-                        match runner.handle(result, events).and_then(|s| {
-                            runner.drain(events)?;
-                            Ok(s)
-                        }) {
-                            Ok(s) => stop |= s,
-                            Err(e) => {
-                                error = Some(e);
-                                stop = true;
-                            }
-                        }
-                    }
-                    next = rx.try_recv().ok();
+                let Some(Reverse(idx)) = runner.ready.pop() else { break };
+                if runner.state[idx] != State::Queued {
+                    continue;
                 }
+                let work = runner.launch(idx, events);
+                let result = execute_step(&job, io, work, run_id);
+                runner.absorb(result, events, &mut stop, &mut error);
             }
-        });
+        } else {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(jobs)
+                .thread_name(|i| format!("trove-worker-{i}"))
+                .build()
+                .map_err(|e| PlanError::Internal(format!("cannot start worker threads: {e}")))?;
+            // A few steps per worker in flight, so workers never wait for the
+            // coordinator and results come back in batches; few enough that
+            // cancellation and fail-fast stop promptly.
+            let max_running = jobs.saturating_mul(4);
+            let (tx, rx) = mpsc::channel::<WorkerResult>();
+            pool.in_place_scope(|scope| {
+                let mut running = 0usize;
+                loop {
+                    if cancelled() {
+                        stop = true;
+                    }
+                    while !stop && running < max_running {
+                        let Some(Reverse(idx)) = runner.ready.pop() else { break };
+                        if runner.state[idx] != State::Queued {
+                            continue;
+                        }
+                        let work = runner.launch(idx, events);
+                        let tx = tx.clone();
+                        let job = &job;
+                        scope.spawn(move |_| {
+                            let result = execute_step(job, io, work, run_id);
+                            let _ = tx.send(result);
+                        });
+                        running += 1;
+                    }
+                    if running == 0 {
+                        break;
+                    }
+                    let first = if cancel.is_some() {
+                        match rx.recv_timeout(Duration::from_millis(50)) {
+                            Ok(r) => r,
+                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        }
+                    } else {
+                        match rx.recv() {
+                            Ok(r) => r,
+                            Err(_) => break,
+                        }
+                    };
+                    let mut next = Some(first);
+                    while let Some(result) = next {
+                        running -= 1;
+                        runner.absorb(result, events, &mut stop, &mut error);
+                        next = rx.try_recv().ok();
+                    }
+                }
+            });
+        }
         let flushed =
             traces.flush().map_err(|source| PlanError::Trace { step: String::new(), source });
         if let Some(e) = error {

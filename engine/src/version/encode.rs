@@ -6,6 +6,8 @@
 //! `len(tag) tag len(value) value` with little-endian `u64` lengths, and
 //! maps are written sorted by key with their entry count first.
 
+use std::sync::OnceLock;
+
 use serde_json::Value;
 
 use super::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
@@ -14,37 +16,87 @@ use super::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 /// module changes; old traces then simply stop matching (they are misses).
 pub const SCHEME_VERSION: u32 = 1;
 
-const DOMAIN_CONFIG: &str = "trove 2026-11 config v1";
-const DOMAIN_CODE: &str = "trove 2026-11 code version v1";
-const DOMAIN_RESOURCE: &str = "trove 2026-11 resource version v1";
-const DOMAIN_OP: &str = "trove 2026-11 op version v1";
-const DOMAIN_OUTPUT: &str = "trove 2026-11 output version v1";
-const DOMAIN_ENV: &str = "trove 2026-11 environment v1";
-const DOMAIN_OUTPUTS: &str = "trove 2026-11 output list v1";
-const DOMAIN_UNVERSIONED: &str = "trove 2026-11 unversioned run v1";
+static DOMAIN_CONFIG: Domain = Domain::new("trove 2026-11 config v1");
+static DOMAIN_CODE: Domain = Domain::new("trove 2026-11 code version v1");
+static DOMAIN_RESOURCE: Domain = Domain::new("trove 2026-11 resource version v1");
+static DOMAIN_OP: Domain = Domain::new("trove 2026-11 op version v1");
+static DOMAIN_OUTPUT: Domain = Domain::new("trove 2026-11 output version v1");
+static DOMAIN_ENV: Domain = Domain::new("trove 2026-11 environment v1");
+static DOMAIN_OUTPUTS: Domain = Domain::new("trove 2026-11 output list v1");
+static DOMAIN_UNVERSIONED: Domain = Domain::new("trove 2026-11 unversioned run v1");
+
+/// A blake3 key-derivation context, with the hasher state after the context
+/// and the scheme field computed once per process (deriving the context key
+/// is a full blake3 compression; a clone of the state is a copy).
+pub(crate) struct Domain {
+    context: &'static str,
+    base: OnceLock<blake3::Hasher>,
+}
+
+impl Domain {
+    const fn new(context: &'static str) -> Domain {
+        Domain { context, base: OnceLock::new() }
+    }
+
+    fn hasher(&self) -> blake3::Hasher {
+        self.base
+            .get_or_init(|| {
+                let mut encoder = Encoder {
+                    hasher: blake3::Hasher::new_derive_key(self.context),
+                    buf: [0; BUF],
+                    len: 0,
+                };
+                encoder.u64("scheme", u64::from(SCHEME_VERSION));
+                encoder.flush();
+                encoder.hasher
+            })
+            .clone()
+    }
+}
+
+/// Bytes gathered before they are handed to blake3 in one call: fields are
+/// small, and many tiny `update` calls cost more than the hashing.
+const BUF: usize = 256;
 
 /// A blake3 hasher that writes tagged, length-prefixed fields.
 pub(crate) struct Encoder {
     hasher: blake3::Hasher,
+    buf: [u8; BUF],
+    len: usize,
 }
 
 impl Encoder {
-    pub(crate) fn new(domain: &'static str) -> Encoder {
-        let mut encoder = Encoder { hasher: blake3::Hasher::new_derive_key(domain) };
-        encoder.u64("scheme", u64::from(SCHEME_VERSION));
-        encoder
+    pub(crate) fn new(domain: &'static Domain) -> Encoder {
+        Encoder { hasher: domain.hasher(), buf: [0; BUF], len: 0 }
+    }
+
+    fn flush(&mut self) {
+        self.hasher.update(&self.buf[..self.len]);
+        self.len = 0;
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        if self.len + bytes.len() > BUF {
+            self.flush();
+            if bytes.len() > BUF {
+                self.hasher.update(bytes);
+                return;
+            }
+        }
+        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        self.len += bytes.len();
     }
 
     fn len(&mut self, n: usize) {
         // u64 regardless of platform: encodings must not depend on usize width.
-        self.hasher.update(&(n as u64).to_le_bytes());
+        self.write(&(n as u64).to_le_bytes());
     }
 
     pub(crate) fn bytes(&mut self, tag: &str, value: &[u8]) {
         self.len(tag.len());
-        self.hasher.update(tag.as_bytes());
+        self.write(tag.as_bytes());
         self.len(value.len());
-        self.hasher.update(value);
+        self.write(value);
     }
 
     pub(crate) fn str(&mut self, tag: &str, value: &str) {
@@ -63,10 +115,11 @@ impl Encoder {
         match value {
             None => self.bytes(tag, &[0]),
             Some(text) => {
-                let mut buf = Vec::with_capacity(text.len() + 1);
-                buf.push(1);
-                buf.extend_from_slice(text.as_bytes());
-                self.bytes(tag, &buf);
+                self.len(tag.len());
+                self.write(tag.as_bytes());
+                self.len(text.len() + 1);
+                self.write(&[1]);
+                self.write(text.as_bytes());
             }
         }
     }
@@ -75,7 +128,8 @@ impl Encoder {
         self.u64(tag, n as u64);
     }
 
-    pub(crate) fn finish(&self) -> Digest {
+    pub(crate) fn finish(mut self) -> Digest {
+        self.flush();
         Digest(*self.hasher.finalize().as_bytes())
     }
 }
@@ -139,14 +193,14 @@ pub fn canonical_config(value: &Value, out: &mut Vec<u8>) {
 pub fn config_digest(value: &Value) -> Digest {
     let mut buf = Vec::new();
     canonical_config(value, &mut buf);
-    let mut encoder = Encoder::new(DOMAIN_CONFIG);
+    let mut encoder = Encoder::new(&DOMAIN_CONFIG);
     encoder.bytes("config", &buf);
     encoder.finish()
 }
 
 /// A code version from an explicit version string.
 pub fn compute_explicit_code_version(kind: &str, version: &str) -> CodeVersion {
-    let mut encoder = Encoder::new(DOMAIN_CODE);
+    let mut encoder = Encoder::new(&DOMAIN_CODE);
     encoder.str("strategy", "explicit");
     encoder.str("kind", kind);
     encoder.str("version", version);
@@ -160,7 +214,7 @@ pub fn compute_source_code_version(
     text: &str,
     files: &[(String, DataVersion)],
 ) -> CodeVersion {
-    let mut encoder = Encoder::new(DOMAIN_CODE);
+    let mut encoder = Encoder::new(&DOMAIN_CODE);
     encoder.str("strategy", "source");
     encoder.str("kind", kind);
     encoder.str("text", text);
@@ -182,7 +236,7 @@ pub fn compute_resource_version(
     config: Digest,
     depends_on: &[(&str, ResourceVersion)],
 ) -> ResourceVersion {
-    let mut encoder = Encoder::new(DOMAIN_RESOURCE);
+    let mut encoder = Encoder::new(&DOMAIN_RESOURCE);
     encoder.digest("code", &code.0);
     encoder.digest("config", &config);
     encoder.count("depends_on", depends_on.len());
@@ -196,7 +250,7 @@ pub fn compute_resource_version(
 /// The digest of a declared environment: `(name, value)` sorted by name;
 /// `None` is an unset variable, which differs from an empty one.
 pub fn compute_env_digest(env: &[(&str, Option<&str>)]) -> Digest {
-    let mut encoder = Encoder::new(DOMAIN_ENV);
+    let mut encoder = Encoder::new(&DOMAIN_ENV);
     encoder.count("env", env.len());
     for (name, value) in env {
         encoder.str("name", name);
@@ -207,7 +261,7 @@ pub fn compute_env_digest(env: &[(&str, Option<&str>)]) -> Digest {
 
 /// The digest of an op's output list: `(name, path)` sorted by name.
 pub fn compute_outputs_digest(outputs: &[(&str, Option<&str>)]) -> Digest {
-    let mut encoder = Encoder::new(DOMAIN_OUTPUTS);
+    let mut encoder = Encoder::new(&DOMAIN_OUTPUTS);
     encoder.count("outputs", outputs.len());
     for (name, path) in outputs {
         encoder.str("name", name);
@@ -253,7 +307,7 @@ pub(crate) struct OpVersionEncoder {
 
 impl OpVersionEncoder {
     pub(crate) fn new(code: CodeVersion, config: Digest, env: Digest, outputs: Digest) -> Self {
-        let mut encoder = Encoder::new(DOMAIN_OP);
+        let mut encoder = Encoder::new(&DOMAIN_OP);
         encoder.digest("code", &code.0);
         encoder.digest("config", &config);
         encoder.digest("env", &env);
@@ -281,7 +335,7 @@ impl OpVersionEncoder {
         self.encoder.digest("version", &value.digest());
     }
 
-    pub(crate) fn finish(&self) -> Digest {
+    pub(crate) fn finish(self) -> Digest {
         self.encoder.finish()
     }
 }
@@ -313,7 +367,7 @@ pub fn compute_op_version(
 
 /// The version of one named output of an op whose version is `op_version`.
 pub fn compute_output_version(op_version: Digest, output: &str) -> OutputVersion {
-    let mut encoder = Encoder::new(DOMAIN_OUTPUT);
+    let mut encoder = Encoder::new(&DOMAIN_OUTPUT);
     encoder.digest("op", &op_version);
     encoder.str("output", output);
     OutputVersion(encoder.finish())
@@ -322,7 +376,7 @@ pub fn compute_output_version(op_version: Digest, output: &str) -> OutputVersion
 /// The op version of an unversioned step in one run: unique per run and
 /// step, so it never matches a stored output.
 pub fn compute_unversioned_op_version(run_id: &str, step: &str) -> Digest {
-    let mut encoder = Encoder::new(DOMAIN_UNVERSIONED);
+    let mut encoder = Encoder::new(&DOMAIN_UNVERSIONED);
     encoder.str("run", run_id);
     encoder.str("step", step);
     encoder.finish()
