@@ -452,3 +452,68 @@ pub fn verify(r: &trove_store::VerifyReport) -> String {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(reason_: RerunReason, expect: &str) {
+        assert_eq!(reason(&reason_), expect);
+    }
+
+    #[test]
+    fn reasons_read_as_plain_words() {
+        check(RerunReason::NoPreviousTrace, "no previous run");
+        check(
+            RerunReason::ConfigChanged {
+                key: "min".into(),
+                old: Some("10".into()),
+                new: Some("12".into()),
+            },
+            "config.min 10 → 12",
+        );
+        check(
+            RerunReason::ResourceChanged {
+                resource: "python".into(),
+                cause: ResourceCause::Code {
+                    old: Some("3.11.7".into()),
+                    new: Some("3.12.1".into()),
+                },
+            },
+            "resource python: version changed (3.11.7 → 3.12.1)",
+        );
+        check(
+            RerunReason::InputChanged {
+                input: "raw".into(),
+                from: "source data/raw.csv".into(),
+                path: Some("data/raw.csv".into()),
+            },
+            "input raw (data/raw.csv) changed",
+        );
+        check(
+            RerunReason::CodeFileChanged { path: "clean.py".into(), change: FileChange::Modified },
+            "code: clean.py changed",
+        );
+        check(
+            RerunReason::EnvChanged { name: "LANG".into(), old: None, new: Some("C".into()) },
+            "env LANG: (unset) → C",
+        );
+        check(
+            RerunReason::ConfigChanged {
+                key: "title".into(),
+                old: None,
+                new: Some("\"x\"".into()),
+            },
+            "config.title (absent) → \"x\"",
+        );
+    }
+
+    #[test]
+    fn durations_and_sizes_are_short() {
+        assert_eq!(duration(12_000_000), "12ms");
+        assert_eq!(duration(1_420_000_000), "1.42s");
+        assert_eq!(duration(125_000_000_000), "2m05s");
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 << 20), "3.0 MiB");
+    }
+}
