@@ -93,9 +93,9 @@ fn floor_versions(graph: &Graph, configs: &[serde_json::Value]) -> Vec<OutputVer
     let env = compute_env_digest(&[]);
     let outputs = compute_outputs_digest(&[("out", None)]);
     let names = ["in0", "in1"];
-    for i in 0..graph.n {
+    for (i, config) in configs.iter().enumerate().take(graph.n) {
         let code = compute_explicit_code_version("op", "1");
-        let config = config_digest(&configs[i]);
+        let config = config_digest(config);
         let ups = graph.inputs(i);
         let inputs: Vec<(&str, Option<&str>, InputContribution)> = ups
             .iter()
