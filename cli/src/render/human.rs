@@ -17,7 +17,24 @@ pub fn error(e: &anyhow::Error) {
         super::err(&format!("{p}\n"));
         return;
     }
-    super::err(&format!("error: {e:#}\n"));
+    super::err(&format!("error: {}\n", chain(e)));
+}
+
+/// An error and its causes on one line, `: `-separated, skipping a cause
+/// whose text the previous message already ends with.
+pub fn chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 /// Prints a one-line note.
