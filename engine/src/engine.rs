@@ -7,7 +7,7 @@
 //! edit touches.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use salsa::{Durability, Setter};
 use serde_json::Value;
@@ -32,6 +32,9 @@ pub struct Engine {
     pub(crate) job: Job,
     pub(crate) graph: VersionGraph,
     pub(crate) code_versions: Vec<Option<CodeVersion>>,
+    /// Per step: its config as canonical JSON text, for traces (made when
+    /// first needed).
+    pub(crate) config_texts: Vec<OnceLock<String>>,
     pub(crate) env_values: BTreeMap<String, Option<String>>,
 }
 
@@ -89,6 +92,7 @@ impl Engine {
         let mut ops: Vec<OpNode> = Vec::with_capacity(job.len());
         let mut slots: Vec<Vec<OutputSlot>> = Vec::with_capacity(job.len());
         let mut code_versions = Vec::with_capacity(job.len());
+        let n_steps = job.len();
         for (idx, op) in job.steps().iter().enumerate() {
             let step_slots: Vec<OutputSlot> = op
                 .outputs()
@@ -133,6 +137,7 @@ impl Engine {
             job,
             graph: VersionGraph { db, ops, slots, slot_data, sources, source_data, resources },
             code_versions,
+            config_texts: (0..n_steps).map(|_| OnceLock::new()).collect(),
             env_values,
         }
     }
@@ -182,6 +187,7 @@ impl Engine {
         let idx = self.step_idx(step)?;
         let digest = config_digest(&config);
         Arc::make_mut(&mut self.job.inner).steps[idx].config = config;
+        self.config_texts[idx] = OnceLock::new();
         self.graph.ops[idx].set_config(&mut self.graph.db).to(digest);
         Ok(())
     }
@@ -394,7 +400,9 @@ impl Engine {
         VersionComponents {
             scheme: SCHEME_VERSION,
             code,
-            config: canonical_json(op.config_value()),
+            config: self.config_texts[idx]
+                .get_or_init(|| canonical_json(op.config_value()))
+                .clone(),
             resources,
             env,
             inputs,

@@ -414,6 +414,21 @@ impl<'a> Runner<'a> {
         }
     }
 
+    /// How many selected steps are hits, must run, and wait (what
+    /// `plan().counts()` says, without building the plan).
+    fn counts_so_far(&self) -> (usize, usize, usize) {
+        let mut counts = (0, 0, 0);
+        for state in &self.state {
+            match state {
+                State::Unselected => {}
+                State::Hit | State::CutOff => counts.0 += 1,
+                State::Pending => counts.2 += 1,
+                _ => counts.1 += 1,
+            }
+        }
+        counts
+    }
+
     fn plan(&self) -> Plan {
         let job = &self.engine.job;
         let mut steps = Vec::new();
@@ -875,7 +890,7 @@ impl Engine {
         let started = Instant::now();
         let mut runner = Runner::new(self, io, traces, opts, true)?;
         runner.start(events)?;
-        let (hits, to_run, waiting) = runner.plan().counts();
+        let (hits, to_run, waiting) = runner.counts_so_far();
         events(&RunEvent::Planned { total: hits + to_run + waiting, hits, to_run, waiting });
         let jobs = if opts.jobs == 0 {
             std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
