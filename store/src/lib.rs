@@ -47,7 +47,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use redb::{ConcurrencyMode, Durability, ReadableTable};
@@ -179,6 +179,10 @@ pub struct Store {
     batch_max: AtomicUsize,
     batch_delay_ms: AtomicU64,
     counters: Counters,
+    /// A read transaction reused across lookups in a writer process,
+    /// tagged with the commit generation it was opened at.
+    read_cache: Mutex<Option<(u64, Arc<redb::ReadTransaction>)>>,
+    generation: AtomicU64,
     _lock: Option<WriteLock>,
 }
 
@@ -288,6 +292,8 @@ impl Store {
             batch_max: AtomicUsize::new(DEFAULT_BATCH_STEPS),
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
             counters: Counters::default(),
+            read_cache: Mutex::new(None),
+            generation: AtomicU64::new(0),
             _lock: lock,
         };
         if store.read_only {
@@ -435,6 +441,38 @@ impl Store {
         self.db()?.begin_read().map_err(|e| db_err(&self.db_path)(&e))
     }
 
+    /// A read transaction that sees every commit of this process. A writer
+    /// reuses one until its next commit (lookups cost a B-tree walk, not a
+    /// transaction); a read-only store opens a fresh one each time, so it
+    /// follows the writing process.
+    pub(crate) fn cached_read(&self) -> Result<Arc<redb::ReadTransaction>, StoreError> {
+        if self.read_only {
+            return Ok(Arc::new(self.read_txn()?));
+        }
+        let mut cache = self
+            .read_cache
+            .lock()
+            .map_err(|_| StoreError::Internal("read cache lock poisoned".into()))?;
+        let current = self.generation.load(Ordering::SeqCst);
+        if let Some((g, txn)) = &*cache
+            && *g == current
+        {
+            return Ok(Arc::clone(txn));
+        }
+        let txn = Arc::new(self.read_txn()?);
+        *cache = Some((current, Arc::clone(&txn)));
+        Ok(txn)
+    }
+
+    /// Drops the reused read transaction (after a commit, before
+    /// `check_integrity`).
+    pub(crate) fn invalidate_reads(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut cache) = self.read_cache.lock() {
+            *cache = None;
+        }
+    }
+
     /// Runs `f` in one durable write transaction.
     pub(crate) fn write_txn<R>(
         &self,
@@ -450,6 +488,7 @@ impl Store {
         txn.set_quick_repair(true);
         let r = f(&txn, path)?;
         txn.commit().map_err(|e| db_err(path)(&e))?;
+        self.invalidate_reads();
         Ok(r)
     }
 
@@ -559,7 +598,7 @@ impl Store {
         if let Some(rec) = self.staged()?.outputs.get(version) {
             return Ok(Some(rec.clone()));
         }
-        let txn = self.read_txn()?;
+        let txn = self.cached_read()?;
         self.output_in(&txn, version)
     }
 
@@ -640,7 +679,7 @@ impl Store {
         {
             return Some(e.clone());
         }
-        let txn = self.read_txn().ok()?;
+        let txn = self.cached_read().ok()?;
         let bytes = get_in(&self.db_path, &txn, STAT, rel.as_bytes()).ok()??;
         match decode::<StatEntry>(RecordKind::Stat, &bytes) {
             Ok(e) => Some(e),
@@ -667,6 +706,15 @@ impl Store {
         rel: &str,
     ) -> Result<(DataVersion, FileStat), StoreError> {
         let stat = FileStat::of(full).map_err(|e| missing_or(e, rel, "reading", full))?;
+        self.hash_file_with_stat(full, rel, stat)
+    }
+
+    fn hash_file_with_stat(
+        &self,
+        full: &Path,
+        rel: &str,
+        stat: FileStat,
+    ) -> Result<(DataVersion, FileStat), StoreError> {
         if let Some(entry) = self.stat_entry(rel)
             && is_fresh(&entry, &stat)
         {
@@ -695,7 +743,7 @@ impl Store {
             let manifest = self.dir_manifest(&full, rel, None)?;
             Ok(DataVersion::of_bytes(&manifest.encode()))
         } else {
-            Ok(self.hash_file_cached(&full, rel)?.0)
+            Ok(self.hash_file_with_stat(&full, rel, FileStat::from_metadata(&meta))?.0)
         }
     }
 
