@@ -8,7 +8,7 @@
 //! named by `TROVE_EXE`, the process workloads at N = 1,000 against ninja and
 //! make. Arguments after `--` override: `--shapes chain,layered --sizes
 //! 1000,10000 --kind process --scenarios noop,touch --repeat 5 --warmup 1
-//! --compare ninja,make -j 2 --dir DIR --store disk|memory --json`.
+//! --compare ninja,make -j 2 --dir DIR --memory --json`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

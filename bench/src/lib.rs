@@ -130,7 +130,7 @@ impl BenchOptions {
             cmd.push_str(&format!(" --emit {}", join(&self.emit)));
         }
         if self.kind == Kind::Inproc && self.inproc_store == InprocStore::Memory {
-            cmd.push_str(" --store memory");
+            cmd.push_str(" --memory");
         }
         if self.json {
             cmd.push_str(" --json");
@@ -156,7 +156,7 @@ impl BenchOptions {
     /// `harness = false` bench and the example; the CLI uses clap):
     /// `--shapes chain,layered --sizes 1000,10_000 --kind process --scenarios
     /// noop,touch --repeat 5 --warmup 1 --compare ninja,make --emit ninja -j 2
-    /// --dir DIR --store disk|memory --json --quiet`. `--bench` (passed by
+    /// --dir DIR --memory --json --quiet`. `--bench` (passed by
     /// `cargo bench`) is ignored.
     pub fn parse_args(mut self, args: &[String]) -> Result<BenchOptions, String> {
         let mut it = args.iter();
@@ -167,8 +167,12 @@ impl BenchOptions {
                     self.json = true;
                     continue;
                 }
-                "--quiet" => {
+                "--quiet" | "-q" => {
                     self.progress = false;
+                    continue;
+                }
+                "--memory" => {
+                    self.inproc_store = InprocStore::Memory;
                     continue;
                 }
                 _ => {}
@@ -195,13 +199,6 @@ impl BenchOptions {
                 "-j" | "--jobs" => self.jobs = value.parse().map_err(|e| format!("-j: {e}"))?,
                 "--dir" => self.dir = Some(PathBuf::from(value)),
                 "--trove" => self.trove_exe = PathBuf::from(value),
-                "--store" => {
-                    self.inproc_store = match value.as_str() {
-                        "disk" => InprocStore::Disk,
-                        "memory" => InprocStore::Memory,
-                        other => return Err(format!("--store {other}: expected disk or memory")),
-                    }
-                }
                 other => return Err(format!("unknown argument {other}")),
             }
         }
