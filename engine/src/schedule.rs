@@ -754,7 +754,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         duration,
         log,
     };
-    let Some(compute) = op.compute.clone() else {
+    let Some(compute) = op.compute.as_ref() else {
         return fail(
             format!("op `{}` has no computation", op.name()),
             Duration::ZERO,

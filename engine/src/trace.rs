@@ -179,9 +179,14 @@ impl MemoryTraceStore {
         self.inner.lock().map(|i| i.failures.clone()).unwrap_or_default()
     }
 
-    /// The last log recorded for a step.
+    /// The last log recorded for a step (an empty log when it printed
+    /// nothing).
     pub fn log(&self, step: &str) -> Option<StepLog> {
-        self.inner.lock().ok().and_then(|i| i.logs.get(step).cloned())
+        let inner = self.inner.lock().ok()?;
+        match inner.logs.get(step) {
+            Some(log) => Some(log.clone()),
+            None => inner.latest.contains_key(step).then(StepLog::default),
+        }
     }
 
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, MemoryTraces>, TraceError> {
@@ -196,8 +201,18 @@ impl TraceStore for MemoryTraceStore {
 
     fn commit_trace(&self, trace: Trace, log: StepLog) -> Result<(), TraceError> {
         let mut inner = self.lock()?;
-        inner.logs.insert(trace.step.clone(), log);
-        inner.latest.insert(trace.step.clone(), trace);
+        if log.stdout.is_empty() && log.stderr.is_empty() {
+            // An empty log replaces an older one without storing anything.
+            inner.logs.remove(&trace.step);
+        } else {
+            inner.logs.insert(trace.step.clone(), log);
+        }
+        match inner.latest.get_mut(&trace.step) {
+            Some(slot) => *slot = trace,
+            None => {
+                inner.latest.insert(trace.step.clone(), trace);
+            }
+        }
         Ok(())
     }
 
