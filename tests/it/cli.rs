@@ -632,3 +632,26 @@ fn the_pipeline_file_can_be_named_and_the_directory_changed() {
     from_elsewhere.ok();
     assert_eq!(from_elsewhere.json()["steps"][0]["action"], "memoized");
 }
+
+#[test]
+fn keep_going_runs_independent_steps_and_fail_fast_stops() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.bad]
+cmd = "exit 1"
+out = { o = "bad.txt" }
+
+[ops.good]
+cmd = "echo ok > {out.o}"
+out = { o = "good.txt" }
+"#,
+    );
+    let fast = run_json(&ws, &["-j", "1", "--fail-fast"]);
+    fast.code(1);
+    assert_eq!(fast.outcomes(), "bad:failed good:not_run");
+    let going = run_json(&ws, &["-j", "1", "--keep-going"]);
+    going.code(1);
+    assert_eq!(going.outcomes(), "bad:failed good:ran");
+    assert_eq!(ws.read("good.txt"), "ok\n");
+}
