@@ -7,7 +7,7 @@
 //! edit touches.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use salsa::{Durability, Setter};
 use serde_json::Value;
@@ -27,6 +27,9 @@ use crate::version::{
     CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion, SCHEME_VERSION, config_digest,
 };
 
+/// An op version and the output versions derived from it.
+type KnownOutputs = (Digest, Vec<OutputVersion>);
+
 /// A job loaded into the version graph.
 pub struct Engine {
     pub(crate) job: Job,
@@ -35,6 +38,9 @@ pub struct Engine {
     /// Per step: its config as canonical JSON text, for traces (made when
     /// first needed).
     pub(crate) config_texts: Vec<OnceLock<String>>,
+    /// Per step: the op version whose output versions were last asked for,
+    /// and those output versions.
+    output_versions_cache: Mutex<Vec<Option<KnownOutputs>>>,
     pub(crate) env_values: BTreeMap<String, Option<String>>,
 }
 
@@ -138,6 +144,7 @@ impl Engine {
             graph: VersionGraph { db, ops, slots, slot_data, sources, source_data, resources },
             code_versions,
             config_texts: (0..n_steps).map(|_| OnceLock::new()).collect(),
+            output_versions_cache: Mutex::new(Vec::new()),
             env_values,
         }
     }
@@ -247,7 +254,23 @@ impl Engine {
     pub fn output_versions(&self, step: &str) -> Result<Option<Vec<OutputVersion>>, PlanError> {
         let idx = self.step_idx(step)?;
         Ok(match self.graph.op_version(idx) {
-            OpVersion::Versioned(v) => Some(self.output_versions_of(idx, v)),
+            OpVersion::Versioned(v) => {
+                // Output versions are recomputed only when the op version
+                // changed since the last call.
+                let mut cache =
+                    self.output_versions_cache.lock().unwrap_or_else(|e| e.into_inner());
+                if cache.len() != self.job.len() {
+                    cache.resize(self.job.len(), None);
+                }
+                match &cache[idx] {
+                    Some((op, outputs)) if *op == v => Some(outputs.clone()),
+                    _ => {
+                        let outputs = self.output_versions_of(idx, v);
+                        cache[idx] = Some((v, outputs.clone()));
+                        Some(outputs)
+                    }
+                }
+            }
             _ => None,
         })
     }

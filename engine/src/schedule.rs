@@ -360,7 +360,6 @@ impl<'a> Runner<'a> {
         stored: Vec<StoredOutput>,
         events: &mut dyn FnMut(&RunEvent),
     ) {
-        let step = self.engine.job.step(idx).name().to_owned();
         let restored = std::mem::take(&mut self.restored[idx]);
         self.counts.restored += restored.len();
         let cut_off = self.ran_upstream[idx];
@@ -371,13 +370,20 @@ impl<'a> Runner<'a> {
         if cut_off {
             self.state[idx] = State::CutOff;
             self.counts.cut_off += 1;
-            events(&RunEvent::CutOff { step, restored: restored.clone() });
-            self.outcomes[idx] = Some(StepOutcome::CutOff { restored });
         } else {
             self.state[idx] = State::Hit;
             self.counts.hit += 1;
-            events(&RunEvent::Hit { step, restored: restored.clone() });
-            self.outcomes[idx] = Some(StepOutcome::Hit { restored });
+        }
+        // Events and outcomes are for runs; a plan only needs the states.
+        if self.execute {
+            let step = self.engine.job.step(idx).name().to_owned();
+            if cut_off {
+                events(&RunEvent::CutOff { step, restored: restored.clone() });
+                self.outcomes[idx] = Some(StepOutcome::CutOff { restored });
+            } else {
+                events(&RunEvent::Hit { step, restored: restored.clone() });
+                self.outcomes[idx] = Some(StepOutcome::Hit { restored });
+            }
         }
         // A step that waited on a re-run passes the wait on: its downstream
         // steps are cut off too if they turn out unchanged.
@@ -388,12 +394,14 @@ impl<'a> Runner<'a> {
     fn propagate(&mut self, idx: StepIdx, ran: bool) {
         let job = self.job();
         let again = std::mem::take(&mut self.rerun_after_hit[idx]);
-        let targets: Vec<StepIdx> = if again {
-            self.rewait.remove(&idx).unwrap_or_default()
+        let rewaiting;
+        let targets: &[StepIdx] = if again {
+            rewaiting = self.rewait.remove(&idx).unwrap_or_default();
+            &rewaiting
         } else {
-            job.downstream(idx).to_vec()
+            job.downstream(idx)
         };
-        for d in targets {
+        for &d in targets {
             if self.state[d] == State::Unselected {
                 continue;
             }

@@ -301,3 +301,63 @@ fn salsa_log_names_the_queries() {
     assert_eq!(count(&log, "op_version"), 1, "{log:?}");
     assert_eq!(count(&log, "resource_version"), 1, "{log:?}");
 }
+
+/// The benchmark's graph, small: `width` ops per layer, each reading two
+/// outputs of the layer above.
+fn layered(n: usize, width: usize) -> Job {
+    let mut builder = Job::builder("layered").mode(VersionMode::Lineage);
+    for i in 0..n {
+        let mut op =
+            Op::new(format!("op{i}")).output("out").config(json!({"k": i % 7})).code_version("1");
+        if i >= width {
+            let above = (i / width - 1) * width;
+            let col = i % width;
+            op = op
+                .input("in0", InputFrom::output(format!("op{}", above + col), "out"))
+                .input("in1", InputFrom::output(format!("op{}", above + (col + 1) % width), "out"));
+        }
+        builder = builder.op(op);
+    }
+    builder.build().unwrap()
+}
+
+/// The step and everything downstream of it.
+fn closure(job: &Job, step: usize) -> usize {
+    let mut seen = vec![false; job.len()];
+    let mut stack = vec![step];
+    while let Some(s) = stack.pop() {
+        if !std::mem::replace(&mut seen[s], true) {
+            stack.extend_from_slice(job.downstream(s));
+        }
+    }
+    seen.iter().filter(|&&s| s).count()
+}
+
+#[test]
+fn on_the_benchmark_graph_an_edit_reexecutes_exactly_its_downstream_versions() {
+    let (n, width) = (100, 10);
+    let job = layered(n, width);
+    let names: Vec<String> = (0..n).map(|i| format!("op{i}")).collect();
+    let mut engine = Engine::with_db(job.clone(), VersionDb::with_execution_log());
+    let query = |engine: &Engine| {
+        for name in &names {
+            assert!(engine.output_versions(name).unwrap().is_some());
+        }
+    };
+    query(&engine);
+    assert_eq!(count(&engine.db().take_log(), "op_version"), n);
+    // A leaf edit: one re-execution (the others are only re-verified).
+    engine.set_config("op99", json!({"k": "leaf"})).unwrap();
+    query(&engine);
+    assert_eq!(count(&engine.db().take_log(), "op_version"), 1);
+    // A root edit: the root and everything below it.
+    engine.set_config("op0", json!({"k": "root"})).unwrap();
+    query(&engine);
+    let expected = closure(&job, 0);
+    assert!(expected > n / 2, "{expected}");
+    assert_eq!(count(&engine.db().take_log(), "op_version"), expected);
+    // A mid-graph edit.
+    engine.set_config("op55", json!({"k": "mid"})).unwrap();
+    query(&engine);
+    assert_eq!(count(&engine.db().take_log(), "op_version"), closure(&job, 55));
+}
