@@ -1226,8 +1226,71 @@ pub(crate) fn all_rows(store: &Store, table: trace_db::Table) -> Result<Rows, St
     scan_in(&store.db_path, &txn, table, b"", false, usize::MAX)
 }
 
-#[allow(dead_code)]
-fn _assert_send_sync() {
+const _: fn() = || {
     fn is<T: Send + Sync>() {}
     is::<Store>();
+};
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn open_rw(dir: &Path) -> Result<Store, StoreError> {
+        Store::open(dir, &OpenOptions::default(), &mut |_| {})
+    }
+
+    #[test]
+    fn schema_bump_a_store_from_a_newer_trove_is_a_clear_error_at_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".trove");
+        drop(open_rw(&dir).unwrap());
+        {
+            let db = redb::Builder::new()
+                .set_concurrency_mode(ConcurrencyMode::SingleWriter)
+                .open(dir.join("trove.redb"))
+                .unwrap();
+            let txn = db.begin_write().unwrap();
+            txn.open_table(META)
+                .unwrap()
+                .insert(b"schema".as_slice(), schema_bytes(99).as_slice())
+                .unwrap();
+            txn.commit().unwrap();
+        }
+        for read_only in [false, true] {
+            let opts = OpenOptions { read_only, ..OpenOptions::default() };
+            let err = Store::open(&dir, &opts, &mut |_| {}).unwrap_err();
+            assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err:?}");
+            let msg = err.to_string();
+            assert!(msg.contains("schema version 99, newer than the 1"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_run_left_running_by_a_dead_process_is_marked_interrupted() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join(".trove");
+        let run_id = Store::new_run_id();
+        {
+            let store = open_rw(&dir).unwrap();
+            store.begin_run(&RunInfo { run_id: run_id.clone(), ..RunInfo::default() }).unwrap();
+        }
+        let store = open_rw(&dir).unwrap();
+        let detail = store.run(&run_id).unwrap().unwrap();
+        assert_eq!(detail.record.status, RunState::Interrupted);
+    }
+
+    #[test]
+    fn run_ids_sort_by_time_and_are_unique() {
+        let ids: Vec<String> = (0..1000).map(|_| Store::new_run_id()).collect();
+        let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
+        assert_eq!(unique.len(), ids.len());
+        assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+        assert!(ids.iter().all(|id| id.len() == 20));
+    }
+
+    #[test]
+    fn store_is_send_and_sync() {
+        fn is<T: Send + Sync>() {}
+        is::<Store>();
+    }
 }

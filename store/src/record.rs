@@ -407,6 +407,117 @@ mod tests {
         }
     }
 
+    fn samples() -> Vec<(RecordKind, Vec<u8>)> {
+        let output = OutputRecord {
+            step: "s".into(),
+            output: "o".into(),
+            op_version: Digest([1; 32]),
+            run_id: "r".into(),
+            data_version: DataVersion::of_bytes(b"x"),
+            size: 1,
+            location: Location::Inline(b"x".to_vec()),
+            created_ms: 5,
+        };
+        let run = RunRecord {
+            run_id: "r".into(),
+            job: "j".into(),
+            tags: [("k".to_owned(), "v".to_owned())].into(),
+            command: "trove run".into(),
+            memoized: true,
+            started_at_ms: 1,
+            ended_at_ms: Some(2),
+            status: RunState::Succeeded,
+            counts: RunCounts::default(),
+            duration_ns: 3,
+        };
+        let log = StepLogRecord {
+            step: "s".into(),
+            run_id: "r".into(),
+            failure: Some("exit 1".into()),
+            exit_code: Some(1),
+            stdout: b"out".to_vec(),
+            stderr: b"err".to_vec(),
+            at_ms: 4,
+        };
+        let stat = StatEntry {
+            kind: StatKind::File,
+            size: 3,
+            mtime_ns: -5,
+            ctime_ns: 6,
+            ino: 7,
+            dev: 8,
+            data_version: DataVersion::of_bytes(b"y"),
+            hashed_at_ns: 9,
+        };
+        let blob = BlobMeta { size: 1, kind: BlobKind::Data, created_ms: 1, last_used_ms: 2 };
+        let latest = LatestRecord { op_version: Digest([2; 32]), run_id: "r".into() };
+        let steps = vec![StepReport {
+            step: "s".into(),
+            outcome: trove_engine::StepOutcome::Ran {
+                reasons: vec![trove_engine::RerunReason::NoPreviousTrace],
+                duration_ns: 1,
+            },
+        }];
+        vec![
+            (
+                RecordKind::Trace,
+                encode(RecordKind::Trace, &TraceRecord { trace: trace(), committed_ms: 7 }),
+            ),
+            (RecordKind::Output, encode(RecordKind::Output, &output)),
+            (RecordKind::Run, encode(RecordKind::Run, &run)),
+            (RecordKind::RunSteps, encode(RecordKind::RunSteps, &steps)),
+            (RecordKind::Log, encode(RecordKind::Log, &log)),
+            (RecordKind::Stat, encode(RecordKind::Stat, &stat)),
+            (RecordKind::Blob, encode(RecordKind::Blob, &blob)),
+            (RecordKind::Latest, encode(RecordKind::Latest, &latest)),
+        ]
+    }
+
+    /// Decodes as the record type of `kind`; `Ok(())` if it decodes.
+    fn decode_as(kind: RecordKind, bytes: &[u8]) -> Result<(), DecodeError> {
+        match kind {
+            RecordKind::Trace => decode::<TraceRecord>(kind, bytes).map(drop),
+            RecordKind::Output => decode::<OutputRecord>(kind, bytes).map(drop),
+            RecordKind::Run => decode::<RunRecord>(kind, bytes).map(drop),
+            RecordKind::RunSteps => decode::<Vec<StepReport>>(kind, bytes).map(drop),
+            RecordKind::Log => decode::<StepLogRecord>(kind, bytes).map(drop),
+            RecordKind::Stat => decode::<StatEntry>(kind, bytes).map(drop),
+            RecordKind::Blob => decode::<BlobMeta>(kind, bytes).map(drop),
+            RecordKind::Latest => decode::<LatestRecord>(kind, bytes).map(drop),
+        }
+    }
+
+    #[test]
+    fn every_record_type_round_trips_and_every_truncation_is_an_error() {
+        for (kind, bytes) in samples() {
+            assert_eq!(decode_as(kind, &bytes), Ok(()), "{kind:?}");
+            for len in 0..bytes.len() {
+                assert!(decode_as(kind, &bytes[..len]).is_err(), "{kind:?} cut at {len}");
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_bytes_never_panic_the_decoder(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..512)) {
+            for (kind, _) in samples() {
+                let _ = decode_as(kind, &bytes);
+            }
+        }
+
+        #[test]
+        fn a_valid_checksum_over_garbage_payload_is_still_an_error_not_a_panic(payload in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            for (kind, _) in samples() {
+                let mut body = SCHEMA_VERSION.to_le_bytes().to_vec();
+                body.push(kind as u8);
+                body.extend_from_slice(&payload);
+                let sum = checksum(&body);
+                body.extend_from_slice(&sum);
+                let _ = decode_as(kind, &body);
+            }
+        }
+    }
+
     #[test]
     fn a_record_of_another_table_is_rejected() {
         let bytes = encode(

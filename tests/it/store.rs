@@ -503,3 +503,22 @@ fn gc_by_size_evicts_only_unprotected_outputs_unless_asked() {
     assert!(store.verify().unwrap().is_clean());
     assert_eq!(run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone())).ran().len(), 3);
 }
+
+#[test]
+fn gc_by_age_removes_old_runs_but_never_what_a_latest_trace_needs() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let runs = Arc::new(AtomicUsize::new(0));
+    recorded_run(&store, &w.root, chain_job(&w.root, 2, "a", runs.clone()));
+    recorded_run(&store, &w.root, chain_job(&w.root, 2, "b", runs.clone()));
+    std::thread::sleep(std::time::Duration::from_millis(5));
+    let policy = trove::store::GcPolicy {
+        older_than: Some(std::time::Duration::ZERO),
+        ..Default::default()
+    };
+    let report = store.gc(&policy).unwrap();
+    assert_eq!(report.runs_removed, 2);
+    assert_eq!(report.traces_removed, 2, "only the superseded traces go: {report:?}");
+    assert!(store.verify().unwrap().is_clean());
+    assert!(run(&store, &w.root, chain_job(&w.root, 2, "b", runs.clone())).ran().is_empty());
+}
