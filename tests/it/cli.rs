@@ -655,3 +655,35 @@ out = { o = "good.txt" }
     assert_eq!(going.outcomes(), "bad:failed good:ran");
     assert_eq!(ws.read("good.txt"), "ok\n");
 }
+
+#[test]
+fn a_new_interpreter_version_reruns_the_ops_that_require_it() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[resources.python]
+version_cmd = "cat pyver.txt"
+
+[ops.a]
+cmd = "echo a > {out.o}"
+out = { o = "a.txt" }
+resources = ["python"]
+
+[ops.b]
+cmd = "echo b > {out.o}"
+out = { o = "b.txt" }
+"#,
+        )
+        .file("pyver.txt", "Python 3.11.7\n");
+    run_json(&ws, &[]).ok();
+    ws.write("pyver.txt", "Python 3.12.1\n");
+    let plan = ws.run(["plan"]);
+    plan.ok();
+    assert!(
+        plan.stdout.contains("a  run: resource python: version changed (3.11.7 → 3.12.1)"),
+        "{}",
+        plan.stdout
+    );
+    assert_eq!(run_json(&ws, &[]).outcomes(), "a:ran b:memoized");
+}

@@ -129,11 +129,13 @@ pub fn reason(reason: &RerunReason) -> String {
             format!("{key} {} → {}", json_or_absent(old), json_or_absent(new))
         }
         RerunReason::ResourceChanged { resource, cause } => match cause {
-            ResourceCause::Code { old, new } => format!(
-                "resource {resource}: version changed ({} → {})",
-                old.as_deref().unwrap_or("(none)"),
-                new.as_deref().unwrap_or("(none)")
-            ),
+            ResourceCause::Code { old, new } => {
+                let (old, new) = strip_common_words(
+                    old.as_deref().unwrap_or("(none)"),
+                    new.as_deref().unwrap_or("(none)"),
+                );
+                format!("resource {resource}: version changed ({old} → {new})")
+            }
             ResourceCause::Config { key, old, new } => format!(
                 "resource {resource}: config.{key} {} → {}",
                 json_or_absent(old),
@@ -168,6 +170,19 @@ pub fn reason(reason: &RerunReason) -> String {
         }
         _ => "its version changed".to_owned(),
     }
+}
+
+/// Drops the leading words two version strings share: `Python 3.11.7` and
+/// `Python 3.12.1` become `3.11.7` and `3.12.1`.
+fn strip_common_words<'a>(old: &'a str, new: &'a str) -> (&'a str, &'a str) {
+    let (mut a, mut b) = (old.trim(), new.trim());
+    while let (Some((wa, ra)), Some((wb, rb))) = (a.split_once(' '), b.split_once(' ')) {
+        if wa != wb || ra.trim().is_empty() || rb.trim().is_empty() {
+            break;
+        }
+        (a, b) = (ra.trim_start(), rb.trim_start());
+    }
+    (a, b)
 }
 
 /// Reasons joined for one line.
@@ -495,6 +510,16 @@ mod tests {
                 cause: ResourceCause::Code {
                     old: Some("3.11.7".into()),
                     new: Some("3.12.1".into()),
+                },
+            },
+            "resource python: version changed (3.11.7 → 3.12.1)",
+        );
+        check(
+            RerunReason::ResourceChanged {
+                resource: "python".into(),
+                cause: ResourceCause::Code {
+                    old: Some("Python 3.11.7".into()),
+                    new: Some("Python 3.12.1".into()),
                 },
             },
             "resource python: version changed (3.11.7 → 3.12.1)",
