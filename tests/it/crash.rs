@@ -166,6 +166,7 @@ fn child_exe(dir: &Path) -> PathBuf {
     exe
 }
 
+#[allow(clippy::disallowed_methods)] // the child is this test binary, not a user command
 fn spawn_child(exe: &Path, root: &Path, salt: &str) -> std::process::Child {
     Command::new(exe)
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
