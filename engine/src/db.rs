@@ -242,6 +242,10 @@ pub struct VersionGraph {
     pub(crate) sources: Vec<SourceNode>,
     pub(crate) source_data: Vec<Option<DataVersion>>,
     pub(crate) resources: Vec<ResourceNode>,
+    /// Lineage mode: no op version reads a data version, so learnt data
+    /// versions are only mirrored, never written to the database (a write
+    /// starts a new revision).
+    pub(crate) lineage: bool,
 }
 
 impl VersionGraph {
@@ -249,6 +253,9 @@ impl VersionGraph {
     pub(crate) fn set_slot(&mut self, step: usize, output: usize, data: Option<DataVersion>) {
         if self.slot_data[step][output] != data {
             self.slot_data[step][output] = data;
+            if self.lineage {
+                return;
+            }
             self.slots[step][output]
                 .set_data(&mut self.db)
                 .with_durability(Durability::LOW)

@@ -141,7 +141,16 @@ impl Engine {
         let source_data = vec![None; sources.len()];
         Engine {
             job,
-            graph: VersionGraph { db, ops, slots, slot_data, sources, source_data, resources },
+            graph: VersionGraph {
+                db,
+                ops,
+                slots,
+                slot_data,
+                sources,
+                source_data,
+                resources,
+                lineage,
+            },
             code_versions,
             config_texts: (0..n_steps).map(|_| OnceLock::new()).collect(),
             output_versions_cache: Mutex::new(Vec::new()),
