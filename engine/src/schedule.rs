@@ -930,15 +930,20 @@ impl Engine {
                 runner.absorb(result, events, &mut stop, &mut error);
             }
         } else {
+            // `jobs - 1` pool workers, and this thread runs steps too when
+            // the workers have enough queued: `jobs` steps at most run at
+            // once, and the coordinator sleeps only when it has nothing to
+            // run, so trivial steps do not pay a thread hand-off each.
+            let workers = jobs - 1;
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(jobs)
+                .num_threads(workers)
                 .thread_name(|i| format!("trove-worker-{i}"))
                 .build()
                 .map_err(|e| PlanError::Internal(format!("cannot start worker threads: {e}")))?;
             // A few steps per worker in flight, so workers never wait for the
             // coordinator and results come back in batches; few enough that
             // cancellation and fail-fast stop promptly.
-            let max_running = jobs.saturating_mul(4);
+            let max_running = workers.saturating_mul(4);
             let (tx, rx) = mpsc::channel::<WorkerResult>();
             pool.in_place_scope(|scope| {
                 let mut running = 0usize;
@@ -960,8 +965,26 @@ impl Engine {
                         });
                         running += 1;
                     }
+                    while let Ok(result) = rx.try_recv() {
+                        running -= 1;
+                        runner.absorb(result, events, &mut stop, &mut error);
+                    }
+                    if !stop && running >= max_running {
+                        // The workers are saturated: run a ready step here.
+                        if let Some(Reverse(idx)) = runner.ready.pop() {
+                            if runner.state[idx] == State::Queued {
+                                let work = runner.launch(idx, events);
+                                let result = execute_step(&job, io, work, run_id);
+                                runner.absorb(result, events, &mut stop, &mut error);
+                            }
+                            continue;
+                        }
+                    }
                     if running == 0 {
-                        break;
+                        if stop || runner.ready.is_empty() {
+                            break;
+                        }
+                        continue;
                     }
                     let first = if cancel.is_some() {
                         match rx.recv_timeout(Duration::from_millis(50)) {
@@ -975,12 +998,8 @@ impl Engine {
                             Err(_) => break,
                         }
                     };
-                    let mut next = Some(first);
-                    while let Some(result) = next {
-                        running -= 1;
-                        runner.absorb(result, events, &mut stop, &mut error);
-                        next = rx.try_recv().ok();
-                    }
+                    running -= 1;
+                    runner.absorb(first, events, &mut stop, &mut error);
                 }
             });
         }

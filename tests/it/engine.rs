@@ -770,3 +770,33 @@ fn run_tags_are_reported() {
     assert_eq!(report.tags, opts.tags);
     assert_eq!(report.run_id, "r1");
 }
+
+#[test]
+fn several_workers_give_the_same_outcomes() {
+    for jobs in [2, 3, 8] {
+        let fail = Arc::new(AtomicBool::new(true));
+        let world = World::new();
+        let mut engine = Engine::new(failing_diamond(Arc::clone(&fail)));
+        let opts = RunOptions { jobs, ..RunOptions::default() };
+        let (report, events) = world.run(&mut engine, &opts);
+        assert_eq!(report.status, RunStatus::Failed);
+        assert_eq!(report.ran(), ["a", "c", "x"], "jobs={jobs}");
+        assert_eq!(
+            report.outcome("e"),
+            Some(&StepOutcome::Skipped { failed_upstream: "b".into() })
+        );
+        assert_eq!(started(&events).len(), 4);
+        fail.store(false, Ordering::SeqCst);
+        assert_eq!(world.run(&mut engine, &opts).0.ran(), ["b", "d", "e"]);
+    }
+    // A wide job: many ready steps at once, more than the workers take.
+    let mut builder = Job::builder("wide").op(op("root", &[]));
+    for i in 0..64 {
+        builder = builder.op(op(&format!("w{i}"), &["root"]).config(json!(i)));
+    }
+    let world = World::new();
+    let mut engine = Engine::new(builder.build().unwrap());
+    let opts = RunOptions { jobs: 2, ..RunOptions::default() };
+    assert_eq!(world.run(&mut engine, &opts).0.counts.ran, 65);
+    assert_eq!(world.run(&mut engine, &opts).0.counts.hit, 65);
+}
