@@ -263,23 +263,7 @@ impl Engine {
     pub fn output_versions(&self, step: &str) -> Result<Option<Vec<OutputVersion>>, PlanError> {
         let idx = self.step_idx(step)?;
         Ok(match self.graph.op_version(idx) {
-            OpVersion::Versioned(v) => {
-                // Output versions are recomputed only when the op version
-                // changed since the last call.
-                let mut cache =
-                    self.output_versions_cache.lock().unwrap_or_else(|e| e.into_inner());
-                if cache.len() != self.job.len() {
-                    cache.resize(self.job.len(), None);
-                }
-                match &cache[idx] {
-                    Some((op, outputs)) if *op == v => Some(outputs.clone()),
-                    _ => {
-                        let outputs = self.output_versions_of(idx, v);
-                        cache[idx] = Some((v, outputs.clone()));
-                        Some(outputs)
-                    }
-                }
-            }
+            OpVersion::Versioned(v) => Some(self.cached_output_versions(idx, v)),
             _ => None,
         })
     }
@@ -305,6 +289,23 @@ impl Engine {
     pub fn output_data(&self, step: &str) -> Result<Vec<Option<DataVersion>>, PlanError> {
         let idx = self.step_idx(step)?;
         Ok(self.graph.slot_data[idx].clone())
+    }
+
+    /// The output versions of a step at op version `v`, recomputed only
+    /// when the op version changed since they were last asked for.
+    pub(crate) fn cached_output_versions(&self, idx: StepIdx, v: Digest) -> Vec<OutputVersion> {
+        let mut cache = self.output_versions_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.len() != self.job.len() {
+            cache.resize(self.job.len(), None);
+        }
+        match &cache[idx] {
+            Some((op, outputs)) if *op == v => outputs.clone(),
+            _ => {
+                let outputs = self.output_versions_of(idx, v);
+                cache[idx] = Some((v, outputs.clone()));
+                outputs
+            }
+        }
     }
 
     pub(crate) fn output_versions_of(

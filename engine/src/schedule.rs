@@ -31,7 +31,6 @@ use crate::io_manager::{IoManager, OutputContext, OutputValue, Restore, StoredOu
 use crate::job::{InputEdge, Job, OpContext, StepIdx, VersionMode};
 use crate::plan::{Plan, PlannedStep, RerunReason, StepPlan, compute_reasons};
 use crate::trace::{StepFailure, StepLog, Trace, TraceOutput, TraceStore, VersionComponents};
-use crate::version::encode::compute_output_version;
 use crate::version::{Digest, OutputVersion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,12 +236,11 @@ impl<'a> Runner<'a> {
             }
         };
         self.op_versions[idx] = Some((op_version, unversioned));
-        self.versions[idx] = job
-            .step(idx)
-            .outputs()
-            .iter()
-            .map(|o| compute_output_version(op_version, &o.name))
-            .collect();
+        self.versions[idx] = if unversioned {
+            self.engine.output_versions_of(idx, op_version)
+        } else {
+            self.engine.cached_output_versions(idx, op_version)
+        };
         self.components[idx] = None;
         let reasons = if unversioned {
             vec![RerunReason::Unversioned]
@@ -1009,9 +1007,16 @@ impl Engine {
             return Err(e);
         }
         flushed?;
-        let status = if cancelled() {
+        // Cancelled only if the cancellation left something undone: a flag
+        // raised while the last step finished changes nothing.
+        let unfinished = runner
+            .state
+            .iter()
+            .zip(&runner.outcomes)
+            .any(|(state, outcome)| *state != State::Unselected && outcome.is_none());
+        let status = if cancelled() && unfinished {
             RunStatus::Cancelled
-        } else if runner.counts.failed > 0 || stop {
+        } else if runner.counts.failed > 0 || (stop && unfinished) {
             RunStatus::Failed
         } else {
             RunStatus::Succeeded

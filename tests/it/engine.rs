@@ -800,3 +800,27 @@ fn several_workers_give_the_same_outcomes() {
     assert_eq!(world.run(&mut engine, &opts).0.counts.ran, 65);
     assert_eq!(world.run(&mut engine, &opts).0.counts.hit, 65);
 }
+
+#[test]
+fn a_cancellation_raised_by_the_last_step_leaves_the_run_succeeded() {
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    let job = Job::builder("j")
+        .op(op("a", &[]))
+        .op(Op::new("last")
+            .input("a", InputFrom::output("a", "out"))
+            .output("out")
+            .code_version("1")
+            .compute(move |ctx| {
+                flag.store(true, Ordering::SeqCst);
+                ctx.set_output_bytes("out", vec![1])
+            }))
+        .build()
+        .unwrap();
+    let world = World::new();
+    let mut engine = Engine::new(job);
+    let opts = RunOptions { cancel: Some(cancel), jobs: 1, ..RunOptions::default() };
+    let (report, _) = world.run(&mut engine, &opts);
+    assert_eq!(report.ran(), ["a", "last"]);
+    assert_eq!(report.status, RunStatus::Succeeded);
+}
