@@ -2,8 +2,11 @@
 //! steps on rayon as soon as their inputs are ready.
 //!
 //! One coordinator (the calling thread) owns the version graph; workers on a
-//! rayon pool load inputs, run the op and store outputs through the IO
-//! manager, then report back over a channel. The coordinator learns the new
+//! rayon pool (`jobs - 1` of them; the coordinator runs steps too when they
+//! have enough queued, and runs everything itself when `jobs == 1`) load
+//! inputs, run the op and store outputs through the IO manager, then report
+//! back over a channel. Ready steps start lowest index first, so one worker
+//! runs the job in its topological order. The coordinator learns the new
 //! data versions, commits the trace, and re-checks the downstream steps
 //! whose inputs are now all known — a downstream whose version is unchanged
 //! is *cut off* (a hit after all). Planning is the same resolution without

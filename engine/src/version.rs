@@ -33,8 +33,8 @@
 //!   encode to the same bytes; input *names* are part of the encoding, so
 //!   swapping two inputs' versions changes the result.
 //!
-//! Changing the encoding requires bumping [`SCHEME_VERSION`]; the pinned
-//! versions in the tests of this module catch accidental changes.
+//! Changing the encoding requires bumping [`SCHEME_VERSION`]; the versions
+//! pinned in hex in `tests/it/pins.rs` catch accidental changes.
 
 #![warn(clippy::disallowed_types)]
 
