@@ -824,3 +824,65 @@ fn a_cancellation_raised_by_the_last_step_leaves_the_run_succeeded() {
     assert_eq!(report.ran(), ["a", "last"]);
     assert_eq!(report.status, RunStatus::Succeeded);
 }
+
+#[test]
+fn plan_names_structural_changes() {
+    let world = World::new();
+    let before = Job::builder("j")
+        .resource(Resource::new("gpu").code_version("1"))
+        .op(op("a", &[]))
+        .op(op("b", &[]))
+        .op(op("c", &["a"]))
+        .build()
+        .unwrap();
+    world.run_default(&mut Engine::new(before));
+    let after = Job::builder("j")
+        .resource(Resource::new("gpu").code_version("1"))
+        .op(op("a", &[]))
+        .op(op("b", &[]))
+        // `c` now reads `b` under the same input name, requires `gpu`, and
+        // has a second output.
+        .op(Op::new("c")
+            .input("a", InputFrom::output("b", "out"))
+            .output("out")
+            .output("extra")
+            .resource("gpu")
+            .code_version("1"))
+        .build()
+        .unwrap();
+    let plan = world.plan(&mut Engine::new(after));
+    assert_eq!(
+        reasons(&plan, "c"),
+        [
+            RerunReason::ResourceAdded { resource: "gpu".into() },
+            RerunReason::InputRewired {
+                input: "a".into(),
+                old: "a.out".into(),
+                new: "b.out".into()
+            },
+            RerunReason::OutputsChanged {
+                old: vec!["out".into()],
+                new: vec!["extra".into(), "out".into()]
+            },
+        ]
+    );
+}
+
+#[test]
+fn plan_names_a_scheme_change() {
+    use trove::TraceStore as _;
+    let world = World::new();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    world.run_default(&mut engine);
+    // A trace written by an older trove: other scheme, other version.
+    let mut old = world.traces.latest_trace("x").unwrap().unwrap();
+    old.components.scheme = 0;
+    old.op_version = trove::Digest::of_bytes(b"old");
+    world.traces.commit_trace(old, Default::default()).unwrap();
+    let x = engine.output_versions("x").unwrap().unwrap()[0];
+    world.io.remove(&x);
+    assert_eq!(
+        reasons(&world.plan(&mut engine), "x"),
+        [RerunReason::SchemeChanged { old: 0, new: trove::SCHEME_VERSION }]
+    );
+}
