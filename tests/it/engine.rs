@@ -886,3 +886,22 @@ fn plan_names_a_scheme_change() {
         [RerunReason::SchemeChanged { old: 0, new: trove::SCHEME_VERSION }]
     );
 }
+
+#[test]
+fn engines_and_stores_move_between_threads() {
+    fn send<T: Send>() {}
+    fn sync<T: Sync>() {}
+    send::<Engine>();
+    send::<Job>();
+    sync::<Job>();
+    sync::<MemoryIoManager>();
+    sync::<MemoryTraceStore>();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    let report = std::thread::spawn(move || {
+        let world = World::new();
+        world.run_default(&mut engine)
+    })
+    .join()
+    .unwrap();
+    assert_eq!(report.counts.ran, 5);
+}
