@@ -13,6 +13,7 @@
 //! op wrote at its declared workspace path.
 
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
 use serde::Serialize;
@@ -162,7 +163,29 @@ struct MemoryEntry {
 /// by outputs of different steps (two ops with the same code version string,
 /// config and inputs), so the step is part of the identifier, like
 /// [`OutputContext::identifier`].
-type MemoryOutputs = HashMap<String, HashMap<OutputVersion, Vec<MemoryEntry>>>;
+type MemoryOutputs = HashMap<String, ByVersion>;
+
+/// Outputs of one step by version. Versions are blake3 digests, already
+/// uniformly distributed: their first bytes are the hash.
+type ByVersion = HashMap<OutputVersion, Vec<MemoryEntry>, BuildHasherDefault<DigestHasher>>;
+
+/// A hasher for keys that are digests: folds the bytes it is given.
+#[derive(Default)]
+struct DigestHasher(u64);
+
+impl Hasher for DigestHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(17) ^ u64::from_le_bytes(word);
+        }
+    }
+}
 
 /// An in-memory IO manager for tests and embedding: bytes only. Outputs are
 /// identified by step, output name and version, so two steps never serve

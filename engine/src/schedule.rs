@@ -84,8 +84,9 @@ enum WorkerResult {
 /// What a worker needs to run one step.
 struct StepWork {
     idx: StepIdx,
-    /// `(input name, upstream step, upstream output, version, stored)`.
-    inputs: Vec<(String, StepIdx, usize, OutputVersion, StoredOutput)>,
+    /// `(index into op.inputs(), upstream step, upstream output, version,
+    /// stored)`.
+    inputs: Vec<(usize, StepIdx, usize, OutputVersion, StoredOutput)>,
     /// Output versions, in declaration order.
     outputs: Vec<OutputVersion>,
     env: BTreeMap<String, Option<String>>,
@@ -477,19 +478,12 @@ impl<'a> Runner<'a> {
     fn prepare(&self, idx: StepIdx) -> StepWork {
         let job = &self.engine.job;
         let op = job.step(idx);
-        let mut inputs = Vec::new();
+        let mut inputs = Vec::with_capacity(op.inputs().len());
         for &(input_idx, edge) in job.input_edges(idx) {
-            if let InputEdge::Output(up, out) = edge {
-                let versions = self.output_versions(up);
-                if let Some(stored) = self.stored[up][out] {
-                    inputs.push((
-                        op.inputs()[input_idx].name.clone(),
-                        up,
-                        out,
-                        versions[out],
-                        stored,
-                    ));
-                }
+            if let InputEdge::Output(up, out) = edge
+                && let Some(stored) = self.stored[up][out]
+            {
+                inputs.push((input_idx, up, out, self.output_versions(up)[out], stored));
             }
         }
         let env = op
@@ -771,17 +765,18 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         );
     };
     let mut inputs = BTreeMap::new();
-    for (name, up, out, version, stored) in &work.inputs {
-        let ctx = output_ctx(job, *up, *out, *version, run_id);
+    for &(input_idx, up, out, version, ref stored) in &work.inputs {
+        let name = op.inputs()[input_idx].name.as_str();
+        let ctx = output_ctx(job, up, out, version, run_id);
         match io.load_input(&ctx, stored) {
             Ok(value) => {
-                inputs.insert(name.clone(), value);
+                inputs.insert(name, value);
             }
             Err(e) if e.is_miss() => {
                 return WorkerResult::InputMiss {
                     idx,
-                    upstream: *up,
-                    output: *out,
+                    upstream: up,
+                    output: out,
                     message: e.to_string(),
                 };
             }
@@ -798,7 +793,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         if let InputEdge::Source(s) = edge {
             let spec = &op.inputs()[input_idx];
             let path = spec.path.clone().unwrap_or_else(|| job.sources()[s].clone());
-            inputs.insert(spec.name.clone(), OutputValue::File(path));
+            inputs.insert(spec.name.as_str(), OutputValue::File(path));
         }
     }
     let resources: BTreeMap<&str, &Value> = job
@@ -848,7 +843,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
     }
     let mut stored = Vec::with_capacity(op.outputs().len());
     for (out, spec) in op.outputs().iter().enumerate() {
-        let value = match produced.remove(&spec.name) {
+        let value = match produced.remove(spec.name.as_str()) {
             Some(v) => v,
             None => match &spec.path {
                 Some(path) => OutputValue::File(path.clone()),

@@ -302,8 +302,8 @@ pub struct OpContext<'a> {
     pub(crate) step: &'a str,
     pub(crate) run_id: &'a str,
     pub(crate) op: &'a Op,
-    pub(crate) inputs: BTreeMap<String, OutputValue>,
-    pub(crate) outputs: BTreeMap<String, OutputValue>,
+    pub(crate) inputs: BTreeMap<&'a str, OutputValue>,
+    pub(crate) outputs: BTreeMap<&'a str, OutputValue>,
     pub(crate) resources: BTreeMap<&'a str, &'a Value>,
     pub(crate) env: BTreeMap<&'a str, Option<&'a str>>,
     pub(crate) stdout: Vec<u8>,
@@ -374,13 +374,14 @@ impl<'a> OpContext<'a> {
 
     /// Sets an output.
     pub fn set_output(&mut self, name: &str, value: OutputValue) -> Result<(), OpFailure> {
-        if !self.op.outputs.iter().any(|o| o.name == name) {
+        let op: &'a Op = self.op;
+        let Some(spec) = op.outputs.iter().find(|o| o.name == name) else {
             return Err(OpFailure::new(format!(
                 "op `{}` set undeclared output `{name}`",
                 self.step
             )));
-        }
-        self.outputs.insert(name.to_owned(), value);
+        };
+        self.outputs.insert(spec.name.as_str(), value);
         Ok(())
     }
 
