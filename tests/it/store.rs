@@ -522,3 +522,42 @@ fn gc_by_age_removes_old_runs_but_never_what_a_latest_trace_needs() {
     assert!(store.verify().unwrap().is_clean());
     assert!(run(&store, &w.root, chain_job(&w.root, 2, "b", runs.clone())).ran().is_empty());
 }
+
+#[test]
+fn a_corrupt_large_value_is_never_served_downstream_and_its_producer_runs_again() {
+    let w = ws();
+    let produced = Arc::new(AtomicUsize::new(0));
+    let job = |consumer_version: &str| {
+        let produced = produced.clone();
+        Job::builder("values")
+            .op(Op::new("big").output("blob").code_version("1").compute(move |ctx| {
+                produced.fetch_add(1, Ordering::SeqCst);
+                ctx.set_output_bytes("blob", vec![42u8; 100_000])
+            }))
+            .op(Op::new("use")
+                .input("blob", InputFrom::output("big", "blob"))
+                .output("sum")
+                .code_version(consumer_version)
+                .compute(|ctx| {
+                    let bytes = ctx.input_bytes("blob")?;
+                    assert!(bytes.iter().all(|&b| b == 42), "a corrupt value was served");
+                    ctx.set_output_value("sum", &bytes.iter().map(|&b| u64::from(b)).sum::<u64>())
+                }))
+            .build()
+            .unwrap()
+    };
+    let store = open(&w.store_dir);
+    run(&store, &w.root, job("1"));
+    use trove::TraceStore;
+    let dv = store.latest_trace("big").unwrap().unwrap().outputs[0].data_version;
+    let path = store.blob_path(&dv.0);
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[50_000] = 0;
+    std::fs::write(&path, bytes).unwrap();
+    // The consumer must run; its producer is a hit whose stored value is bad.
+    let report = run(&store, &w.root, job("2"));
+    assert_eq!(report.status, trove::RunStatus::Succeeded, "{report:?}");
+    assert_eq!(report.ran(), ["big", "use"]);
+    assert_eq!(produced.load(Ordering::SeqCst), 2);
+    assert!(store.verify().unwrap().is_clean());
+}
