@@ -49,19 +49,20 @@ pub fn env_var(name: &str) -> Option<String> {
     std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
 }
 
-/// How a command exited, in words.
+/// How a command ended, in words: `failed with exit code 3`, `was killed
+/// by signal 9`.
 pub fn describe_status(status: &ExitStatus) -> String {
     if let Some(code) = status.code() {
-        return format!("exit code {code}");
+        return format!("failed with exit code {code}");
     }
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
         if let Some(signal) = status.signal() {
-            return format!("killed by signal {signal}");
+            return format!("was killed by signal {signal}");
         }
     }
-    "an unknown status".to_owned()
+    "ended with an unknown status".to_owned()
 }
 
 /// The last `n` lines of some output, lossily decoded.
@@ -77,7 +78,7 @@ pub fn version_of(root: &Path, cmd: &str) -> Result<String, String> {
     let out = sh(root, cmd, &[]).map_err(|e| format!("cannot run `sh -c {cmd}`: {e}"))?;
     if !out.status.success() {
         let stderr = tail(&out.stderr, 5);
-        let mut message = format!("`{cmd}` exited with {}", describe_status(&out.status));
+        let mut message = format!("`{cmd}` {}", describe_status(&out.status));
         if !stderr.is_empty() {
             message.push('\n');
             message.push_str(&stderr);
@@ -131,7 +132,7 @@ impl CommandStep {
         ctx.log_stdout(&out.stdout);
         ctx.log_stderr(&out.stderr);
         if !out.status.success() {
-            let mut message = format!("command failed with {}", describe_status(&out.status));
+            let mut message = format!("command {}", describe_status(&out.status));
             let stderr = tail(&out.stderr, 10);
             if !stderr.is_empty() {
                 message.push('\n');

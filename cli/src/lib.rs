@@ -26,6 +26,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_STEP_FAILED: u8 = 1;
 /// The exit code of bad input, an unusable store or a held lock.
 pub const EXIT_ERROR: u8 = 2;
+/// The exit code of a run stopped with Ctrl-C (the shell convention).
+pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// Runs trove with these arguments (the first is the program name) and
 /// returns the process exit code.

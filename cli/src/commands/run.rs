@@ -4,6 +4,9 @@
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use anyhow::Context as _;
 use trove_engine::{RunOptions, RunStatus, Selection};
 
@@ -29,7 +32,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         jobs: args.jobs.unwrap_or(0),
         fail_fast: args.fail_fast,
         tags: tags.clone(),
-        cancel: None,
+        cancel: Some(interrupt_flag()),
     };
     let started_at_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -70,6 +73,23 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     }
     Ok(match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
+        RunStatus::Cancelled => ExitCode::from(crate::EXIT_INTERRUPTED),
         _ => ExitCode::from(crate::EXIT_STEP_FAILED),
     })
+}
+
+/// A flag set by the first Ctrl-C: running steps finish (or fail, when the
+/// terminal interrupted their commands too), nothing new starts, and the run
+/// is recorded as cancelled. A second Ctrl-C exits at once.
+fn interrupt_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    let handler_flag = Arc::clone(&flag);
+    // Fails only if a handler is already set (a second run in one process).
+    let _ = ctrlc::set_handler(move || {
+        if handler_flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
+        }
+        human::note("interrupted: finishing the running steps (Ctrl-C again to stop at once)");
+    });
+    flag
 }
