@@ -19,17 +19,18 @@ pub fn exec(args: PlanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let io = loaded.store.io_manager(&loaded.ws.root);
     let plan = loaded.engine.plan(&io, &loaded.store, &opts)?;
-    if args.json {
-        render::out_json(&json::plan(&loaded.pipeline.name, &plan))?;
-    } else {
-        let mut untraced = Vec::new();
-        for s in &plan.steps {
-            if matches!(s.plan, StepPlan::Waiting { .. })
-                && loaded.store.latest_trace(&s.step)?.is_none()
-            {
-                untraced.push(s.step.clone());
-            }
+    // A waiting step that never ran will run whatever its upstream writes.
+    let mut untraced = Vec::new();
+    for s in &plan.steps {
+        if matches!(s.plan, StepPlan::Waiting { .. })
+            && loaded.store.latest_trace(&s.step)?.is_none()
+        {
+            untraced.push(s.step.clone());
         }
+    }
+    if args.json {
+        render::out_json(&json::plan(&loaded.pipeline.name, &plan, &untraced))?;
+    } else {
         render::out(&human::plan(&plan, &untraced))?;
     }
     Ok(ExitCode::SUCCESS)

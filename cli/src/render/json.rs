@@ -172,13 +172,21 @@ pub struct PlanJson {
     steps: Vec<PlannedJson>,
 }
 
-/// A plan as a DTO.
-pub fn plan(job: &str, plan: &Plan) -> PlanJson {
-    PlanJson {
-        schema: SCHEMA,
-        job: job.to_owned(),
-        steps: plan.steps.iter().map(|s| planned(&s.step, &s.plan)).collect(),
-    }
+/// A plan as a DTO; `untraced` waiting steps never ran, so they will run.
+pub fn plan(job: &str, plan: &Plan, untraced: &[String]) -> PlanJson {
+    let steps = plan
+        .steps
+        .iter()
+        .map(|s| {
+            let mut p = planned(&s.step, &s.plan);
+            if untraced.contains(&s.step) {
+                p.action = "run";
+                p.reasons = reasons(&[RerunReason::NoPreviousTrace]);
+            }
+            p
+        })
+        .collect();
+    PlanJson { schema: SCHEMA, job: job.to_owned(), steps }
 }
 
 /// `trove why --json`.
