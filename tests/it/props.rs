@@ -22,6 +22,7 @@
 //! `PROPTEST_CASES` raises the case count for soak runs.
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use proptest::prelude::*;
@@ -35,14 +36,14 @@ use trove::{
 const ENV: [&str; 2] = ["E0", "E1"];
 
 /// One resource: code version, config, dependencies (earlier resources).
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct ResSpec {
     code: u8,
     config: i64,
     deps: Vec<usize>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Kind {
     /// Outputs hash everything the step sees.
     Hash,
@@ -51,7 +52,7 @@ enum Kind {
     Clamp,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum In {
     /// Output `output` of step `step` (an earlier step).
     Step {
@@ -61,7 +62,7 @@ enum In {
     Source(usize),
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct StepSpec {
     kind: Kind,
     /// `None`: unversioned.
@@ -73,7 +74,7 @@ struct StepSpec {
     env: Vec<usize>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Spec {
     lineage: bool,
     resources: Vec<ResSpec>,
@@ -83,7 +84,7 @@ struct Spec {
     env: [Option<u8>; 2],
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 enum Edit {
     Config { step: usize, value: i64 },
     Code { step: usize, value: Option<u8> },
@@ -93,10 +94,111 @@ enum Edit {
     Source { source: usize, value: u8 },
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 struct Case {
     spec: Spec,
     edits: Vec<Edit>,
+}
+
+// ---- Debug: a failing case prints as a Rust literal ---------------------
+//
+// Paste it into `check_case(&...)` to make a regression test (see
+// `clamped_upstream_cuts_off_its_downstream`).
+
+/// Prints a slice as `vec![...]`.
+struct VecLit<'a, T>(&'a [T]);
+
+impl<T: fmt::Debug> fmt::Debug for VecLit<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("vec!")?;
+        f.debug_list().entries(self.0).finish()
+    }
+}
+
+impl fmt::Debug for ResSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ResSpec")
+            .field("code", &self.code)
+            .field("config", &self.config)
+            .field("deps", &VecLit(&self.deps))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Kind::Hash => "Kind::Hash",
+            Kind::Clamp => "Kind::Clamp",
+        })
+    }
+}
+
+impl fmt::Debug for In {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            In::Step { step, output } => write!(f, "In::Step {{ step: {step}, output: {output} }}"),
+            In::Source(s) => write!(f, "In::Source({s})"),
+        }
+    }
+}
+
+impl fmt::Debug for StepSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StepSpec")
+            .field("kind", &self.kind)
+            .field("code", &self.code)
+            .field("config", &self.config)
+            .field("outputs", &self.outputs)
+            .field("inputs", &VecLit(&self.inputs))
+            .field("resources", &VecLit(&self.resources))
+            .field("env", &VecLit(&self.env))
+            .finish()
+    }
+}
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Spec")
+            .field("lineage", &self.lineage)
+            .field("resources", &VecLit(&self.resources))
+            .field("sources", &VecLit(&self.sources))
+            .field("steps", &VecLit(&self.steps))
+            .field("env", &self.env)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Edit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Edit::Config { step, value } => {
+                write!(f, "Edit::Config {{ step: {step}, value: {value} }}")
+            }
+            Edit::Code { step, value } => {
+                write!(f, "Edit::Code {{ step: {step}, value: {value:?} }}")
+            }
+            Edit::ResourceConfig { resource, value } => {
+                write!(f, "Edit::ResourceConfig {{ resource: {resource}, value: {value} }}")
+            }
+            Edit::ResourceCode { resource, value } => {
+                write!(f, "Edit::ResourceCode {{ resource: {resource}, value: {value} }}")
+            }
+            Edit::Env { var, value } => write!(f, "Edit::Env {{ var: {var}, value: {value:?} }}"),
+            Edit::Source { source, value } => {
+                write!(f, "Edit::Source {{ source: {source}, value: {value} }}")
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case")
+            .field("spec", &self.spec)
+            .field("edits", &VecLit(&self.edits))
+            .finish()
+    }
 }
 
 // ---- Strategies -------------------------------------------------------
@@ -601,4 +703,35 @@ fn clamped_upstream_cuts_off_its_downstream() {
         let case = Case { spec: Spec { lineage, ..spec.clone() }, edits: edits.clone() };
         check_case(&case).unwrap();
     }
+}
+
+/// The `Debug` of a case is the Rust literal that builds it.
+#[test]
+fn a_case_prints_as_a_rust_literal() {
+    let case = Case {
+        spec: Spec {
+            lineage: false,
+            resources: vec![ResSpec { code: 0, config: 1, deps: vec![] }],
+            sources: vec![2],
+            steps: vec![StepSpec {
+                kind: Kind::Clamp,
+                code: None,
+                config: 0,
+                outputs: 1,
+                inputs: vec![In::Source(0)],
+                resources: vec![0],
+                env: vec![],
+            }],
+            env: [Some(1), None],
+        },
+        edits: vec![Edit::Code { step: 0, value: Some(1) }, Edit::Env { var: 1, value: None }],
+    };
+    assert_eq!(
+        format!("{case:?}"),
+        "Case { spec: Spec { lineage: false, resources: vec![ResSpec { code: 0, config: 1, deps: vec![] }], \
+         sources: vec![2], steps: vec![StepSpec { kind: Kind::Clamp, code: None, config: 0, outputs: 1, \
+         inputs: vec![In::Source(0)], resources: vec![0], env: vec![] }], env: [Some(1), None] }, \
+         edits: vec![Edit::Code { step: 0, value: Some(1) }, Edit::Env { var: 1, value: None }] }"
+    );
+    check_case(&case).unwrap();
 }
