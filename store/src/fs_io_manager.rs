@@ -260,6 +260,9 @@ impl IoManager for FsIoManager<'_> {
         ctx: &OutputContext<'_>,
         value: OutputValue,
     ) -> Result<StoredOutput, IoError> {
+        if self.store.is_read_only() {
+            return Err(other(ctx, StoreError::ReadOnly { dir: self.store.dir().to_path_buf() }));
+        }
         let blobs = self.store.blob_store();
         let (data_version, size, location) = match value {
             OutputValue::Bytes(bytes) => {

@@ -561,3 +561,23 @@ fn a_corrupt_large_value_is_never_served_downstream_and_its_producer_runs_again(
     assert_eq!(produced.load(Ordering::SeqCst), 2);
     assert!(store.verify().unwrap().is_clean());
 }
+
+#[test]
+fn a_read_only_store_plans_but_refuses_to_store_outputs() {
+    let w = ws();
+    let runs = Arc::new(AtomicUsize::new(0));
+    drop(open(&w.store_dir));
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let store = Store::open(&w.store_dir, &ro, &mut |_| {}).unwrap();
+    let io = store.io_manager(&w.root);
+    let mut engine = Engine::new(chain_job(&w.root, 2, "a", runs.clone()));
+    let plan = engine.plan(&io, &store, &RunOptions::default()).unwrap();
+    assert_eq!(plan.counts().1, 1, "s0 must run, s1 waits on it");
+    let report = engine.run(&io, &store, &RunOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.status, trove::RunStatus::Failed);
+    let trove::StepOutcome::Failed { message, .. } = report.outcome("s0").unwrap() else {
+        panic!("{report:?}")
+    };
+    assert!(message.contains("was opened read-only"), "{message}");
+    assert!(store.blob_path(&trove::Digest([0; 32])).parent().is_some_and(|p| !p.exists()));
+}
