@@ -905,3 +905,25 @@ fn engines_and_stores_move_between_threads() {
     .unwrap();
     assert_eq!(report.counts.ran, 5);
 }
+
+/// Versions everything with one fixed code version, whatever the op says.
+struct Fixed;
+
+impl VersionStrategy for Fixed {
+    fn op_code_version(&self, _: &Op) -> Option<CodeVersion> {
+        Some(CodeVersion(trove::Digest::of_bytes(b"fixed")))
+    }
+    fn resource_code_version(&self, _: &Resource) -> Option<CodeVersion> {
+        Some(CodeVersion(trove::Digest::of_bytes(b"fixed")))
+    }
+}
+
+#[test]
+fn a_version_change_no_component_shows_is_reported_as_such() {
+    let world = World::new();
+    world.run_default(&mut Engine::new(Job::builder("j").op(op("a", &[])).build().unwrap()));
+    // Same op, same explicit string; another strategy decides the code version.
+    let mut engine =
+        Engine::new(Job::builder("j").strategy(Fixed).op(op("a", &[])).build().unwrap());
+    assert_eq!(reasons(&world.plan(&mut engine), "a"), [RerunReason::VersionChanged]);
+}
