@@ -106,8 +106,9 @@ impl Manifest {
 pub(crate) enum BlobReadError {
     /// No blob of that name.
     Missing,
-    /// Its bytes hash to something else; it was quarantined.
-    Corrupt { found: Digest },
+    /// Its bytes hash to something else; it was quarantined (to this path,
+    /// if the move worked).
+    Corrupt { found: Digest, quarantined: Option<PathBuf> },
     /// Any other IO failure.
     Io(StoreError),
 }
@@ -270,8 +271,8 @@ impl BlobStore {
         };
         let found = Digest::of_bytes(&bytes);
         if found != *blob {
-            let _ = self.quarantine(blob);
-            return Err(BlobReadError::Corrupt { found });
+            let quarantined = self.quarantine(blob).ok();
+            return Err(BlobReadError::Corrupt { found, quarantined });
         }
         Ok(bytes)
     }
@@ -315,8 +316,8 @@ impl BlobStore {
             )
             .map_err(|e| BlobReadError::Io(StoreError::io("hashing", &tmp, e)))?;
             if found != *blob {
-                let _ = self.quarantine(blob);
-                return Err(BlobReadError::Corrupt { found });
+                let quarantined = self.quarantine(blob).ok();
+                return Err(BlobReadError::Corrupt { found, quarantined });
             }
             set_mode(&tmp, mode);
             if dest.is_dir() && !dest.is_symlink() {

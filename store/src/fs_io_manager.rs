@@ -48,10 +48,15 @@ fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
 fn read_err(ctx: &OutputContext<'_>, expected: &Digest, e: BlobReadError) -> IoError {
     match e {
         BlobReadError::Missing => IoError::Missing { identifier: ctx.identifier() },
-        BlobReadError::Corrupt { found } => IoError::Corrupt {
+        BlobReadError::Corrupt { found, quarantined } => IoError::Corrupt {
             identifier: ctx.identifier(),
             expected: expected.to_hex(),
-            found: found.to_hex(),
+            found: match quarantined {
+                Some(path) => {
+                    format!("{} (the blob was moved to {})", found.to_hex(), path.display())
+                }
+                None => found.to_hex(),
+            },
         },
         BlobReadError::Io(e) => IoError::Other {
             context: format!("loading {}", ctx.identifier()),

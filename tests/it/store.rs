@@ -176,7 +176,18 @@ fn a_corrupt_blob_is_detected_quarantined_never_served_and_the_step_runs_again()
     let blob = file_blob(&store, "make");
     std::fs::write(store.blob_path(&blob), b"the wrong bytes").unwrap();
     std::fs::remove_file(w.root.join("out/f.txt")).unwrap();
-    let report = run(&store, &w.root, job());
+    let mut warnings = Vec::new();
+    let io = store.io_manager(&w.root);
+    let report = Engine::new(job())
+        .run(&io, &store, &RunOptions::default(), &mut |e| {
+            if let trove::RunEvent::Warning { message, .. } = e {
+                warnings.push(message.clone());
+            }
+        })
+        .unwrap();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    assert!(warnings[0].contains("is corrupt"), "{warnings:?}");
+    assert!(warnings[0].contains("quarantine"), "{warnings:?}");
     assert_eq!(report.ran(), ["make"], "{report:?}");
     assert_eq!(std::fs::read(w.root.join("out/f.txt")).unwrap(), b"the right bytes");
     let quarantined: Vec<_> = std::fs::read_dir(w.store_dir.join("quarantine")).unwrap().collect();
@@ -228,9 +239,20 @@ fn flipped_bytes_in_stored_records_are_misses_not_panics() {
     let store = open(&w.store_dir);
     let report = run(&store, &w.root, job());
     assert_eq!(report.ran(), ["zqmarkerstep"], "{report:?}");
+    // Reported: the step says why it ran again.
+    let Some(trove::StepOutcome::Ran { reasons, .. }) = report.outcome("zqmarkerstep") else {
+        panic!("{report:?}")
+    };
+    assert!(
+        reasons.iter().any(|r| matches!(r, trove::RerunReason::OutputCorrupt { detail, .. }
+            if detail.contains("checksum"))),
+        "{reasons:?}"
+    );
     assert_eq!(std::fs::read(w.root.join("out/f.txt")).unwrap(), b"payload");
+    // The re-run rewrote the records; what verify still finds it reports.
     let verify = store.verify().unwrap();
     assert!(verify.records_checked > 0);
+    assert!(run(&store, &w.root, job()).ran().is_empty());
 }
 
 #[test]
