@@ -87,13 +87,19 @@ impl<'a> FsIoManager<'a> {
         }
     }
 
-    fn path_of<'c>(&self, ctx: &OutputContext<'c>) -> Result<&'c str, IoError> {
-        let rel = ctx.path.ok_or_else(|| IoError::Other {
+    /// The workspace path of a file or directory output: the one the
+    /// engine names, else the one it was stored from.
+    fn path_of(&self, ctx: &OutputContext<'_>, rec: &OutputRecord) -> Result<String, IoError> {
+        let stored = match &rec.location {
+            Location::File { path, .. } | Location::Dir { path } => Some(path.as_str()),
+            Location::Inline(_) | Location::Blob => None,
+        };
+        let rel = ctx.path.or(stored).ok_or_else(|| IoError::Other {
             context: format!("restoring {}", ctx.identifier()),
             message: "a file output without a path; this is a bug in trove".into(),
         })?;
         check_rel(rel).map_err(|e| other(ctx, e))?;
-        Ok(rel)
+        Ok(rel.to_owned())
     }
 
     /// Makes the workspace copy at `rel` match `rec`; says whether it had
@@ -106,10 +112,10 @@ impl<'a> FsIoManager<'a> {
     ) -> Result<Restore, IoError> {
         let full = self.root.join(rel);
         match &rec.location {
-            Location::File { mode } => {
+            Location::File { mode, .. } => {
                 self.ensure_file(ctx, &full, rel, &rec.data_version.0, *mode)
             }
-            Location::Dir => {
+            Location::Dir { .. } => {
                 let blobs = self.store.blob_store();
                 let bytes = blobs
                     .read_verified(&rec.data_version.0)
@@ -299,11 +305,15 @@ impl IoManager for FsIoManager<'_> {
                     let bytes = manifest.encode();
                     let (blob, _) = blobs.put_bytes(&bytes).map_err(|e| other(ctx, e))?;
                     self.store.stage_blob(blob, bytes.len() as u64, BlobKind::Manifest);
-                    (DataVersion(blob), manifest.size(), Location::Dir)
+                    (DataVersion(blob), manifest.size(), Location::Dir { path: rel.clone() })
                 } else {
                     let (blob, size) =
                         self.store.ingest_file(blobs, &full, &rel).map_err(|e| other(ctx, e))?;
-                    (DataVersion(blob), size, Location::File { mode: file_mode(&meta) })
+                    (
+                        DataVersion(blob),
+                        size,
+                        Location::File { mode: file_mode(&meta), path: rel.clone() },
+                    )
                 }
             }
         };
@@ -349,10 +359,10 @@ impl IoManager for FsIoManager<'_> {
                 self.store.stage_blob(blob, rec.size, BlobKind::Data);
                 Ok(OutputValue::Bytes(bytes))
             }
-            Location::File { .. } | Location::Dir => {
-                let rel = self.path_of(ctx)?;
-                self.ensure_workspace(ctx, rel, &rec)?;
-                Ok(OutputValue::File(rel.to_owned()))
+            Location::File { .. } | Location::Dir { .. } => {
+                let rel = self.path_of(ctx, &rec)?;
+                self.ensure_workspace(ctx, &rel, &rec)?;
+                Ok(OutputValue::File(rel))
             }
         }
     }
@@ -361,9 +371,9 @@ impl IoManager for FsIoManager<'_> {
         let rec = self.record(ctx, stored)?;
         match rec.location {
             Location::Inline(_) | Location::Blob => Ok(Restore::Present),
-            Location::File { .. } | Location::Dir => {
-                let rel = self.path_of(ctx)?;
-                let res = self.ensure_workspace(ctx, rel, &rec)?;
+            Location::File { .. } | Location::Dir { .. } => {
+                let rel = self.path_of(ctx, &rec)?;
+                let res = self.ensure_workspace(ctx, &rel, &rec)?;
                 if res == Restore::Restored {
                     self.store.stage_blob(rec.data_version.0, rec.size, BlobKind::Data);
                 }

@@ -126,7 +126,7 @@ fn output_blobs(store: &Store, rec: &OutputRecord) -> Vec<Digest> {
     match rec.location {
         Location::Inline(_) => Vec::new(),
         Location::Blob | Location::File { .. } => vec![rec.data_version.0],
-        Location::Dir => {
+        Location::Dir { .. } => {
             let mut v = vec![rec.data_version.0];
             if let Ok(bytes) = store.blob_store().read_verified(&rec.data_version.0)
                 && let Some(m) = Manifest::decode(&bytes)
@@ -456,7 +456,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
                         Some(format!("blob {} is missing or corrupt", rec.data_version.short(16)));
                 }
             }
-            Location::Dir => {
+            Location::Dir { .. } => {
                 referenced.insert(rec.data_version.0);
                 match store
                     .blob_store()

@@ -194,10 +194,16 @@ pub enum Location {
     File {
         /// Unix permission bits to restore (0: default).
         mode: u32,
+        /// The workspace-relative path it was stored from (used when the
+        /// engine names no path).
+        path: String,
     },
     /// A workspace directory; its manifest is the blob named by the data
     /// version.
-    Dir,
+    Dir {
+        /// The workspace-relative path it was stored from.
+        path: String,
+    },
 }
 
 /// The `outputs` table: output version → what is stored for it.

@@ -603,3 +603,27 @@ fn a_read_only_store_plans_but_refuses_to_store_outputs() {
     assert!(message.contains("was opened read-only"), "{message}");
     assert!(store.blob_path(&trove::Digest([0; 32])).parent().is_some_and(|p| !p.exists()));
 }
+
+#[test]
+fn a_file_output_without_a_declared_path_is_restored_from_where_it_was_stored() {
+    let w = ws();
+    let root = w.root.clone();
+    let job = || {
+        let root = root.clone();
+        Job::builder("undeclared")
+            .op(Op::new("w").output("f").code_version("1").compute(move |ctx| {
+                std::fs::create_dir_all(root.join("gen")).unwrap();
+                std::fs::write(root.join("gen/x.txt"), b"generated").unwrap();
+                ctx.set_output("f", trove::OutputValue::File("gen/x.txt".into()))
+            }))
+            .build()
+            .unwrap()
+    };
+    let store = open(&w.store_dir);
+    assert_eq!(run(&store, &w.root, job()).ran(), ["w"]);
+    std::fs::remove_file(w.root.join("gen/x.txt")).unwrap();
+    let report = run(&store, &w.root, job());
+    assert!(report.ran().is_empty(), "{report:?}");
+    assert_eq!(report.counts.restored, 1);
+    assert_eq!(std::fs::read(w.root.join("gen/x.txt")).unwrap(), b"generated");
+}
