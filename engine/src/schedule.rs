@@ -379,13 +379,18 @@ impl<'a> Runner<'a> {
         // Events and outcomes are for runs; a plan only needs the states.
         if self.execute {
             let step = self.engine.job.step(idx).name().to_owned();
-            if cut_off {
-                events(&RunEvent::CutOff { step, restored: restored.clone() });
-                self.outcomes[idx] = Some(StepOutcome::CutOff { restored });
+            // The restored list goes into the event and on to the outcome.
+            let event = if cut_off {
+                RunEvent::CutOff { step, restored }
             } else {
-                events(&RunEvent::Hit { step, restored: restored.clone() });
-                self.outcomes[idx] = Some(StepOutcome::Hit { restored });
-            }
+                RunEvent::Hit { step, restored }
+            };
+            events(&event);
+            self.outcomes[idx] = Some(match event {
+                RunEvent::CutOff { restored, .. } => StepOutcome::CutOff { restored },
+                RunEvent::Hit { restored, .. } => StepOutcome::Hit { restored },
+                _ => StepOutcome::NotRun,
+            });
         }
         // A step that waited on a re-run passes the wait on: its downstream
         // steps are cut off too if they turn out unchanged.
@@ -639,10 +644,15 @@ impl<'a> Runner<'a> {
     /// Marks a queued step running, announces it, and gathers its work.
     fn launch(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) -> StepWork {
         self.state[idx] = State::Running;
-        events(&RunEvent::Started {
+        // The reasons go into the event and come back: no copy.
+        let started = RunEvent::Started {
             step: self.engine.job.step(idx).name().to_owned(),
-            reasons: self.reasons[idx].clone(),
-        });
+            reasons: std::mem::take(&mut self.reasons[idx]),
+        };
+        events(&started);
+        if let RunEvent::Started { reasons, .. } = started {
+            self.reasons[idx] = reasons;
+        }
         self.prepare(idx)
     }
 
