@@ -44,24 +44,47 @@ pub struct Engine {
     pub(crate) env_values: BTreeMap<String, Option<String>>,
 }
 
-/// `value` with every object's keys in sorted order, whatever map type
-/// serde_json was built with (its `preserve_order` feature keeps insertion
-/// order, and any crate in the build can turn it on).
-fn sorted(value: &Value) -> Value {
+/// Writes `value` as compact JSON with every object's keys in sorted order,
+/// whatever map type serde_json was built with (its `preserve_order` feature
+/// keeps insertion order, and any crate in the build can turn it on).
+fn write_sorted(value: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match value {
         Value::Object(map) => {
             let mut entries: Vec<(&String, &Value)> = map.iter().collect();
             entries.sort_by(|a, b| a.0.cmp(b.0));
-            Value::Object(entries.into_iter().map(|(k, v)| (k.clone(), sorted(v))).collect())
+            out.push(b'{');
+            for (i, (key, item)) in entries.into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                serde_json::to_writer(&mut *out, key)?;
+                out.push(b':');
+                write_sorted(item, out)?;
+            }
+            out.push(b'}');
         }
-        Value::Array(items) => Value::Array(items.iter().map(sorted).collect()),
-        other => other.clone(),
+        Value::Array(items) => {
+            out.push(b'[');
+            for (i, item) in items.iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_sorted(item, out)?;
+            }
+            out.push(b']');
+        }
+        scalar => serde_json::to_writer(&mut *out, scalar)?,
     }
+    Ok(())
 }
 
 /// Canonical JSON text of a config: keys sorted at every level.
 pub(crate) fn canonical_json(value: &Value) -> String {
-    serde_json::to_string(&sorted(value)).unwrap_or_default()
+    let mut out = Vec::new();
+    match write_sorted(value, &mut out) {
+        Ok(()) => String::from_utf8(out).unwrap_or_default(),
+        Err(_) => String::new(),
+    }
 }
 
 impl Engine {
@@ -457,4 +480,26 @@ fn outputs_digest(job: &Job, idx: StepIdx) -> Digest {
         job.step(idx).outputs().iter().map(|o| (o.name.as_str(), o.path.as_deref())).collect();
     outputs.sort();
     compute_outputs_digest(&outputs)
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::canonical_json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_and_keeps_types() {
+        let value: serde_json::Value = serde_json::from_str(
+            r#"{"b": [1, 1.0, "1", {"z": null, "a": true}], "a": {"y": -0.5, "x": "q\"uote"}}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&value),
+            r#"{"a":{"x":"q\"uote","y":-0.5},"b":[1,1.0,"1",{"a":true,"z":null}]}"#
+        );
+        assert_eq!(canonical_json(&json!(null)), "null");
+        assert_eq!(canonical_json(&json!({})), "{}");
+        assert_eq!(canonical_json(&json!([])), "[]");
+    }
 }
