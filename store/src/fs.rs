@@ -4,9 +4,13 @@
 //! redb's crash-consistency tests do. Each write step (create a temp file,
 //! write a chunk, fsync, rename, fsync a directory, remove, and redb's own
 //! writes, resizes and syncs through [`HookedBackend`]) first asks the
-//! optional [`FsHook`], which may fail it. [`FailAt`] fails the n-th step
-//! with "no space left on device", so a test can walk the failure point
-//! across an ingest and a commit and check the store stays consistent.
+//! optional [`FsHook`], which may fail it, and tells it afterwards what
+//! succeeded. [`FailAt`] fails the n-th step with "no space left on
+//! device", so a test can walk the failure point across an ingest and a
+//! commit and check the store stays consistent; the power-loss test builds a
+//! simulated disk on `after`/`renamed` (a file is durable once fsynced, a
+//! rename once its directory is fsynced, the database is its image at the
+//! last completed sync) and checks every committed trace survives intact.
 //! Production code uses [`Fs::real`], whose hook is absent.
 
 use std::fmt;
@@ -43,10 +47,22 @@ pub enum FsOp {
     DbSync,
 }
 
-/// Decides whether a write step fails. Tests implement it.
+/// Decides whether a write step fails, and watches the ones that worked.
+/// Tests implement it: a fault injector fails steps, a simulated disk
+/// records what a completed sync made durable.
 pub trait FsHook: Send + Sync {
     /// Called before each write step; an error fails the step.
     fn before(&self, op: FsOp, path: &Path) -> io::Result<()>;
+
+    /// Called after a write step succeeded.
+    fn after(&self, op: FsOp, path: &Path) {
+        let _ = (op, path);
+    }
+
+    /// Called after a successful rename of `from` to `to`.
+    fn renamed(&self, from: &Path, to: &Path) {
+        let _ = (from, to);
+    }
 }
 
 /// Fails the n-th write step (counting from 1) and every later one, with
@@ -116,42 +132,49 @@ impl Fs {
         }
     }
 
+    /// Runs one write step between the hook's `before` and `after`.
+    fn step<T>(&self, op: FsOp, path: &Path, f: impl FnOnce() -> io::Result<T>) -> io::Result<T> {
+        self.check(op, path)?;
+        let res = f()?;
+        if let Some(h) = &self.hook {
+            h.after(op, path);
+        }
+        Ok(res)
+    }
+
     pub(crate) fn create_new(&self, path: &Path) -> io::Result<File> {
-        self.check(FsOp::Create, path)?;
-        File::options().write(true).create_new(true).open(path)
+        self.step(FsOp::Create, path, || File::options().write(true).create_new(true).open(path))
     }
 
     pub(crate) fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         if path.is_dir() {
             return Ok(());
         }
-        self.check(FsOp::Create, path)?;
-        std::fs::create_dir_all(path)
+        self.step(FsOp::Create, path, || std::fs::create_dir_all(path))
     }
 
     pub(crate) fn write_all(&self, file: &mut File, path: &Path, buf: &[u8]) -> io::Result<()> {
-        self.check(FsOp::Write, path)?;
-        file.write_all(buf)
+        self.step(FsOp::Write, path, || file.write_all(buf))
     }
 
     pub(crate) fn sync(&self, file: &File, path: &Path) -> io::Result<()> {
-        self.check(FsOp::Sync, path)?;
-        file.sync_all()
+        self.step(FsOp::Sync, path, || file.sync_all())
     }
 
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.check(FsOp::Rename, to)?;
-        std::fs::rename(from, to)
+        self.step(FsOp::Rename, to, || std::fs::rename(from, to))?;
+        if let Some(h) = &self.hook {
+            h.renamed(from, to);
+        }
+        Ok(())
     }
 
     pub(crate) fn sync_dir(&self, dir: &Path) -> io::Result<()> {
-        self.check(FsOp::SyncDir, dir)?;
-        File::open(dir)?.sync_all()
+        self.step(FsOp::SyncDir, dir, || File::open(dir)?.sync_all())
     }
 
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
-        self.check(FsOp::Remove, path)?;
-        std::fs::remove_file(path)
+        self.step(FsOp::Remove, path, || std::fs::remove_file(path))
     }
 
     /// Copies `from` into the new file `to_file` (created by the caller),
@@ -213,18 +236,15 @@ impl StorageBackend for HookedBackend {
     }
 
     fn set_len(&self, len: u64) -> Result<(), io::Error> {
-        self.fs.check(FsOp::DbSetLen, &self.path)?;
-        self.inner.set_len(len)
+        self.fs.step(FsOp::DbSetLen, &self.path, || self.inner.set_len(len))
     }
 
     fn sync_data(&self) -> Result<(), io::Error> {
-        self.fs.check(FsOp::DbSync, &self.path)?;
-        self.inner.sync_data()
+        self.fs.step(FsOp::DbSync, &self.path, || self.inner.sync_data())
     }
 
     fn write(&self, offset: u64, data: &[u8]) -> Result<(), io::Error> {
-        self.fs.check(FsOp::DbWrite, &self.path)?;
-        self.inner.write(offset, data)
+        self.fs.step(FsOp::DbWrite, &self.path, || self.inner.write(offset, data))
     }
 
     fn close(&self) -> Result<(), io::Error> {
