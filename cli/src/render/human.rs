@@ -252,6 +252,10 @@ pub fn why(plan: &Plan, step: &str, last_run: Option<&str>) -> String {
                 let _ = writeln!(out, "  (compared with its trace from run {run})");
             }
         }
+        StepPlan::Waiting { .. } if last_run.is_none() => {
+            let _ =
+                writeln!(out, "`{step}` will run because:\n  - no previous run\nupstream chain:");
+        }
         StepPlan::Waiting { on } => {
             let _ = writeln!(
                 out,
@@ -259,24 +263,26 @@ pub fn why(plan: &Plan, step: &str, last_run: Option<&str>) -> String {
                 on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
             );
             let _ = writeln!(out, "upstream chain:");
-            for cause in plan.causes(step) {
-                match &cause.plan {
-                    StepPlan::Run(r) => {
-                        let _ = writeln!(out, "  `{}` runs because:", cause.step);
-                        for reason_ in r {
-                            let _ = writeln!(out, "    - {}", reason(reason_));
-                        }
+        }
+    }
+    if let StepPlan::Waiting { .. } = &planned.plan {
+        for cause in plan.causes(step) {
+            match &cause.plan {
+                StepPlan::Run(r) => {
+                    let _ = writeln!(out, "  `{}` runs because:", cause.step);
+                    for reason_ in r {
+                        let _ = writeln!(out, "    - {}", reason(reason_));
                     }
-                    StepPlan::Waiting { on } => {
-                        let _ = writeln!(
-                            out,
-                            "  `{}` waits on {}",
-                            cause.step,
-                            on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-                        );
-                    }
-                    StepPlan::Hit { .. } => {}
                 }
+                StepPlan::Waiting { on } => {
+                    let _ = writeln!(
+                        out,
+                        "  `{}` waits on {}",
+                        cause.step,
+                        on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
+                    );
+                }
+                StepPlan::Hit { .. } => {}
             }
         }
     }
