@@ -769,11 +769,24 @@ impl Store {
                 EntryKind::Symlink { target: target.to_string_lossy().into_owned() }
             } else if meta.is_dir() {
                 EntryKind::Dir
+            } else if !meta.is_file() {
+                return Err(StoreError::io(
+                    "storing",
+                    &path,
+                    io::Error::new(
+                        io::ErrorKind::InvalidInput,
+                        "not a regular file, directory or symbolic link",
+                    ),
+                ));
             } else {
                 let exec = is_exec(&meta);
                 let (blob, size) = match ingest {
                     None => {
-                        let (dv, stat) = self.hash_file_cached(&path, &sub_rel)?;
+                        let (dv, stat) = self.hash_file_with_stat(
+                            &path,
+                            &sub_rel,
+                            FileStat::from_metadata(&meta),
+                        )?;
                         (dv.0, stat.size)
                     }
                     Some(blobs) => self.ingest_file(blobs, &path, &sub_rel)?,
