@@ -306,6 +306,8 @@ impl IoManager for FsIoManager<'_> {
                     let (blob, _) = blobs.put_bytes(&bytes).map_err(|e| other(ctx, e))?;
                     self.store.stage_blob(blob, bytes.len() as u64, BlobKind::Manifest);
                     (DataVersion(blob), manifest.size(), Location::Dir { path: rel.clone() })
+                } else if !meta.is_file() {
+                    return Err(other(ctx, crate::not_regular(&full)));
                 } else {
                     let (blob, size) =
                         self.store.ingest_file(blobs, &full, &rel).map_err(|e| other(ctx, e))?;

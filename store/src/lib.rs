@@ -742,6 +742,8 @@ impl Store {
         if meta.is_dir() {
             let manifest = self.dir_manifest(&full, rel, None)?;
             Ok(DataVersion::of_bytes(&manifest.encode()))
+        } else if !meta.is_file() {
+            Err(not_regular(&full))
         } else {
             Ok(self.hash_file_with_stat(&full, rel, FileStat::from_metadata(&meta))?.0)
         }
@@ -770,14 +772,7 @@ impl Store {
             } else if meta.is_dir() {
                 EntryKind::Dir
             } else if !meta.is_file() {
-                return Err(StoreError::io(
-                    "storing",
-                    &path,
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        "not a regular file, directory or symbolic link",
-                    ),
-                ));
+                return Err(not_regular(&path));
             } else {
                 let exec = is_exec(&meta);
                 let (blob, size) = match ingest {
@@ -1104,6 +1099,17 @@ fn empty_log(t: &TraceRecord) -> StepLogRecord {
         stderr: Vec::new(),
         at_ms: t.committed_ms,
     }
+}
+
+pub(crate) fn not_regular(path: &Path) -> StoreError {
+    StoreError::io(
+        "reading",
+        path,
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "not a regular file, directory or symbolic link",
+        ),
+    )
 }
 
 pub(crate) fn missing_or(e: io::Error, rel: &str, action: &'static str, full: &Path) -> StoreError {
