@@ -3,7 +3,7 @@
 //! Why: crash and disk-full behaviour must be testable at *every* write, as
 //! redb's crash-consistency tests do. Each write step (create a temp file,
 //! write a chunk, fsync, rename, fsync a directory, remove, and redb's own
-//! writes, resizes and syncs through [`HookedBackend`]) first asks the
+//! writes, resizes and syncs through `HookedBackend`) first asks the
 //! optional [`FsHook`], which may fail it, and tells it afterwards what
 //! succeeded. [`FailAt`] fails the n-th step with "no space left on
 //! device", so a test can walk the failure point across an ingest and a

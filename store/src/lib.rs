@@ -20,6 +20,17 @@
 //! committed only after its blobs are durable, and a crash loses at most the
 //! uncommitted batch, whose steps simply run again.
 //!
+//! **Architecture Invariant:** a trace commits only after every blob it
+//! references is durable (temp file fsynced, renamed, directory fsynced).
+//!
+//! **Architecture Invariant:** nothing read from disk is served unverified:
+//! records carry a checksum, blobs are re-hashed on restore and load; what
+//! fails is reported and counts as a miss, never a panic.
+//!
+//! **Architecture Invariant:** the library never prints; warnings travel
+//! through the engine (`IoError::Corrupt`, `Restore::Restored`) and errors
+//! through [`StoreError`].
+//!
 //! ```no_run
 //! use trove_store::{OpenOptions, Store};
 //! let store = Store::open(".trove".as_ref(), &OpenOptions::default(), &mut |holder| {
