@@ -95,7 +95,8 @@ fn engine_sources_touch_no_filesystem_environment_or_database() {
     rust_files(&root.join("engine/src"), &mut files);
     for file in files {
         let text = std::fs::read_to_string(&file).unwrap();
-        for banned in ["std::fs", "std::env::var", "redb::", "std::process::Command", "SystemTime"] {
+        for banned in ["std::fs", "std::env::var", "redb::", "std::process::Command", "SystemTime"]
+        {
             assert!(
                 !text.contains(banned),
                 "{} uses `{banned}`: the engine does no IO of its own",
