@@ -1017,7 +1017,7 @@ impl Store {
         if let Some(rec) = self.staged()?.latest.get(step) {
             return Ok(Some(rec.clone()));
         }
-        let txn = self.read_txn()?;
+        let txn = self.cached_read()?;
         let Some(bytes) = get_in(&self.db_path, &txn, LATEST, step.as_bytes())? else {
             return Ok(None);
         };
