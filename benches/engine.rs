@@ -91,9 +91,9 @@ fn job(graph: &Graph, mode: VersionMode) -> Job {
 fn floor_versions(graph: &Graph, configs: &[serde_json::Value]) -> Vec<OutputVersion> {
     let mut out: Vec<OutputVersion> = Vec::with_capacity(graph.n);
     let env = compute_env_digest(&[]);
-    let outputs = compute_outputs_digest(&[("out", None)]);
     let names = ["in0", "in1"];
     for (i, config) in configs.iter().enumerate().take(graph.n) {
+        let outputs = compute_outputs_digest(&name(i), &[("out", None)]);
         let code = compute_explicit_code_version("op", "1");
         let config = config_digest(config);
         let ups = graph.inputs(i);

@@ -479,7 +479,7 @@ fn outputs_digest(job: &Job, idx: StepIdx) -> Digest {
     let mut outputs: Vec<(&str, Option<&str>)> =
         job.step(idx).outputs().iter().map(|o| (o.name.as_str(), o.path.as_deref())).collect();
     outputs.sort();
-    compute_outputs_digest(&outputs)
+    compute_outputs_digest(job.step(idx).name(), &outputs)
 }
 
 #[cfg(test)]

@@ -13,7 +13,7 @@
 //! | resource versions (by name)        | yes            | yes (depends_on) |            |
 //! | declared environment (name, value) | yes            |                  |            |
 //! | each input: name, path, version    | yes            |                  |            |
-//! | output names and paths             | yes            |                  |            |
+//! | step name, output names and paths  | yes            |                  |            |
 //! | output name                        | yes            |                  |            |
 //! | duration, run id, time             |                |                  | yes        |
 //!

@@ -712,6 +712,12 @@ fn two_steps_with_equal_versions_never_serve_each_others_bytes() {
     assert!(world.run_default(&mut fresh).ran().is_empty());
     let both = fresh.output_versions("both").unwrap().unwrap()[0];
     assert_eq!(world.io.get_output("both", "out", &both).unwrap(), b"null|\x01|\x02");
+    // The step name is part of the version (scheme 2), so a store keyed by
+    // version alone cannot mix the two up either.
+    assert_ne!(
+        fresh.output_versions("one").unwrap().unwrap(),
+        fresh.output_versions("two").unwrap().unwrap()
+    );
 }
 
 #[test]

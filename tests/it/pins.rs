@@ -17,14 +17,14 @@ use trove::{
 
 #[test]
 fn scheme_version_is_pinned() {
-    assert_eq!(SCHEME_VERSION, 1);
+    assert_eq!(SCHEME_VERSION, 2);
 }
 
 #[test]
 fn explicit_code_version_is_pinned() {
     assert_eq!(
         compute_explicit_code_version("op", "v1.2").to_hex(),
-        "f69056ca9e47fab58eff860a0d5dd8f1088742ad95847e645593da054dd7c0a8"
+        "836d672ca0ab6dd6bb7267c7bc68b256992b1202ea6c5c6209862ba7a10cc633"
     );
 }
 
@@ -33,7 +33,7 @@ fn source_hash_code_version_is_pinned() {
     let files = [("scripts/train.py".to_owned(), DataVersion::of_bytes(b"print('hi')\n"))];
     assert_eq!(
         compute_source_code_version("op", "python scripts/train.py {lr}", &files).to_hex(),
-        "a15b606481f3e82e47c1ae7be31d6081abd5c76aa014abe1bc4d0931ae04f7eb"
+        "33dafb5aae5790bc41844a515e266abf7158177948b3e1f3125df8ea8a1d7c4f"
     );
 }
 
@@ -43,7 +43,7 @@ fn config_digest_is_pinned() {
         json!({"lr": 0.1, "layers": [64, 32], "name": "mlp", "debug": false, "seed": null});
     assert_eq!(
         config_digest(&config).to_hex(),
-        "aaec3e2d6ba3be67e9cdf73f6b43e2a0c9a1d13ad62b93971cea805a10bd00c3"
+        "4aafb6f7a6bdee8bea8a2b14a2d5d55ca060900e77108821a3641e48223e1ca2"
     );
 }
 
@@ -87,12 +87,12 @@ fn resource_op_and_output_versions_are_pinned() {
     engine.set_env("LANG", Some("C.UTF-8".into()));
     assert_eq!(
         engine.resource_version("libc").unwrap().unwrap().to_hex(),
-        "0175a921ee558f22bde4f2a25d88bb4a15746d0126a642eddcf0a405914ac743"
+        "0e5cd540af3ffd4221f77a67a039a9db53a0e848229064880304632b2c6dacd6"
     );
     // `python` depends on `libc`: its version covers libc's.
     assert_eq!(
         engine.resource_version("python").unwrap().unwrap().to_hex(),
-        "3641d3c334e376128c6896ab0793beb1418f24f66e7345dd2247009046ee93f5"
+        "8f1323adae01e92a7f272bc68c065567861dd63a6617e7fbb874ab468c52e83c"
     );
 
     let io = MemoryIoManager::new();
@@ -103,11 +103,11 @@ fn resource_op_and_output_versions_are_pinned() {
     let load = traces.latest_trace("load").unwrap().unwrap();
     assert_eq!(
         load.op_version.to_hex(),
-        "b5febe51f6431f1900c9d23c1b25203d578faec416f11ce242f51fb39ce79e37"
+        "56504256e8b69d23ac9e04ac27a8b338f1165286c76768e85c499a95bbef52b1"
     );
     assert_eq!(
         load.outputs[0].version.to_hex(),
-        "5f66d83097ab31f7c7f67e5783919b2af5c42adf7e71ed45b8e7062a8b103e91"
+        "ff9494482bc3a543861b28b02840353a289f601a21b4d405619cc1e71d168fb5"
     );
     assert_eq!(engine.op_version("load").unwrap(), trove::OpVersion::Versioned(load.op_version));
 
@@ -115,15 +115,15 @@ fn resource_op_and_output_versions_are_pinned() {
     let fit = traces.latest_trace("fit").unwrap().unwrap();
     assert_eq!(
         fit.op_version.to_hex(),
-        "3c9876652ac960e8cab93f5db25f8a1494b81aada1a04c166a81c660b36be7ef"
+        "d264ef8b2c431fcceffda479dd362aed3d77ed432ff53869f801c736fac55bff"
     );
     let outputs = engine.output_versions("fit").unwrap().unwrap();
     assert_eq!(
         outputs[0].to_hex(),
-        "a5d1aae464eaf7784f8f2a70c918a7e22cda1a2db648b284b628070462e757fa"
+        "90be6cdc75dea6030caa46cce95f5948488714271d1474dae517c7d912a3716e"
     );
     assert_eq!(
         outputs[1].to_hex(),
-        "3c92cf40fe8e163dd5d4a3df62ab12f5a9075d834b7493738fb5b2a4eb9f8f7a"
+        "79ba555155bca855dba4c443f88547605a9c807d8fad99de48c5219361409b5e"
     );
 }

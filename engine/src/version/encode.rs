@@ -14,7 +14,7 @@ use super::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
 /// The version of the encoding scheme. Bump it when any encoding in this
 /// module changes; old traces then simply stop matching (they are misses).
-pub const SCHEME_VERSION: u32 = 1;
+pub const SCHEME_VERSION: u32 = 2;
 
 static DOMAIN_CONFIG: Domain = Domain::new("trove 2026-11 config v1");
 static DOMAIN_CODE: Domain = Domain::new("trove 2026-11 code version v1");
@@ -259,9 +259,14 @@ pub fn compute_env_digest(env: &[(&str, Option<&str>)]) -> Digest {
     encoder.finish()
 }
 
-/// The digest of an op's output list: `(name, path)` sorted by name.
-pub fn compute_outputs_digest(outputs: &[(&str, Option<&str>)]) -> Digest {
+/// The digest of a step's identity and output list: the step's name, then
+/// `(name, path)` sorted by name. The step name keeps two steps that
+/// declare the same explicit code version, config and inputs from sharing
+/// (and overwriting) each other's outputs; it is stable across checkouts,
+/// so it costs a shared cache nothing.
+pub fn compute_outputs_digest(step: &str, outputs: &[(&str, Option<&str>)]) -> Digest {
     let mut encoder = Encoder::new(&DOMAIN_OUTPUTS);
+    encoder.str("step", step);
     encoder.count("outputs", outputs.len());
     for (name, path) in outputs {
         encoder.str("name", name);
