@@ -162,7 +162,10 @@ impl Rng {
 /// directory may relink the original while the test runs.
 fn child_exe(dir: &Path) -> PathBuf {
     let exe = dir.join("trove-crash-child");
-    std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    // `/proc/self/exe` is the running binary even if its path was replaced.
+    if std::fs::copy("/proc/self/exe", &exe).is_err() {
+        std::fs::copy(std::env::current_exe().unwrap(), &exe).unwrap();
+    }
     exe
 }
 
