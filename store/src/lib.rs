@@ -431,7 +431,8 @@ impl Store {
     }
 
     /// A time-sortable, unique run id: 12 hex digits of milliseconds since
-    /// the epoch, then 8 random hex digits.
+    /// the epoch (strictly increasing within a process), then 8 random hex
+    /// digits.
     pub fn new_run_id() -> String {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let mut h = blake3::Hasher::new();
@@ -439,7 +440,15 @@ impl Store {
         h.update(&now_ns().to_le_bytes());
         h.update(&COUNTER.fetch_add(1, Ordering::Relaxed).to_le_bytes());
         let rand = h.finalize();
-        format!("{:012x}{}", now_ms(), &rand.to_hex()[..8])
+        // Strictly increasing within a process: a run started in the same
+        // millisecond as the previous one takes the next millisecond.
+        static LAST_MS: AtomicU64 = AtomicU64::new(0);
+        let now = now_ms();
+        let prev = LAST_MS
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| Some(now.max(last + 1)))
+            .unwrap_or(0);
+        let ms = now.max(prev + 1);
+        format!("{ms:012x}{}", &rand.to_hex()[..8])
     }
 
     // ---- transactions -------------------------------------------------
@@ -1314,7 +1323,7 @@ mod tests {
         let ids: Vec<String> = (0..1000).map(|_| Store::new_run_id()).collect();
         let unique: std::collections::BTreeSet<&String> = ids.iter().collect();
         assert_eq!(unique.len(), ids.len());
-        assert!(ids.windows(2).all(|w| w[0][..12] <= w[1][..12]));
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "run ids of one process are increasing");
         assert!(ids.iter().all(|id| id.len() == 20));
     }
 
