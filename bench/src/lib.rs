@@ -39,6 +39,9 @@ use crate::inproc::{Inproc, MemoryBackend};
 use crate::process::RunSample;
 use crate::workspace::{Tool, Workspace};
 
+/// Where `--emit` keeps the workspaces when no `--dir` is given.
+pub const DEFAULT_EMIT_DIR: &str = "trove-bench-workload";
+
 /// Where `inproc` outputs and traces are kept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum InprocStore {
@@ -319,6 +322,8 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     let temp;
     let base: PathBuf = match &opts.dir {
         Some(dir) => dir.clone(),
+        // Emitted build files are for people to read and run: keep them.
+        None if !opts.emit.is_empty() => PathBuf::from(DEFAULT_EMIT_DIR),
         None => {
             temp = tempfile::Builder::new()
                 .prefix("trove-bench-")
@@ -329,6 +334,13 @@ pub fn run(opts: &BenchOptions) -> Result<BenchReport, BenchError> {
     };
     let progress = Progress { on: opts.progress, tty: std::io::stderr().is_terminal() };
     let mut report = BenchReport::new(opts);
+    if !opts.emit.is_empty() {
+        report.notes.push(format!(
+            "workspaces with {} kept in {}/<shape>-<N>-<kind>/trove",
+            opts.emit.iter().map(|p| p.file_name()).collect::<Vec<_>>().join(" and "),
+            base.display()
+        ));
+    }
     let mut peers = Vec::new();
     for &peer in &opts.compare {
         if opts.kind != Kind::Process {

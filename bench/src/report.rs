@@ -395,7 +395,7 @@ impl BenchReport {
         }
         let _ = write!(
             out,
-            "\n{} timed runs per scenario after {} warm-up run(s); ratios are medians from this one run. Machine: {} cores",
+            "\n{} timed run(s) per scenario after {} warm-up run(s); ratios are medians from this one run. Machine: {} cores",
             self.repeat, self.warmup, self.machine.cores
         );
         if let Some(cpu) = &self.machine.cpu {

@@ -69,7 +69,8 @@ impl Workspace {
         for i in 0..workload.len() {
             ws.write_source(i, &workload.source_content(i))?;
         }
-        ws.make_output_dirs()?;
+        // A kept workspace (`--dir`) starts cold too: no store, no outputs.
+        ws.wipe()?;
         ws.write_build_file()?;
         Ok(ws)
     }
