@@ -79,6 +79,11 @@ pub enum Command {
     /// Write a small working example pipeline into an empty directory
     #[command(after_help = "Examples:\n  mkdir demo && cd demo && trove init && trove run")]
     Init(InitArgs),
+    /// Benchmark rebuild latency on a generated workload, against ninja and make
+    #[command(
+        after_help = "Examples:\n  trove bench --shapes chain --sizes 1000 --compare ninja,make\n  trove bench --kind inproc --shapes layered --sizes 100000 --scenarios cold,noop\n  trove bench --sizes 200 --emit ninja,make --dir bench-workload --json"
+    )]
+    Bench(crate::commands::bench::BenchArgs),
 }
 
 /// `trove run`.

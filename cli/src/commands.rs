@@ -3,6 +3,7 @@
 //! every command needs: the global flags, the working directory, and how to
 //! find the pipeline file and open the store.
 
+pub mod bench;
 pub mod gc;
 pub mod graph;
 pub mod init;
@@ -104,6 +105,7 @@ pub fn exec(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Verify(args) => verify::exec(args, &ctx),
         Command::Graph(args) => graph::exec(args, &ctx),
         Command::Init(args) => init::exec(args, &ctx),
+        Command::Bench(args) => bench::exec(args, &ctx),
     }
 }
 

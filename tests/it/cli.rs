@@ -607,7 +607,7 @@ fn error_no_pipeline_file() {
 #[test]
 fn every_subcommand_has_help_with_an_example() {
     let ws = TestWorkspace::new();
-    for sub in ["run", "plan", "why", "log", "show", "gc", "verify", "graph", "init"] {
+    for sub in ["run", "plan", "why", "log", "show", "gc", "verify", "graph", "init", "bench"] {
         let help = ws.run([sub, "--help"]);
         help.ok();
         assert!(help.stdout.contains("Examples:"), "{sub}: {}", help.stdout);
