@@ -264,3 +264,40 @@ fn two_processes_writing_at_once_take_turns_and_both_finish() {
         assert_outputs(root, salt);
     }
 }
+
+#[test]
+fn a_reader_process_follows_a_running_writer_without_waiting_or_harm() {
+    let tmp = tempfile::tempdir().unwrap();
+    let exe = child_exe(tmp.path());
+    let root = tmp.path().join("ws");
+    std::fs::create_dir_all(&root).unwrap();
+    let store_dir = root.join(".trove");
+    let mut child = spawn_child(&exe, &root, "r");
+    // Wait until the writer has created the store, then read while it runs.
+    while !store_dir.join("trove.redb").exists() {
+        assert!(child.try_wait().unwrap().is_none(), "the writer exited early");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let mut seen_traces = 0;
+    let mut reads = 0;
+    while child.try_wait().unwrap().is_none() {
+        let reader =
+            Store::open(&store_dir, &ro, &mut |h| panic!("a reader waited for {h}")).unwrap();
+        let latest = (0..N_STEPS)
+            .filter(|i| reader.latest_trace(&format!("s{i:03}")).unwrap().is_some())
+            .count();
+        assert!(latest >= seen_traces, "a reader saw traces disappear");
+        seen_traces = latest;
+        reads += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(child.wait().unwrap().success());
+    assert!(reads > 1, "the writer finished before a read");
+    assert_store_sound(&store_dir, "after a reader followed the writer");
+    let reader = Store::open(&store_dir, &ro, &mut |_| {}).unwrap();
+    let all = (0..N_STEPS)
+        .filter(|i| reader.latest_trace(&format!("s{i:03}")).unwrap().is_some())
+        .count();
+    assert_eq!(all, N_STEPS);
+}
