@@ -377,7 +377,11 @@ impl IoManager for FsIoManager<'_> {
                 let rel = self.path_of(ctx, &rec)?;
                 let res = self.ensure_workspace(ctx, &rel, &rec)?;
                 if res == Restore::Restored {
-                    self.store.stage_blob(rec.data_version.0, rec.size, BlobKind::Data);
+                    let kind = match rec.location {
+                        Location::Dir { .. } => BlobKind::Manifest,
+                        _ => BlobKind::Data,
+                    };
+                    self.store.stage_blob(rec.data_version.0, rec.size, kind);
                 }
                 Ok(res)
             }
