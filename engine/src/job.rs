@@ -10,6 +10,8 @@ pub mod op;
 pub mod resource;
 mod validate;
 
+pub use validate::find_cycle;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 

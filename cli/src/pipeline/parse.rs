@@ -13,6 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use toml_edit::{Item, Key, TableLike};
+use trove_engine::job::find_cycle;
 
 use super::{
     Diagnostic, InputDef, OpDef, OutputDef, Pipeline, ResourceDef, Span, VersionSource, Wire,
@@ -597,43 +598,6 @@ fn enclosing<'a, T>(writers: &'a BTreeMap<String, T>, path: &str) -> Option<(&'a
             return Some((k.as_str(), v));
         }
         cut = slash;
-    }
-    None
-}
-
-/// A cycle in a graph given successor lists, as node indices with the first
-/// repeated at the end.
-fn find_cycle(succ: &[Vec<usize>]) -> Option<Vec<usize>> {
-    let n = succ.len();
-    let mut colour = vec![0u8; n];
-    for start in 0..n {
-        if colour[start] != 0 {
-            continue;
-        }
-        let mut stack: Vec<(usize, usize)> = vec![(start, 0)];
-        colour[start] = 1;
-        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
-            if *next < succ[node].len() {
-                let child = succ[node][*next];
-                *next += 1;
-                match colour[child] {
-                    0 => {
-                        colour[child] = 1;
-                        stack.push((child, 0));
-                    }
-                    1 => {
-                        let pos = stack.iter().position(|&(s, _)| s == child).unwrap_or(0);
-                        let mut path: Vec<usize> = stack[pos..].iter().map(|&(s, _)| s).collect();
-                        path.push(child);
-                        return Some(path);
-                    }
-                    _ => {}
-                }
-            } else {
-                colour[node] = 2;
-                stack.pop();
-            }
-        }
     }
     None
 }

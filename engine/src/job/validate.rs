@@ -15,11 +15,12 @@ fn check_name(kind: &'static str, name: &str) -> Result<(), JobError> {
     Ok(())
 }
 
-/// Finds a cycle among `nodes` given successor lists, as a path of names with
-/// the first repeated at the end. Only called once a cycle is known to exist.
-fn find_cycle(names: &[&str], succ: &[Vec<usize>]) -> Vec<String> {
+/// Finds a cycle in a graph given successor lists, as node indices with the
+/// first repeated at the end; `None` if the graph is acyclic. Shared with the
+/// pipeline parser, which points at the file lines of the cycle's steps.
+pub fn find_cycle(succ: &[Vec<usize>]) -> Option<Vec<usize>> {
     // Iterative DFS with colours; 0 = white, 1 = on stack, 2 = done.
-    let n = names.len();
+    let n = succ.len();
     let mut colour = vec![0u8; n];
     for start in 0..n {
         if colour[start] != 0 {
@@ -38,10 +39,9 @@ fn find_cycle(names: &[&str], succ: &[Vec<usize>]) -> Vec<String> {
                     }
                     1 => {
                         let pos = stack.iter().position(|&(s, _)| s == child).unwrap_or(0);
-                        let mut path: Vec<String> =
-                            stack[pos..].iter().map(|&(s, _)| names[s].to_owned()).collect();
-                        path.push(names[child].to_owned());
-                        return path;
+                        let mut path: Vec<usize> = stack[pos..].iter().map(|&(s, _)| s).collect();
+                        path.push(child);
+                        return Some(path);
                     }
                     _ => {}
                 }
@@ -51,7 +51,11 @@ fn find_cycle(names: &[&str], succ: &[Vec<usize>]) -> Vec<String> {
             }
         }
     }
-    Vec::new()
+    None
+}
+
+fn cycle_names(names: &[&str], succ: &[Vec<usize>]) -> Vec<String> {
+    find_cycle(succ).unwrap_or_default().into_iter().map(|i| names[i].to_owned()).collect()
 }
 
 /// Kahn's algorithm, always taking the ready node declared first, so a job
@@ -119,7 +123,7 @@ pub(super) fn build(
         None => {
             let names: Vec<&str> = resources.iter().map(|r| r.name.as_str()).collect();
             // Cycle path along dependency edges: resource -> what it depends on.
-            return Err(JobError::ResourceCycle { path: find_cycle(&names, &res_preds) });
+            return Err(JobError::ResourceCycle { path: cycle_names(&names, &res_preds) });
         }
     };
     let mut resources_sorted: Vec<Option<Resource>> = resources.into_iter().map(Some).collect();
@@ -214,7 +218,7 @@ pub(super) fn build(
         None => {
             let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
             // Report along data flow: producer -> consumer.
-            return Err(JobError::Cycle { path: find_cycle(&names, &succ) });
+            return Err(JobError::Cycle { path: cycle_names(&names, &succ) });
         }
     };
 
