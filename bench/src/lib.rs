@@ -150,6 +150,23 @@ impl BenchOptions {
     }
 }
 
+/// Parses a step count: `1000`, `10_000`, `10k`, `1m`.
+pub fn parse_size(text: &str) -> Result<usize, String> {
+    let t = text.trim().replace('_', "").to_ascii_lowercase();
+    let (digits, scale) = match t.strip_suffix('k') {
+        Some(d) => (d, 1_000),
+        None => match t.strip_suffix('m') {
+            Some(d) => (d, 1_000_000),
+            None => (t.as_str(), 1),
+        },
+    };
+    digits
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("`{text}` is not a step count (like 1000, 10_000 or 10k)"))
+}
+
 fn parse_list<T: std::str::FromStr<Err = String>>(text: &str) -> Result<Vec<T>, String> {
     text.split(',').filter(|s| !s.is_empty()).map(str::parse).collect()
 }
@@ -184,14 +201,7 @@ impl BenchOptions {
             match arg.as_str() {
                 "--shapes" => self.shapes = parse_list(value)?,
                 "--sizes" => {
-                    self.sizes = value
-                        .split(',')
-                        .map(|s| {
-                            s.replace('_', "")
-                                .parse::<usize>()
-                                .map_err(|e| format!("--sizes {s}: {e}"))
-                        })
-                        .collect::<Result<_, _>>()?;
+                    self.sizes = value.split(',').map(parse_size).collect::<Result<_, _>>()?;
                 }
                 "--kind" => self.kind = value.parse()?,
                 "--scenarios" => self.scenarios = parse_list(value)?,
@@ -572,6 +582,14 @@ mod tests {
             progress: false,
             ..BenchOptions::default()
         }
+    }
+
+    #[test]
+    fn sizes_parse_with_separators_and_suffixes() {
+        assert_eq!(parse_size("10_000"), Ok(10_000));
+        assert_eq!(parse_size("100k"), Ok(100_000));
+        assert_eq!(parse_size("1M"), Ok(1_000_000));
+        assert!(parse_size("ten").is_err());
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub struct BenchArgs {
     /// Graph shapes: chain, wide, layered, diamond (comma-separated)
     #[arg(long, value_delimiter = ',', default_value = "chain", value_parser = parse::<trove_bench::Shape>)]
     pub shapes: Vec<trove_bench::Shape>,
-    /// Step counts, 4 to 1000000 (comma-separated; `_` allowed: 10_000)
-    #[arg(long, value_delimiter = ',', default_value = "1000", value_parser = parse_size)]
+    /// Step counts, 4 to 1000000 (comma-separated; 10_000 and 10k allowed)
+    #[arg(long, value_delimiter = ',', default_value = "1000", value_parser = trove_bench::parse_size)]
     pub sizes: Vec<usize>,
     /// Step kind: process (a tiny command per step, run by the trove binary) or inproc (library ops)
     #[arg(long, default_value = "process", value_parser = parse::<trove_bench::Kind>)]
@@ -61,10 +61,6 @@ pub struct BenchArgs {
 
 fn parse<T: std::str::FromStr<Err = String>>(s: &str) -> Result<T, String> {
     s.parse()
-}
-
-fn parse_size(s: &str) -> Result<usize, String> {
-    s.replace('_', "").parse().map_err(|e| format!("{s}: {e}"))
 }
 
 /// Runs `trove bench`.
