@@ -314,6 +314,8 @@ pub fn build(
         builder = builder.resource(r);
     }
     let mut sources: Vec<(String, DataVersion)> = Vec::new();
+    // Paths already hashed: a set, so a pipeline of 100k steps stays linear.
+    let mut hashed: std::collections::HashSet<String> = std::collections::HashSet::new();
     let mut env_names: Vec<String> = Vec::new();
     for def in &pipeline.ops {
         let mut op = Op::new(def.name.clone()).config(def.config.clone());
@@ -337,7 +339,7 @@ pub fn build(
         for input in &def.inputs {
             let from = match &input.from {
                 Wire::Source => {
-                    if !sources.iter().any(|(p, _)| *p == input.path) {
+                    if !hashed.contains(&input.path) {
                         let data = hash(&input.path).map_err(|e| {
                             let mut d = Diagnostic::new(
                                 format!(
@@ -349,6 +351,7 @@ pub fn build(
                             d.label = format!("{e:#}");
                             ws.error(d)
                         })?;
+                        hashed.insert(input.path.clone());
                         sources.push((input.path.clone(), data));
                     }
                     InputFrom::source(input.path.clone())
