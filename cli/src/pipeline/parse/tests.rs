@@ -330,3 +330,83 @@ fn shell_quote_leaves_plain_words_bare() {
     assert_eq!(shell_quote("x'y"), "'x'\\''y'");
     assert_eq!(shell_quote("$(rm -rf /)"), "'$(rm -rf /)'");
 }
+
+/// A pipeline using every feature, for the robustness tests below.
+const FULL: &str = r#"[job]
+name = "sales"
+early_cutoff = false
+
+[resources.python]
+version = "3.11"
+config = { threads = 2, nested = { deep = [1, "x"] } }
+
+[resources.tool]
+version = "1"
+depends_on = ["python"]
+
+[ops.clean]
+cmd = "python3 clean.py {in.raw} {out.clean} --min {config.min} -t {resource.python.threads}"
+in = { raw = "data/raw.csv" }
+out = { clean = "build/clean.csv" }
+config = { min = 10 }
+code = ["clean.py"]
+resources = ["python", "tool"]
+env = ["LANG"]
+
+[ops.agg]
+cmd = "awk '{ print $1 }' {in.clean} > {out.agg}"
+in = { clean = "build/clean.csv" }
+out = { agg = "build/agg" }
+version = "2"
+"#;
+
+/// Renders whatever `parse` returns, so every diagnostic's span is used.
+fn render_outcome(text: &str) -> String {
+    match parse(text) {
+        Ok(p) => summary(&p),
+        Err(diags) => diags.iter().map(|d| d.render("trove.toml", text)).collect(),
+    }
+}
+
+#[test]
+fn the_full_pipeline_parses() {
+    assert!(parse(FULL).is_ok(), "{}", render_outcome(FULL));
+}
+
+/// ninja's build-log test, for pipeline files: every prefix of a valid file
+/// parses or gives diagnostics that render; nothing panics.
+#[test]
+fn every_truncation_of_a_pipeline_parses_or_renders_a_diagnostic() {
+    for (cut, _) in FULL.char_indices() {
+        let text = &FULL[..cut];
+        let rendered = render_outcome(text);
+        if parse(text).is_err() {
+            assert!(rendered.contains("error"), "prefix of {cut} bytes: {rendered}");
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+    /// The `pipeline_parse` fuzz body: arbitrary text never panics the
+    /// parser or the diagnostic renderer.
+    #[test]
+    fn arbitrary_text_never_panics_the_parser(text in "\\PC{0,300}") {
+        let _ = render_outcome(&text);
+    }
+
+    /// Single-byte edits of a valid pipeline (the usual typos) never panic
+    /// and, when rejected, say why.
+    #[test]
+    fn one_character_edits_parse_or_explain(pos in 0usize..FULL.len(), ch in proptest::char::any()) {
+        let mut text: Vec<char> = FULL.chars().collect();
+        let pos = pos.min(text.len() - 1);
+        text[pos] = ch;
+        let text: String = text.into_iter().collect();
+        let rendered = render_outcome(&text);
+        if parse(&text).is_err() {
+            proptest::prop_assert!(rendered.contains("error"), "{}", rendered);
+        }
+    }
+}
