@@ -21,7 +21,7 @@ use trove_engine::{
     DataVersion, Digest, IoError, IoManager, OutputContext, OutputValue, Restore, StoredOutput,
 };
 
-use crate::blob::{BlobReadError, EntryKind, Manifest, set_mode};
+use crate::blob::{BlobReadError, EntryKind, Manifest};
 use crate::error::StoreError;
 use crate::lock::now_ms;
 use crate::record::{BlobKind, Location, OutputRecord};
@@ -398,9 +398,4 @@ fn file_mode(meta: &std::fs::Metadata) -> u32 {
 #[cfg(not(unix))]
 fn file_mode(_meta: &std::fs::Metadata) -> u32 {
     0
-}
-
-#[allow(dead_code)]
-fn _unused(p: &Path) {
-    set_mode(p, 0);
 }
