@@ -5,7 +5,7 @@
 //! place: 0 ok, 1 a step failed, 2 bad input, an unusable store, or a lock
 //! held while `--no-wait` is given. A closed stdout (`trove log | head`) is
 //! not an error. The pipeline file becomes a job in [`pipeline`] (pure
-//! parsing in [`pipeline::parse`]); user commands run through the one door
+//! parsing in [`mod@pipeline::parse`]); user commands run through the one door
 //! [`command`]; human text goes to stderr and `--json` to stdout through
 //! [`render`].
 

@@ -1,7 +1,7 @@
 //! The pipeline file (`trove.toml`) and how it becomes a [`Job`] of command
 //! ops.
 //!
-//! [`parse`] is pure: text in, [`Pipeline`] or [`Diagnostic`]s out. The rest
+//! [`parse()`] is pure: text in, [`Pipeline`] or [`Diagnostic`]s out. The rest
 //! of this module is the thin IO layer around it: finding the file, running
 //! resources' `version_cmd`, hashing the code files and sources (through the
 //! store's stat cache) and turning each op into an engine [`Op`] whose
