@@ -719,17 +719,9 @@ impl Store {
         }
     }
 
-    /// Hashes a workspace file, through the stat cache.
-    pub(crate) fn hash_file_cached(
-        &self,
-        full: &Path,
-        rel: &str,
-    ) -> Result<(DataVersion, FileStat), StoreError> {
-        let stat = FileStat::of(full).map_err(|e| missing_or(e, rel, "reading", full))?;
-        self.hash_file_with_stat(full, rel, stat)
-    }
-
-    fn hash_file_with_stat(
+    /// Hashes a workspace file whose stat the caller just took, through the
+    /// stat cache.
+    pub(crate) fn hash_file_with_stat(
         &self,
         full: &Path,
         rel: &str,
