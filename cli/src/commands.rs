@@ -76,8 +76,16 @@ impl Ctx {
         let mut on_wait = |holder: &trove_store::LockHolder| {
             crate::render::human::waiting(holder);
         };
-        trove_store::Store::open(dir, &opts, &mut on_wait)
-            .with_context(|| format!("opening the store {}", dir.display()))
+        let store = trove_store::Store::open(dir, &opts, &mut on_wait)
+            .with_context(|| format!("opening the store {}", dir.display()))?;
+        if let Some((aside, detail)) = store.recovered_from() {
+            crate::render::human::warning(&format!(
+                "the trace database in {} was damaged ({detail}); it was moved to {} and a fresh one started: steps run again",
+                dir.display(),
+                aside.display()
+            ));
+        }
+        Ok(store)
     }
 }
 

@@ -195,6 +195,8 @@ pub struct Store {
     read_cache: Mutex<Option<(u64, Arc<redb::ReadTransaction>)>>,
     generation: AtomicU64,
     _lock: Option<WriteLock>,
+    /// Where a damaged trace database was moved at open, and why.
+    recovered: Option<(PathBuf, String)>,
 }
 
 impl std::fmt::Debug for Store {
@@ -245,6 +247,7 @@ impl Store {
         fs: Fs,
     ) -> Result<Store, StoreError> {
         let db_path = dir.join("trove.redb");
+        let mut recovered = None;
         let mut builder = redb::Builder::new();
         builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
         builder.set_cache_size(256 << 20);
@@ -281,16 +284,20 @@ impl Store {
             if !db_path.exists() {
                 create_db(&builder, dir, &db_path, &fs)?;
             }
-            let file = std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&db_path)
-                .map_err(|e| StoreError::io("opening", &db_path, e))?;
-            let backend = fs::HookedBackend::new(file, fs.clone(), &db_path)
-                .map_err(|e| db_err(&db_path)(&e))?;
-            let db = builder.create_with_backend(backend).map_err(|e| db_err(&db_path)(&e))?;
+            let db = match open_rw_db(&builder, &db_path, &fs)? {
+                Ok(db) => db,
+                Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
+                    // A damaged trace database is set aside, never deleted,
+                    // and a fresh one takes its place: every step simply
+                    // runs again (ninja starts over on a bad log the same
+                    // way). The caller learns it from `recovered_from`.
+                    let aside = set_aside_db(dir, &db_path)?;
+                    recovered = Some((aside, detail));
+                    create_db(&builder, dir, &db_path, &fs)?;
+                    open_rw_db(&builder, &db_path, &fs)?.map_err(|e| db_err(&db_path)(&e))?
+                }
+                Err(e) => return Err(db_err(&db_path)(&e)),
+            };
             (Db::Rw(db), Some(lock))
         };
         let store = Store {
@@ -306,6 +313,7 @@ impl Store {
             read_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
             _lock: lock,
+            recovered,
         };
         if store.read_only {
             store.check_schema_ro()?;
@@ -389,7 +397,13 @@ impl Store {
         &self.dir
     }
 
-    /// Whether this store was opened read-only.
+    /// If the trace database was damaged beyond opening, where it was set
+    /// aside and what redb said; the store then started with a fresh one.
+    pub fn recovered_from(&self) -> Option<(&Path, &str)> {
+        self.recovered.as_ref().map(|(p, d)| (p.as_path(), d.as_str()))
+    }
+
+    /// Whether the store was opened read-only.
     pub fn is_read_only(&self) -> bool {
         self.read_only
     }
@@ -1063,6 +1077,46 @@ impl Store {
 /// Creates the database file atomically: initialized under a temp name,
 /// made durable, then renamed into place, so a crash or a full disk during
 /// creation never leaves a half-made `trove.redb` that no later open accepts.
+/// Opens the database file read-write through the fault-injection seam.
+/// The outer error is the file's; the inner one redb's (a panic inside redb
+/// on a damaged file counts as corruption).
+fn open_rw_db(
+    builder: &redb::Builder,
+    db_path: &Path,
+    fs: &Fs,
+) -> Result<Result<redb::Database, redb::DatabaseError>, StoreError> {
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(db_path)
+        .map_err(|e| StoreError::io("opening", db_path, e))?;
+    let backend = match fs::HookedBackend::new(file, fs.clone(), db_path) {
+        Ok(backend) => backend,
+        Err(e) => return Ok(Err(e)),
+    };
+    let opened = trace_db::quietly(|| builder.create_with_backend(backend));
+    Ok(opened.unwrap_or_else(|_| {
+        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+            "redb panicked while opening the file".into(),
+        )))
+    }))
+}
+
+/// Moves a damaged database into the quarantine directory, named by time.
+fn set_aside_db(dir: &Path, db_path: &Path) -> Result<PathBuf, StoreError> {
+    let quarantine = dir.join("quarantine");
+    std::fs::create_dir_all(&quarantine).map_err(|e| StoreError::io("creating", &quarantine, e))?;
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    let aside = quarantine.join(format!("trove.redb.{ms}.damaged"));
+    std::fs::rename(db_path, &aside).map_err(|e| StoreError::io("setting aside", db_path, e))?;
+    Ok(aside)
+}
+
 fn create_db(
     builder: &redb::Builder,
     dir: &Path,

@@ -66,13 +66,38 @@ pub(crate) fn db_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StoreErr
     move |e| StoreError::Database { path: path.to_path_buf(), message: e.to_string() }
 }
 
+thread_local! {
+    /// Set while this thread runs a redb call whose panic trove catches.
+    static QUIET: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f`, catching a panic, without letting the panic hook print it:
+/// redb panics (`unreachable!`) on some corrupt pages, and trove reports
+/// those as corruption with its own words. Panics anywhere else, or on
+/// other threads, still reach the previous hook.
+pub(crate) fn quietly<T>(f: impl FnOnce() -> T) -> std::thread::Result<T> {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            if !QUIET.with(std::cell::Cell::get) {
+                previous(info);
+            }
+        }));
+    });
+    let was = QUIET.with(|q| q.replace(true));
+    let res = catch_unwind(AssertUnwindSafe(f));
+    QUIET.with(|q| q.set(was));
+    res
+}
+
 /// Runs a read that may panic on a corrupt page; a panic is reported as a
 /// corrupt record of `what`.
 pub(crate) fn guarded<T>(
     what: impl FnOnce() -> String,
     read: impl FnOnce() -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
-    match catch_unwind(AssertUnwindSafe(read)) {
+    match quietly(read) {
         Ok(res) => res,
         Err(_) => Err(StoreError::CorruptRecord {
             what: what(),
