@@ -286,7 +286,8 @@ impl Store {
             }
             let db = match open_rw_db(&builder, &db_path, &fs)? {
                 Ok(db) => db,
-                Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(detail))) => {
+                Err(e) if is_damage(&e) => {
+                    let detail = e.to_string();
                     // A damaged trace database is set aside, never deleted,
                     // and a fresh one takes its place: every step simply
                     // runs again (ninja starts over on a bad log the same
@@ -1102,6 +1103,19 @@ fn open_rw_db(
             "redb panicked while opening the file".into(),
         )))
     }))
+}
+
+/// Whether redb refused a database file because its bytes are damaged (as
+/// opposed to locked, busy or from a newer format): corruption it detects,
+/// or a file cut short.
+fn is_damage(e: &redb::DatabaseError) -> bool {
+    match e {
+        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
+        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
+            io.kind() == std::io::ErrorKind::UnexpectedEof
+        }
+        _ => false,
+    }
 }
 
 /// Moves a damaged database into the quarantine directory, named by time.

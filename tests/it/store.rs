@@ -743,33 +743,46 @@ fn power_loss_at_any_write_keeps_every_committed_trace_complete() {
     panic!("the job never completed");
 }
 
-/// A trace database damaged beyond opening (redb refuses it or panics on
-/// it) is set aside in `quarantine/`, never deleted, and a fresh one takes
-/// its place: the next run re-runs everything and is correct, the one after
-/// is memoized again. Nothing is served from the damaged file.
+/// A trace database damaged beyond opening (redb refuses it, panics on it,
+/// or finds it cut short) is set aside in `quarantine/`, never deleted, and
+/// a fresh one takes its place: the next run re-runs everything and is
+/// correct, the one after is memoized again. Nothing is served from the
+/// damaged file.
 #[test]
 fn a_trace_database_damaged_beyond_opening_is_set_aside_and_runs_start_afresh() {
-    let w = ws();
-    let runs = Arc::new(AtomicUsize::new(0));
-    {
-        let store = open(&w.store_dir);
-        assert_eq!(run(&store, &w.root, chain_job(&w.root, 4, "a", runs.clone())).ran().len(), 4);
-        assert!(store.recovered_from().is_none());
-    }
-    let db = w.store_dir.join("trove.redb");
-    let mut bytes = std::fs::read(&db).unwrap();
-    for b in bytes.iter_mut().skip(4096) {
-        *b = 0xA5;
-    }
-    std::fs::write(&db, &bytes).unwrap();
+    type Damage = (&'static str, fn(&mut Vec<u8>));
+    let damages: [Damage; 3] = [
+        ("overwritten after the header", |bytes| {
+            for b in bytes.iter_mut().skip(4096) {
+                *b = 0xA5;
+            }
+        }),
+        ("cut to 100 bytes", |bytes| bytes.truncate(100)),
+        ("cut to 4000 bytes", |bytes| bytes.truncate(4000)),
+    ];
+    for (what, damage) in damages {
+        let w = ws();
+        let runs = Arc::new(AtomicUsize::new(0));
+        {
+            let store = open(&w.store_dir);
+            let report = run(&store, &w.root, chain_job(&w.root, 4, "a", runs.clone()));
+            assert_eq!(report.ran().len(), 4);
+            assert!(store.recovered_from().is_none());
+        }
+        let db = w.store_dir.join("trove.redb");
+        let mut bytes = std::fs::read(&db).unwrap();
+        damage(&mut bytes);
+        std::fs::write(&db, &bytes).unwrap();
 
-    let store = open(&w.store_dir);
-    let (aside, _detail) = store.recovered_from().expect("the damaged database was set aside");
-    assert!(aside.starts_with(w.store_dir.join("quarantine")), "{}", aside.display());
-    assert_eq!(std::fs::read(aside).unwrap(), bytes, "the damaged file is kept as it was");
-    let report = run(&store, &w.root, chain_job(&w.root, 4, "a", runs.clone()));
-    assert_eq!(report.ran().len(), 4, "a fresh database knows no traces");
-    assert_eq!(std::fs::read(w.root.join("out/s3.txt")).unwrap(), expected_file(3, "a"));
-    assert!(run(&store, &w.root, chain_job(&w.root, 4, "a", runs)).ran().is_empty());
-    assert!(store.verify().unwrap().problems.is_empty());
+        let store = open(&w.store_dir);
+        let (aside, _detail) =
+            store.recovered_from().unwrap_or_else(|| panic!("{what}: not set aside"));
+        assert!(aside.starts_with(w.store_dir.join("quarantine")), "{what}: {}", aside.display());
+        assert_eq!(std::fs::read(aside).unwrap(), bytes, "{what}: the damaged file is kept");
+        let report = run(&store, &w.root, chain_job(&w.root, 4, "a", runs.clone()));
+        assert_eq!(report.ran().len(), 4, "{what}: a fresh database knows no traces");
+        assert_eq!(std::fs::read(w.root.join("out/s3.txt")).unwrap(), expected_file(3, "a"));
+        assert!(run(&store, &w.root, chain_job(&w.root, 4, "a", runs)).ran().is_empty(), "{what}");
+        assert!(store.verify().unwrap().problems.is_empty(), "{what}");
+    }
 }
