@@ -73,6 +73,18 @@ pub enum StoreError {
         /// redb's message.
         message: String,
     },
+    /// The trace database's bytes are damaged; a read-write open sets it
+    /// aside and starts afresh.
+    #[error(
+        "trace database {} is damaged ({message}); a read-write open (`trove run`) sets it aside and starts afresh",
+        path.display()
+    )]
+    Damaged {
+        /// The database file.
+        path: PathBuf,
+        /// redb's message.
+        message: String,
+    },
     /// A stored record failed its checksum or did not decode.
     #[error("corrupt record {what}: {detail}")]
     CorruptRecord {

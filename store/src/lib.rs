@@ -257,8 +257,20 @@ impl Store {
             }
             let mut told = false;
             let db = loop {
-                match builder.open_read_only(&db_path) {
+                let opened =
+                    trace_db::quietly(|| builder.open_read_only(&db_path)).unwrap_or_else(|_| {
+                        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
+                            "redb panicked while opening the file".into(),
+                        )))
+                    });
+                match opened {
                     Ok(db) => break db,
+                    Err(e) if is_damage(&e) => {
+                        return Err(StoreError::Damaged {
+                            path: db_path.clone(),
+                            message: e.to_string(),
+                        });
+                    }
                     Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                         let holder = lock::current_holder(dir).unwrap_or(LockHolder {
                             pid: 0,
@@ -317,7 +329,14 @@ impl Store {
             recovered,
         };
         if store.read_only {
-            store.check_schema_ro()?;
+            store.check_schema_ro().map_err(|e| match e {
+                // Not even the schema record reads: the file is damaged.
+                StoreError::CorruptRecord { detail: message, .. }
+                | StoreError::Database { message, .. } => {
+                    StoreError::Damaged { path: store.db_path.clone(), message }
+                }
+                e => e,
+            })?;
         } else {
             store.blobs.prepare()?;
             store.init_rw()?;
