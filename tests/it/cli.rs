@@ -468,7 +468,7 @@ cmd = "echo one > {out.o}"
 out = { o = "one.txt" }
 
 [ops.second]
-cmd = "if [ -e block ]; then touch started; while [ -e block ]; do sleep 0.02; done; fi; cat {in.x} > {out.o}"
+cmd = "if [ -e block ]; then touch started; while [ -e block ]; do sleep 0.02; done; cat {in.x} > {out.o}; touch orphan-done; else cat {in.x} > {out.o}; fi"
 in = { x = "one.txt" }
 out = { o = "two.txt" }
 "#,
@@ -478,7 +478,10 @@ out = { o = "two.txt" }
     ws.wait_for("started");
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
-    std::fs::remove_file(ws.root().join("block")).unwrap(); // ends the orphaned command
+    // The killed run's command lives on as an orphan: end it and let it
+    // finish, so it does not write `two.txt` while the next run does.
+    std::fs::remove_file(ws.root().join("block")).unwrap();
+    ws.wait_for("orphan-done");
     let again = run_json(&ws, &[]);
     again.ok();
     assert_eq!(again.outcomes(), "first:memoized second:ran");
