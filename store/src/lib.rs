@@ -304,7 +304,7 @@ impl Store {
                     // and a fresh one takes its place: every step simply
                     // runs again (ninja starts over on a bad log the same
                     // way). The caller learns it from `recovered_from`.
-                    let aside = set_aside_db(dir, &db_path)?;
+                    let aside = set_aside_db(dir, &db_path, &fs)?;
                     recovered = Some((aside, detail));
                     create_db(&builder, dir, &db_path, &fs)?;
                     open_rw_db(&builder, &db_path, &fs)?.map_err(|e| db_err(&db_path)(&e))?
@@ -1137,16 +1137,13 @@ fn is_damage(e: &redb::DatabaseError) -> bool {
     }
 }
 
-/// Moves a damaged database into the quarantine directory, named by time.
-fn set_aside_db(dir: &Path, db_path: &Path) -> Result<PathBuf, StoreError> {
+/// Moves a damaged database into the quarantine directory (beside the
+/// blobs quarantined there), named by time, through the filesystem seam.
+fn set_aside_db(dir: &Path, db_path: &Path, fs: &Fs) -> Result<PathBuf, StoreError> {
     let quarantine = dir.join("quarantine");
-    std::fs::create_dir_all(&quarantine).map_err(|e| StoreError::io("creating", &quarantine, e))?;
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis())
-        .unwrap_or(0);
-    let aside = quarantine.join(format!("trove.redb.{ms}.damaged"));
-    std::fs::rename(db_path, &aside).map_err(|e| StoreError::io("setting aside", db_path, e))?;
+    fs.create_dir_all(&quarantine).map_err(|e| StoreError::io("creating", &quarantine, e))?;
+    let aside = quarantine.join(format!("trove.redb.{}.damaged", now_ms()));
+    fs.rename(db_path, &aside).map_err(|e| StoreError::io("setting aside", db_path, e))?;
     Ok(aside)
 }
 
