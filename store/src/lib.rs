@@ -257,13 +257,7 @@ impl Store {
             }
             let mut told = false;
             let db = loop {
-                let opened =
-                    trace_db::quietly(|| builder.open_read_only(&db_path)).unwrap_or_else(|_| {
-                        Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
-                            "redb panicked while opening the file".into(),
-                        )))
-                    });
-                match opened {
+                match open_quietly(|| builder.open_read_only(&db_path)) {
                     Ok(db) => break db,
                     Err(e) if is_damage(&e) => {
                         return Err(StoreError::Damaged {
@@ -1116,12 +1110,19 @@ fn open_rw_db(
         Ok(backend) => backend,
         Err(e) => return Ok(Err(e)),
     };
-    let opened = trace_db::quietly(|| builder.create_with_backend(backend));
-    Ok(opened.unwrap_or_else(|_| {
+    Ok(open_quietly(|| builder.create_with_backend(backend)))
+}
+
+/// Opens a database with redb's panics caught (and not printed): a panic
+/// while opening means damaged bytes, and is reported as corruption.
+fn open_quietly<D>(
+    open: impl FnOnce() -> Result<D, redb::DatabaseError>,
+) -> Result<D, redb::DatabaseError> {
+    trace_db::quietly(open).unwrap_or_else(|_| {
         Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(
             "redb panicked while opening the file".into(),
         )))
-    }))
+    })
 }
 
 /// Whether redb refused a database file because its bytes are damaged (as
