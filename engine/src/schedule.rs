@@ -548,7 +548,7 @@ impl<'a> Runner<'a> {
                     Some(c) => c,
                     None => self.engine.components(idx),
                 };
-                let duration_ns = duration.as_nanos().min(u128::from(u64::MAX)) as u64;
+                let duration_ns = nanos(duration);
                 let trace = Trace {
                     step: name.clone(),
                     run_id: self.opts.run_id.clone(),
@@ -578,7 +578,7 @@ impl<'a> Runner<'a> {
                     run_id: self.opts.run_id.clone(),
                     message: message.clone(),
                     exit_code,
-                    duration_ns: duration.as_nanos().min(u128::from(u64::MAX)) as u64,
+                    duration_ns: nanos(duration),
                 };
                 self.traces
                     .record_failure(failure, log)
@@ -702,7 +702,7 @@ impl<'a> Runner<'a> {
             counts: self.counts,
             steps,
             tags: self.opts.tags.clone(),
-            duration_ns: started.elapsed().as_nanos().min(u128::from(u64::MAX)) as u64,
+            duration_ns: nanos(started.elapsed()),
         }
     }
 }
@@ -744,6 +744,11 @@ fn select(job: &Job, opts: &RunOptions) -> Result<Vec<bool>, PlanError> {
         }
     }
     Ok(selected)
+}
+
+/// A duration in whole nanoseconds, saturating (585 years fit).
+fn nanos(duration: Duration) -> u64 {
+    u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX)
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
