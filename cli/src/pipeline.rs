@@ -9,6 +9,7 @@
 
 pub mod parse;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -272,7 +273,7 @@ pub struct Built {
     /// The job.
     pub job: Job,
     /// Each source's name (its path) and data version.
-    pub sources: Vec<(String, DataVersion)>,
+    pub sources: BTreeMap<String, DataVersion>,
     /// Each declared environment variable and its value.
     pub env: Vec<(String, Option<String>)>,
 }
@@ -313,9 +314,9 @@ pub fn build(
         }
         builder = builder.resource(r);
     }
-    let mut sources: Vec<(String, DataVersion)> = Vec::new();
-    // Paths already hashed: a set, so a pipeline of 100k steps stays linear.
-    let mut hashed: std::collections::HashSet<String> = std::collections::HashSet::new();
+    // Keyed by path, so each source is hashed once and a pipeline of 100k
+    // steps stays linear.
+    let mut sources: BTreeMap<String, DataVersion> = BTreeMap::new();
     let mut env_names: Vec<String> = Vec::new();
     for def in &pipeline.ops {
         let mut op = Op::new(def.name.clone()).config(def.config.clone());
@@ -339,7 +340,7 @@ pub fn build(
         for input in &def.inputs {
             let from = match &input.from {
                 Wire::Source => {
-                    if !hashed.contains(&input.path) {
+                    if !sources.contains_key(&input.path) {
                         let data = hash(&input.path).map_err(|e| {
                             let mut d = Diagnostic::new(
                                 format!(
@@ -351,8 +352,7 @@ pub fn build(
                             d.label = format!("{e:#}");
                             ws.error(d)
                         })?;
-                        hashed.insert(input.path.clone());
-                        sources.push((input.path.clone(), data));
+                        sources.insert(input.path.clone(), data);
                     }
                     InputFrom::source(input.path.clone())
                 }
