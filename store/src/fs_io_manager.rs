@@ -15,13 +15,10 @@
 //! verification is never served: the error is [`IoError::Corrupt`] (the
 //! engine reports it and runs the step again) and a bad blob is quarantined.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 use trove_engine::{
-    DataVersion, Digest, IoError, IoManager, OutputContext, OutputValue, OutputVersion, Restore,
-    StoredOutput,
+    DataVersion, Digest, IoError, IoManager, OutputContext, OutputValue, Restore, StoredOutput,
 };
 
 use crate::blob::{BlobReadError, EntryKind, Manifest};
@@ -36,13 +33,7 @@ use crate::{INLINE_MAX, Store, check_rel};
 pub struct FsIoManager<'a> {
     store: &'a Store,
     root: PathBuf,
-    /// Records `has_output` just read, so the `restore` that follows on a
-    /// hit does not look them up again. Small: cleared when it grows.
-    recent: Mutex<HashMap<OutputVersion, OutputRecord>>,
 }
-
-/// How many records `recent` keeps before it is cleared.
-const RECENT_MAX: usize = 64;
 
 fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
     match e {
@@ -76,7 +67,7 @@ fn read_err(ctx: &OutputContext<'_>, expected: &Digest, e: BlobReadError) -> IoE
 
 impl<'a> FsIoManager<'a> {
     pub(crate) fn new(store: &'a Store, root: &Path) -> FsIoManager<'a> {
-        FsIoManager { store, root: root.to_path_buf(), recent: Mutex::default() }
+        FsIoManager { store, root: root.to_path_buf() }
     }
 
     /// The workspace root.
@@ -89,12 +80,7 @@ impl<'a> FsIoManager<'a> {
         ctx: &OutputContext<'_>,
         stored: &StoredOutput,
     ) -> Result<OutputRecord, IoError> {
-        let recent = self.recent.lock().ok().and_then(|mut r| r.remove(&ctx.version));
-        let found = match recent {
-            Some(rec) => Ok(Some(rec)),
-            None => self.store.lookup_output(&ctx.version),
-        };
-        match found {
+        match self.store.lookup_output(&ctx.version) {
             Ok(Some(rec)) if rec.data_version == stored.data_version => Ok(rec),
             Ok(_) => Err(IoError::Missing { identifier: ctx.identifier() }),
             Err(e) => Err(record_err(ctx, e)),
@@ -278,18 +264,7 @@ fn make_symlink(_target: &str, _path: &Path) -> std::io::Result<()> {
 impl IoManager for FsIoManager<'_> {
     fn has_output(&self, ctx: &OutputContext<'_>) -> Result<Option<StoredOutput>, IoError> {
         match self.store.lookup_output(&ctx.version) {
-            Ok(rec) => {
-                let stored = rec
-                    .as_ref()
-                    .map(|r| StoredOutput { data_version: r.data_version, size: r.size });
-                if let (Some(rec), Ok(mut recent)) = (rec, self.recent.lock()) {
-                    if recent.len() >= RECENT_MAX {
-                        recent.clear();
-                    }
-                    recent.insert(ctx.version, rec);
-                }
-                Ok(stored)
-            }
+            Ok(rec) => Ok(rec.map(|r| StoredOutput { data_version: r.data_version, size: r.size })),
             Err(e) => Err(record_err(ctx, e)),
         }
     }
