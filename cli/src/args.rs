@@ -110,6 +110,10 @@ pub struct RunArgs {
     /// Start no new step after the first failure
     #[arg(long)]
     pub fail_fast: bool,
+    /// Check every step the full way (parse, hash, derive versions, look up)
+    /// even when file stats show nothing changed since the last complete run
+    #[arg(long)]
+    pub full_check: bool,
     /// Print the run report as JSON on stdout
     #[arg(long)]
     pub json: bool,

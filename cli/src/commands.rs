@@ -128,6 +128,8 @@ pub struct Loaded {
     pub store: trove_store::Store,
     /// The engine.
     pub engine: trove_engine::Engine,
+    /// What an up-to-date stamp of a run of this job covers.
+    pub stamp: crate::uptodate::StampMaterial,
 }
 
 /// Loads the workspace. A read-only load (plan, why) does not wait for a
@@ -141,9 +143,19 @@ pub fn load(ctx: &Ctx, read_only: bool) -> anyhow::Result<Loaded> {
     } else {
         ctx.open_store(&dir, read_only)?
     };
+    load_with(ws, pipeline, store)
+}
+
+/// Builds the job of a parsed pipeline against an open store.
+pub fn load_with(
+    ws: Workspace,
+    pipeline: crate::pipeline::Pipeline,
+    store: trove_store::Store,
+) -> anyhow::Result<Loaded> {
     let built = crate::pipeline::build(&ws, &pipeline, &|rel| {
         store.hash_path(&ws.root, rel).map_err(anyhow::Error::from)
     })?;
+    let stamp = crate::uptodate::StampMaterial::of(&built);
     let mut engine = trove_engine::Engine::new(built.job);
     for (source, data) in built.sources {
         engine.set_source(&source, data)?;
@@ -151,7 +163,7 @@ pub fn load(ctx: &Ctx, read_only: bool) -> anyhow::Result<Loaded> {
     for (name, value) in built.env {
         engine.set_env(&name, value);
     }
-    Ok(Loaded { ws, pipeline, store, engine })
+    Ok(Loaded { ws, pipeline, store, engine, stamp })
 }
 
 /// Checks that named steps exist, with a did-you-mean.

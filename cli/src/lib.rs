@@ -14,6 +14,7 @@ pub mod command;
 pub mod commands;
 pub mod pipeline;
 pub mod render;
+pub mod uptodate;
 
 use std::ffi::OsString;
 use std::process::ExitCode;

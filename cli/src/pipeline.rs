@@ -276,6 +276,11 @@ pub struct Built {
     pub sources: BTreeMap<String, DataVersion>,
     /// Each declared environment variable and its value.
     pub env: Vec<(String, Option<String>)>,
+    /// Each resource `version_cmd` and what it printed.
+    pub probes: Vec<(String, String)>,
+    /// Every file the job reads or writes, workspace-relative: sources, code
+    /// files, outputs (what an up-to-date stamp vouches for).
+    pub files: Vec<String>,
 }
 
 /// Builds the job: runs `version_cmd`s, hashes code files and sources with
@@ -287,6 +292,8 @@ pub fn build(
     hash: &dyn Fn(&str) -> anyhow::Result<DataVersion>,
 ) -> anyhow::Result<Built> {
     let root = Arc::new(ws.root.clone());
+    let mut probes = Vec::new();
+    let mut code_files: Vec<String> = Vec::new();
     let mut builder = Job::builder(pipeline.name.clone()).mode(if pipeline.early_cutoff {
         VersionMode::EarlyCutoff
     } else {
@@ -306,6 +313,7 @@ pub fn build(
                     d.notes = e.lines().map(str::to_owned).collect();
                     ws.error(d)
                 })?;
+                probes.push((cmd.clone(), version.clone()));
                 r.code_version(version)
             }
         };
@@ -334,6 +342,7 @@ pub fn build(
                         ws.error(d)
                     })?;
                     op = op.code_file(path.clone(), data);
+                    code_files.push(path.clone());
                 }
             }
         }
@@ -382,5 +391,10 @@ pub fn build(
     }
     let job = builder.build().with_context(|| format!("building the job of {}", ws.display))?;
     let env = env_names.into_iter().map(|n| (n.clone(), crate::command::env_var(&n))).collect();
-    Ok(Built { job, sources, env })
+    let mut files: Vec<String> = sources.keys().cloned().collect();
+    files.extend(code_files);
+    files.extend(pipeline.ops.iter().flat_map(|op| op.outputs.iter().map(|o| o.path.clone())));
+    files.sort_unstable();
+    files.dedup();
+    Ok(Built { job, sources, env, probes, files })
 }

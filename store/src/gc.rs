@@ -28,7 +28,8 @@ use crate::record::{
     decode,
 };
 use crate::trace_db::{
-    self, BLOBS, Db, LATEST, LOGS, OUTPUTS, RUN_STEPS, RUNS, Rows, STAT, TRACES, Table, db_err,
+    self, BLOBS, Db, LATEST, LOGS, OUTPUTS, RUN_STEPS, RUNS, Rows, STAMPS, STAT, TRACES, Table,
+    db_err,
 };
 use crate::{Store, all_rows};
 
@@ -148,10 +149,15 @@ fn remove_keys(
         return Ok(());
     }
     let e = db_err(path);
-    let mut t = txn.open_table(table).map_err(|x| e(&x))?;
-    for k in keys {
-        t.remove(k.as_slice()).map_err(|x| e(&x))?;
+    {
+        let mut t = txn.open_table(table).map_err(|x| e(&x))?;
+        for k in keys {
+            t.remove(k.as_slice()).map_err(|x| e(&x))?;
+        }
     }
+    // A stamp vouches that every output is stored: after any removal it may
+    // no longer hold, so every stamp goes in the same transaction.
+    txn.open_table(STAMPS).map_err(|x| e(&x))?.retain(|_, _| false).map_err(|x| e(&x))?;
     Ok(())
 }
 
@@ -414,6 +420,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
                 RecordKind::Stat => decode::<crate::record::StatEntry>(kind, &v).map(|_| ()),
                 RecordKind::Blob => decode::<BlobMeta>(kind, &v).map(|_| ()),
                 RecordKind::Latest => decode::<LatestRecord>(kind, &v).map(|_| ()),
+                RecordKind::Stamp => decode::<crate::stamp::Stamp>(kind, &v).map(|_| ()),
             };
             match res {
                 Ok(()) => ok.push((k, v)),
@@ -436,6 +443,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     check_table(LOGS, "logs", RecordKind::Log, &mut report)?;
     check_table(STAT, "stat", RecordKind::Stat, &mut report)?;
     check_table(BLOBS, "blobs", RecordKind::Blob, &mut report)?;
+    check_table(STAMPS, "stamps", RecordKind::Stamp, &mut report)?;
     // 4. References: output → blob (→ manifest members).
     let mut referenced: HashSet<Digest> = HashSet::new();
     let mut outputs_by_version: HashMap<OutputVersion, OutputRecord> = HashMap::new();

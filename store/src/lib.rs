@@ -51,6 +51,7 @@ mod fs_io_manager;
 mod gc;
 pub mod lock;
 pub mod record;
+pub mod stamp;
 pub mod stat_cache;
 pub mod trace_db;
 
@@ -77,6 +78,7 @@ pub use record::{
     BlobMeta, DecodeError, Location, OutputRecord, RunDetail, RunRecord, RunState, SCHEMA_VERSION,
     StatEntry, StepLogRecord, TraceRecord,
 };
+pub use stamp::{Stamp, StampCheck, StampInputs};
 
 use crate::blob::{BlobStore, hash_reader};
 use crate::lock::{WriteLock, now_ms};

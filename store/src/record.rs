@@ -72,6 +72,8 @@ pub enum RecordKind {
     Blob = 7,
     /// A latest-trace pointer ([`LatestRecord`]).
     Latest = 8,
+    /// An up-to-date stamp ([`Stamp`](crate::stamp::Stamp)).
+    Stamp = 9,
 }
 
 /// Why a stored value could not be decoded.
@@ -476,6 +478,22 @@ mod tests {
             (RecordKind::Stat, encode(RecordKind::Stat, &stat)),
             (RecordKind::Blob, encode(RecordKind::Blob, &blob)),
             (RecordKind::Latest, encode(RecordKind::Latest, &latest)),
+            (
+                RecordKind::Stamp,
+                encode(
+                    RecordKind::Stamp,
+                    &crate::stamp::Stamp::from_parts(
+                        crate::stamp::StampInputs {
+                            key: Digest([3; 32]),
+                            job: "j".into(),
+                            env: vec![("HOME".into(), None)],
+                            probes: vec![("cc --version".into(), "cc 1".into())],
+                            steps: vec!["s".into()],
+                        },
+                        vec![("src/a".into(), stat.clone())],
+                    ),
+                ),
+            ),
         ]
     }
 
@@ -490,6 +508,7 @@ mod tests {
             RecordKind::Stat => decode::<StatEntry>(kind, bytes).map(drop),
             RecordKind::Blob => decode::<BlobMeta>(kind, bytes).map(drop),
             RecordKind::Latest => decode::<LatestRecord>(kind, bytes).map(drop),
+            RecordKind::Stamp => decode::<crate::stamp::Stamp>(kind, bytes).map(drop),
         }
     }
 

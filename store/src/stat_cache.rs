@@ -113,15 +113,19 @@ pub fn is_racy(entry: &StatEntry) -> bool {
     entry.mtime_ns + window > entry.hashed_at_ns
 }
 
-/// Whether `entry` still describes the file with stat `stat`.
-pub(crate) fn is_fresh(entry: &StatEntry, stat: &FileStat) -> bool {
+/// Whether `entry` was recorded for a file with exactly stat `stat`.
+pub(crate) fn same_stat(entry: &StatEntry, stat: &FileStat) -> bool {
     entry.kind == stat.kind
         && entry.size == stat.size
         && entry.mtime_ns == stat.mtime_ns
         && entry.ctime_ns == stat.ctime_ns
         && entry.ino == stat.ino
         && entry.dev == stat.dev
-        && !is_racy(entry)
+}
+
+/// Whether `entry` still describes the file with stat `stat`.
+pub(crate) fn is_fresh(entry: &StatEntry, stat: &FileStat) -> bool {
+    same_stat(entry, stat) && !is_racy(entry)
 }
 
 #[cfg(test)]

@@ -14,6 +14,7 @@
 //! | `logs`    | step name           | [`StepLogRecord`](crate::record::StepLogRecord) |
 //! | `stat`    | workspace path      | [`StatEntry`](crate::record::StatEntry) |
 //! | `blobs`   | blob name (32 B)    | [`BlobMeta`](crate::record::BlobMeta) |
+//! | `stamps`  | pipeline file path  | [`Stamp`](crate::stamp::Stamp) |
 //!
 //! Every process opens redb in `SingleWriter` mode: the writer (holding
 //! trove's own lock) and any number of read-only processes (`log`, `show`,
@@ -42,9 +43,10 @@ pub(crate) const RUN_STEPS: Table = TableDefinition::new("run_steps");
 pub(crate) const LOGS: Table = TableDefinition::new("logs");
 pub(crate) const STAT: Table = TableDefinition::new("stat");
 pub(crate) const BLOBS: Table = TableDefinition::new("blobs");
+pub(crate) const STAMPS: Table = TableDefinition::new("stamps");
 
-pub(crate) const ALL_TABLES: [Table; 9] =
-    [META, TRACES, OUTPUTS, LATEST, RUNS, RUN_STEPS, LOGS, STAT, BLOBS];
+pub(crate) const ALL_TABLES: [Table; 10] =
+    [META, TRACES, OUTPUTS, LATEST, RUNS, RUN_STEPS, LOGS, STAT, BLOBS, STAMPS];
 
 /// The open redb database: read-write or read-only.
 pub(crate) enum Db {

@@ -7,6 +7,7 @@ mod engine;
 mod incremental;
 mod pins;
 mod props;
+mod stamp;
 mod store;
 mod support;
 mod tidy;

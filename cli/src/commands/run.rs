@@ -11,19 +11,38 @@ use anyhow::Context as _;
 use trove_engine::{RunOptions, RunStatus, Selection};
 
 use crate::args::RunArgs;
-use crate::commands::{Ctx, check_steps, load};
+use crate::commands::{Ctx, check_steps, load_with};
 use crate::render::{self, human, json, progress};
+use crate::uptodate;
 
 /// Runs `trove run`.
 pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
-    let mut loaded = load(ctx, false)?;
-    check_steps(&loaded.pipeline, args.steps.iter().chain(&args.force))?;
-    let run_id = trove_store::Store::new_run_id();
     let mut tags: std::collections::BTreeMap<String, String> = args.tag.iter().cloned().collect();
     if args.no_memo {
         tags.insert("memoized".into(), "false".into());
     }
     let memoize = tags.get("memoized").is_none_or(|v| v != "false");
+    // A plain run: the whole job, memoized, nothing forced. Only its
+    // outcome is stamped, and only it may be answered by the stamp.
+    let plain = memoize && args.steps.is_empty() && args.force.is_empty();
+    let ws = ctx.workspace()?;
+    let dir = ctx.store_dir(&ws);
+    let mut loaded = if plain && !args.full_check && uptodate::store_exists(&dir) {
+        let store = ctx.open_store(&dir, false)?;
+        match uptodate::check(&ws, &store)? {
+            Ok((job, steps)) => return up_to_date(&args, ctx, &store, job, steps, tags),
+            Err(_) => {
+                let pipeline = ws.parse()?;
+                load_with(ws, pipeline, store)?
+            }
+        }
+    } else {
+        let pipeline = ws.parse()?;
+        let store = ctx.open_store(&dir, false)?;
+        load_with(ws, pipeline, store)?
+    };
+    check_steps(&loaded.pipeline, args.steps.iter().chain(&args.force))?;
+    let run_id = trove_store::Store::new_run_id();
     let opts = RunOptions {
         run_id: run_id.clone(),
         memoize,
@@ -65,8 +84,10 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     progress.finish();
     let report = result.context("running the job")?;
     loaded.store.finish_run(&report).context("recording the end of the run")?;
+    uptodate::stamp_after(&loaded.ws, &loaded.store, &job, &loaded.stamp, &report, plain)
+        .context("recording the up-to-date stamp")?;
     if args.json {
-        render::out_json(&json::run(&job, &report))?;
+        render::out_json(&json::run(&job, &report, false))?;
     } else {
         render::err(&human::failures(&report));
         human::note(&human::summary(&report));
@@ -76,6 +97,41 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         RunStatus::Cancelled => ExitCode::from(crate::EXIT_INTERRUPTED),
         _ => ExitCode::from(crate::EXIT_STEP_FAILED),
     })
+}
+
+/// A run answered by the up-to-date stamp: recorded like any run, reported
+/// as every step memoized.
+fn up_to_date(
+    args: &RunArgs,
+    ctx: &Ctx,
+    store: &trove_store::Store,
+    job: String,
+    steps: Vec<String>,
+    tags: std::collections::BTreeMap<String, String>,
+) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
+    let run_id = trove_store::Store::new_run_id();
+    let started_at_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+    store
+        .begin_run(&trove_store::RunInfo {
+            run_id: run_id.clone(),
+            job: job.clone(),
+            tags: tags.clone(),
+            started_at_ms,
+            command: ctx.command_line.clone(),
+            memoized: true,
+        })
+        .context("recording the run")?;
+    let mut report = uptodate::all_hits(run_id, steps, tags);
+    report.duration_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    store.finish_run(&report).context("recording the end of the run")?;
+    if args.json {
+        render::out_json(&json::run(&job, &report, true))?;
+    } else {
+        human::note(&format!("{} (up to date)", human::summary(&report)));
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A flag set by the first Ctrl-C: running steps finish (or fail, when the

@@ -128,12 +128,17 @@ pub struct RunJson {
     status: &'static str,
     counts: CountsJson,
     duration_ms: u64,
+    /// Answered by the up-to-date stamp (nothing changed since the last
+    /// complete run), not by deriving every version.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    stamp: bool,
     steps: Vec<StepJson>,
 }
 
 /// The run report as a DTO.
-pub fn run(job: &str, report: &RunReport) -> RunJson {
+pub fn run(job: &str, report: &RunReport, stamp: bool) -> RunJson {
     RunJson {
+        stamp,
         schema: SCHEMA,
         run_id: report.run_id.clone(),
         job: job.to_owned(),

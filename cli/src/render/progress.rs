@@ -1,6 +1,7 @@
 //! The progress of a run: an indicatif bar (steps done / total, hits,
 //! running step names, elapsed) when stderr is a terminal, plain lines
-//! otherwise, nothing but warnings under `--json`.
+//! otherwise (steps that ran, failed or had outputs restored; memoized steps
+//! only in the summary), nothing but warnings under `--json`.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::IsTerminal as _;
@@ -108,14 +109,17 @@ impl Progress {
                 self.done += 1;
                 let what =
                     if matches!(event, RunEvent::Hit { .. }) { "memoized" } else { "cut off " };
-                if verbose {
+                // Memoized steps that needed nothing are counted, not
+                // listed: a no-op run of 10k steps prints one line, not 10k.
+                // A cut-off step is listed: it explains why a step below an
+                // edit did not run.
+                let cut_off = matches!(event, RunEvent::CutOff { .. });
+                if verbose && (!restored.is_empty() || (cut_off && self.mode == Mode::Lines)) {
                     let mut text = format!("{what} {step}");
                     if !restored.is_empty() {
                         text.push_str(&format!(" (restored {})", self.shown(step, restored)));
                     }
-                    if self.mode == Mode::Lines || !restored.is_empty() {
-                        self.line(&text);
-                    }
+                    self.line(&text);
                 }
             }
             RunEvent::Started { step, reasons } => {

@@ -1,0 +1,172 @@
+//! The no-op shortcut of `trove run`: when nothing the last complete run
+//! read has changed, answer "every step is memoized" from an up-to-date
+//! stamp ([`trove_store::Stamp`]) without parsing, hashing or planning.
+//!
+//! Why it is sound: a plain run (whole job, memoized, nothing forced) is a
+//! function of the pipeline text, the workspace root, this trove's version
+//! and version scheme, the declared environment, the resources'
+//! `version_cmd` outputs, the content of every source and code file, the
+//! workspace copies of outputs, and the store's records. After such a run
+//! succeeded, [`stamp_after`] records all of it (files through their
+//! stat-cache entries, which the store accepts only if they still describe
+//! what the run hashed); [`check`] compares each again — re-running the
+//! probes, re-stating the files — and only an exact match lets the run be
+//! reported as all hits. Records only disappear through `gc` and `verify`,
+//! which drop every stamp. `--full-check` skips the shortcut.
+
+use std::path::Path;
+
+use trove_engine::{Digest, RunReport, RunStatus};
+use trove_store::{StampCheck, StampInputs, Store};
+
+use crate::pipeline::{Built, Workspace};
+
+/// Bump when what a stamp key covers changes.
+const STAMP_SCHEME: u32 = 1;
+
+/// The stamp slot of a workspace: its pipeline file.
+pub fn slot(ws: &Workspace) -> String {
+    ws.file.to_string_lossy().into_owned()
+}
+
+/// Everything a plain run depends on that is neither a file nor the
+/// environment: the pipeline text, the workspace root and the versions of
+/// trove, of its version scheme and of this key.
+pub fn key(ws: &Workspace) -> Digest {
+    let mut h = blake3::Hasher::new_derive_key("trove 2026 up-to-date stamp key");
+    for field in [
+        STAMP_SCHEME.to_le_bytes().as_slice(),
+        trove_engine::SCHEME_VERSION.to_le_bytes().as_slice(),
+        env!("CARGO_PKG_VERSION").as_bytes(),
+        ws.root.as_os_str().as_encoded_bytes(),
+        ws.text.as_bytes(),
+    ] {
+        h.update(&(field.len() as u64).to_le_bytes());
+        h.update(field);
+    }
+    Digest(*h.finalize().as_bytes())
+}
+
+/// Why the shortcut was not taken (for `--json` and tests; the run goes on
+/// the full way).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Miss {
+    /// No stamp: the last run was partial, failed, or changed its files.
+    NoStamp,
+    /// The pipeline file (or trove) changed.
+    Pipeline,
+    /// A declared environment variable changed.
+    Env(String),
+    /// A `version_cmd` printed something else (or failed).
+    Probe(String),
+    /// A file changed.
+    File(String),
+}
+
+/// The job name and its steps in report order, if nothing changed since the
+/// stamped run.
+pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Result<(String, Vec<String>), Miss>> {
+    let slot = slot(ws);
+    let Some(mut stamp) = store.stamp(&slot)? else {
+        return Ok(Err(Miss::NoStamp));
+    };
+    if stamp.inputs.key != key(ws) {
+        return Ok(Err(Miss::Pipeline));
+    }
+    for (name, value) in &stamp.inputs.env {
+        if crate::command::env_var(name) != *value {
+            return Ok(Err(Miss::Env(name.clone())));
+        }
+    }
+    for (cmd, printed) in &stamp.inputs.probes {
+        if crate::command::version_of(&ws.root, cmd).ok().as_ref() != Some(printed) {
+            return Ok(Err(Miss::Probe(cmd.clone())));
+        }
+    }
+    match Store::check_stamp(&ws.root, &mut stamp) {
+        StampCheck::Changed(path) => Ok(Err(Miss::File(path))),
+        StampCheck::UpToDate { refreshed } => {
+            if refreshed {
+                store.refresh_stamp(&slot, &stamp)?;
+            }
+            Ok(Ok((stamp.inputs.job, stamp.inputs.steps)))
+        }
+    }
+}
+
+/// After a run: stamps it if it was a plain run of the whole job that
+/// succeeded; otherwise removes the stamp it may have invalidated.
+pub fn stamp_after(
+    ws: &Workspace,
+    store: &Store,
+    job: &str,
+    built: &StampMaterial,
+    report: &RunReport,
+    plain: bool,
+) -> anyhow::Result<()> {
+    let slot = slot(ws);
+    if !plain || report.status != RunStatus::Succeeded {
+        store.remove_stamp(&slot)?;
+        return Ok(());
+    }
+    let inputs = StampInputs {
+        key: key(ws),
+        job: job.to_owned(),
+        env: built.env.clone(),
+        probes: built.probes.clone(),
+        steps: report.steps.iter().map(|s| s.step.clone()).collect(),
+    };
+    store.write_stamp(&slot, &ws.root, inputs, &built.files)?;
+    Ok(())
+}
+
+/// What [`stamp_after`] needs of a [`Built`] job.
+#[derive(Debug, Clone, Default)]
+pub struct StampMaterial {
+    /// Declared environment variables and their values.
+    pub env: Vec<(String, Option<String>)>,
+    /// `version_cmd`s and their outputs.
+    pub probes: Vec<(String, String)>,
+    /// Every file the job reads or writes.
+    pub files: Vec<String>,
+}
+
+impl StampMaterial {
+    /// Takes it from a built job.
+    pub fn of(built: &Built) -> StampMaterial {
+        StampMaterial {
+            env: built.env.clone(),
+            probes: built.probes.clone(),
+            files: built.files.clone(),
+        }
+    }
+}
+
+/// The report of a run answered by the stamp: every step a hit.
+pub fn all_hits(
+    run_id: String,
+    steps: Vec<String>,
+    tags: std::collections::BTreeMap<String, String>,
+) -> RunReport {
+    let n = steps.len();
+    RunReport {
+        run_id,
+        status: RunStatus::Succeeded,
+        counts: trove_engine::RunCounts { hit: n, ..Default::default() },
+        steps: steps
+            .into_iter()
+            .map(|step| trove_engine::StepReport {
+                step,
+                outcome: trove_engine::StepOutcome::Hit { restored: Vec::new() },
+            })
+            .collect(),
+        tags,
+        duration_ns: 0,
+    }
+}
+
+/// Whether a store directory holds a database (the shortcut never creates
+/// one).
+pub fn store_exists(dir: &Path) -> bool {
+    dir.join("trove.redb").is_file()
+}
