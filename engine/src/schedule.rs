@@ -33,7 +33,9 @@ use crate::event::{
 use crate::io_manager::{IoManager, OutputContext, OutputValue, Restore, StoredOutput};
 use crate::job::{InputEdge, Job, OpContext, StepIdx, VersionMode};
 use crate::plan::{Plan, PlannedStep, RerunReason, StepPlan, compute_reasons};
-use crate::trace::{StepFailure, StepLog, Trace, TraceOutput, TraceStore, VersionComponents};
+use crate::trace::{
+    StepFailure, StepLog, Trace, TraceError, TraceOutput, TraceStore, VersionComponents,
+};
 use crate::version::{Digest, OutputVersion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -762,6 +764,37 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one step on a worker: load inputs, compute, store outputs.
+/// What the coordinator hears from the pool.
+enum Message {
+    /// A step finished.
+    Step(WorkerResult),
+    /// A background flush finished.
+    Flushed(Result<(), TraceError>),
+}
+
+/// Books one message: a finished step goes to `absorb` (and needs a
+/// flush), a finished flush clears `flushing`; a failed flush is the error.
+fn receive(
+    message: Message,
+    running: &mut usize,
+    flushing: &mut bool,
+    unflushed: &mut bool,
+    absorb: &mut dyn FnMut(WorkerResult),
+) -> Result<(), TraceError> {
+    match message {
+        Message::Step(result) => {
+            *running -= 1;
+            *unflushed = true;
+            absorb(result);
+            Ok(())
+        }
+        Message::Flushed(result) => {
+            *flushing = false;
+            result
+        }
+    }
+}
+
 fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> WorkerResult {
     let idx = work.idx;
     let op = job.step(idx);
@@ -922,6 +955,8 @@ impl Engine {
         let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
         let mut stop = false;
         let mut error = None;
+        let background = traces.flush_in_background();
+        let flush_err = |source| PlanError::Trace { step: String::new(), source };
         if jobs == 1 {
             // One worker: run each step on this thread, in topological order.
             // No pool, no channel, no thread wake-ups per step.
@@ -939,6 +974,10 @@ impl Engine {
                 let work = runner.launch(idx, events);
                 let result = execute_step(&job, io, work, run_id);
                 runner.absorb(result, events, &mut stop, &mut error);
+                if background && let Err(e) = traces.flush() {
+                    error.get_or_insert(flush_err(e));
+                    stop = true;
+                }
             }
         } else {
             // `jobs - 1` pool workers, and this thread runs steps too when
@@ -955,12 +994,39 @@ impl Engine {
             // coordinator and results come back in batches; few enough that
             // cancellation and fail-fast stop promptly.
             let max_running = workers.saturating_mul(4);
-            let (tx, rx) = mpsc::channel::<WorkerResult>();
+            let (tx, rx) = mpsc::channel::<Message>();
             pool.in_place_scope(|scope| {
                 let mut running = 0usize;
+                // A background flush in flight, and whether steps finished
+                // since the last one started.
+                let mut flushing = false;
+                let mut unflushed = false;
                 loop {
                     if cancelled() {
                         stop = true;
+                    }
+                    if background && unflushed && !flushing {
+                        let tx = tx.clone();
+                        scope.spawn(move |_| {
+                            let _ = tx.send(Message::Flushed(traces.flush()));
+                        });
+                        flushing = true;
+                        unflushed = false;
+                    }
+                    // Nothing running and one step ready (a chain, the tail
+                    // of a graph): only that step can make another ready, so
+                    // running it here loses no parallelism and saves two
+                    // thread wake-ups, which cost more than a small command.
+                    if !stop && running == 0 && runner.ready.len() == 1 {
+                        if let Some(Reverse(idx)) = runner.ready.pop()
+                            && runner.state[idx] == State::Queued
+                        {
+                            let work = runner.launch(idx, events);
+                            let result = execute_step(&job, io, work, run_id);
+                            runner.absorb(result, events, &mut stop, &mut error);
+                            unflushed = true;
+                        }
+                        continue;
                     }
                     while !stop && running < max_running {
                         let Some(Reverse(idx)) = runner.ready.pop() else { break };
@@ -972,13 +1038,24 @@ impl Engine {
                         let job = &job;
                         scope.spawn(move |_| {
                             let result = execute_step(job, io, work, run_id);
-                            let _ = tx.send(result);
+                            let _ = tx.send(Message::Step(result));
                         });
                         running += 1;
                     }
-                    while let Ok(result) = rx.try_recv() {
-                        running -= 1;
-                        runner.absorb(result, events, &mut stop, &mut error);
+                    while let Ok(message) = rx.try_recv() {
+                        let received = receive(
+                            message,
+                            &mut running,
+                            &mut flushing,
+                            &mut unflushed,
+                            &mut |r| {
+                                runner.absorb(r, events, &mut stop, &mut error);
+                            },
+                        );
+                        if let Err(e) = received {
+                            error.get_or_insert(flush_err(e));
+                            stop = true;
+                        }
                     }
                     if !stop && running >= max_running {
                         // The workers are saturated: run a ready step here.
@@ -987,11 +1064,12 @@ impl Engine {
                                 let work = runner.launch(idx, events);
                                 let result = execute_step(&job, io, work, run_id);
                                 runner.absorb(result, events, &mut stop, &mut error);
+                                unflushed = true;
                             }
                             continue;
                         }
                     }
-                    if running == 0 {
+                    if running == 0 && !flushing {
                         if stop || runner.ready.is_empty() {
                             break;
                         }
@@ -1009,8 +1087,14 @@ impl Engine {
                             Err(_) => break,
                         }
                     };
-                    running -= 1;
-                    runner.absorb(first, events, &mut stop, &mut error);
+                    let received =
+                        receive(first, &mut running, &mut flushing, &mut unflushed, &mut |r| {
+                            runner.absorb(r, events, &mut stop, &mut error);
+                        });
+                    if let Err(e) = received {
+                        error.get_or_insert(flush_err(e));
+                        stop = true;
+                    }
                 }
             });
         }

@@ -298,9 +298,7 @@ impl BlobStore {
                 .create_dir_all(&parent)
                 .map_err(|e| BlobReadError::Io(StoreError::io("creating", &parent, e)))?;
         }
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = dest.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = parent.join(format!(".{name}.trove-{}-{n}", std::process::id()));
+        let tmp = self.temp_beside(dest, &parent);
         let res = (|| {
             let mut to = self
                 .fs
@@ -333,6 +331,40 @@ impl BlobStore {
             let _ = std::fs::remove_file(&tmp);
         }
         res
+    }
+
+    /// Writes `bytes` to the workspace file `dest` the way [`Self::restore_to`]
+    /// restores a blob: a temp file beside it, renamed over it.
+    pub(crate) fn write_to(&self, bytes: &[u8], dest: &Path, mode: u32) -> Result<(), StoreError> {
+        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !parent.as_os_str().is_empty() {
+            self.fs.create_dir_all(&parent).map_err(|e| StoreError::io("creating", &parent, e))?;
+        }
+        let tmp = self.temp_beside(dest, &parent);
+        let res = (|| {
+            let mut to =
+                self.fs.create_new(&tmp).map_err(|e| StoreError::io("creating", &tmp, e))?;
+            self.fs
+                .write_all(&mut to, &tmp, bytes)
+                .map_err(|e| StoreError::io("writing", &tmp, e))?;
+            drop(to);
+            set_mode(&tmp, mode);
+            if dest.is_dir() && !dest.is_symlink() {
+                std::fs::remove_dir_all(dest).map_err(|e| StoreError::io("replacing", dest, e))?;
+            }
+            self.fs.rename(&tmp, dest).map_err(|e| StoreError::io("restoring", dest, e))
+        })();
+        if res.is_err() {
+            let _ = std::fs::remove_file(&tmp);
+        }
+        res
+    }
+
+    /// A temp name in `parent` for restoring `dest`.
+    fn temp_beside(&self, dest: &Path, parent: &Path) -> PathBuf {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = dest.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        parent.join(format!(".{name}.trove-{}-{n}", std::process::id()))
     }
 
     /// Moves a bad blob out of the way, keeping it for inspection.

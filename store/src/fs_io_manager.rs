@@ -4,9 +4,12 @@
 //!
 //! - **files and directories** the op wrote in the workspace
 //!   (`OutputValue::File`): ingested as blobs after the step succeeds (a
-//!   directory as a manifest of its files); on a hit, the workspace copy is
-//!   checked through the stat cache and restored from the blob, verified on
-//!   the way, if it is missing or differs ([`Restore::Restored`]);
+//!   directory as a manifest of its files), or kept inline in the record if
+//!   no larger than [`INLINE_MAX`](crate::INLINE_MAX) (a blob costs a temp
+//!   file, a rename and three fsyncs, more than a small command); on a hit,
+//!   the workspace copy is checked through the stat cache and restored,
+//!   verified on the way, if it is missing or differs
+//!   ([`Restore::Restored`]);
 //! - **in-memory values** of library ops (`OutputValue::Bytes`): inline in
 //!   the redb record up to [`INLINE_MAX`](crate::INLINE_MAX) bytes, in a blob
 //!   above.
@@ -91,7 +94,9 @@ impl<'a> FsIoManager<'a> {
     /// engine names, else the one it was stored from.
     fn path_of(&self, ctx: &OutputContext<'_>, rec: &OutputRecord) -> Result<String, IoError> {
         let stored = match &rec.location {
-            Location::File { path, .. } | Location::Dir { path } => Some(path.as_str()),
+            Location::File { path, .. }
+            | Location::Dir { path }
+            | Location::InlineFile { path, .. } => Some(path.as_str()),
             Location::Inline(_) | Location::Blob => None,
         };
         let rel = ctx.path.or(stored).ok_or_else(|| IoError::Other {
@@ -127,8 +132,54 @@ impl<'a> FsIoManager<'a> {
                 })?;
                 self.ensure_dir(ctx, &full, rel, &manifest)
             }
+            Location::InlineFile { mode, bytes, .. } => {
+                self.ensure_inline_file(ctx, &full, rel, &rec.data_version, bytes, *mode)
+            }
             Location::Inline(_) | Location::Blob => Ok(Restore::Present),
         }
+    }
+
+    /// [`Self::ensure_file`] for a file kept inline in its record: the bytes
+    /// are checked against the data version before they are written.
+    fn ensure_inline_file(
+        &self,
+        ctx: &OutputContext<'_>,
+        full: &Path,
+        rel: &str,
+        data_version: &DataVersion,
+        bytes: &[u8],
+        mode: u32,
+    ) -> Result<Restore, IoError> {
+        if self.workspace_copy_is(full, rel, &data_version.0) {
+            return Ok(Restore::Present);
+        }
+        let found = DataVersion::of_bytes(bytes);
+        if found != *data_version {
+            return Err(IoError::Corrupt {
+                identifier: ctx.identifier(),
+                expected: data_version.to_hex(),
+                found: found.to_hex(),
+            });
+        }
+        let started = now_ns();
+        self.store.blob_store().write_to(bytes, full, mode).map_err(|e| other(ctx, e))?;
+        if let Ok(stat) = FileStat::of(full) {
+            self.store.stage_stat(rel, stat.entry(*data_version, started));
+        }
+        Ok(Restore::Restored)
+    }
+
+    /// Whether the workspace file at `full` holds the content `blob` (one
+    /// `lstat`, which also serves the stat cache, so a no-op run stats
+    /// every output once, not twice).
+    fn workspace_copy_is(&self, full: &Path, rel: &str, blob: &Digest) -> bool {
+        std::fs::symlink_metadata(full).is_ok_and(|meta| {
+            meta.is_file()
+                && self
+                    .store
+                    .hash_file_with_stat(full, rel, FileStat::from_metadata(&meta))
+                    .is_ok_and(|(dv, _)| dv.0 == *blob)
+        })
     }
 
     fn ensure_file(
@@ -139,14 +190,7 @@ impl<'a> FsIoManager<'a> {
         blob: &Digest,
         mode: u32,
     ) -> Result<Restore, IoError> {
-        // One `lstat`: a regular file's is its `stat`, so it also serves the
-        // stat cache (a no-op run stats every output once, not twice).
-        if let Ok(meta) = std::fs::symlink_metadata(full)
-            && meta.is_file()
-            && let Ok((dv, _)) =
-                self.store.hash_file_with_stat(full, rel, FileStat::from_metadata(&meta))
-            && dv.0 == *blob
-        {
+        if self.workspace_copy_is(full, rel, blob) {
             return Ok(Restore::Present);
         }
         let started = now_ns();
@@ -311,6 +355,15 @@ impl IoManager for FsIoManager<'_> {
                     (DataVersion(blob), manifest.size(), Location::Dir { path: rel.clone() })
                 } else if !meta.is_file() {
                     return Err(other(ctx, crate::not_regular(&full)));
+                } else if meta.len() <= self.store.inline_file_max()
+                    && let Some(bytes) =
+                        self.store.read_small_file(&full, &rel).map_err(|e| other(ctx, e))?
+                {
+                    // Small: kept in the record, committed with it; no blob
+                    // file, no temp file, no directory to sync.
+                    let dv = DataVersion::of_bytes(&bytes);
+                    let size = bytes.len() as u64;
+                    (dv, size, Location::InlineFile { mode: file_mode(&meta), path: rel, bytes })
                 } else {
                     let (blob, size) =
                         self.store.ingest_file(blobs, &full, &rel).map_err(|e| other(ctx, e))?;
@@ -364,7 +417,7 @@ impl IoManager for FsIoManager<'_> {
                 self.store.stage_blob(blob, rec.size, BlobKind::Data);
                 Ok(OutputValue::Bytes(bytes))
             }
-            Location::File { .. } | Location::Dir { .. } => {
+            Location::File { .. } | Location::Dir { .. } | Location::InlineFile { .. } => {
                 let rel = self.path_of(ctx, &rec)?;
                 self.ensure_workspace(ctx, &rel, &rec)?;
                 Ok(OutputValue::File(rel))
@@ -376,6 +429,10 @@ impl IoManager for FsIoManager<'_> {
         let rec = self.record(ctx, stored)?;
         match rec.location {
             Location::Inline(_) | Location::Blob => Ok(Restore::Present),
+            Location::InlineFile { .. } => {
+                let rel = self.path_of(ctx, &rec)?;
+                self.ensure_workspace(ctx, &rel, &rec)
+            }
             Location::File { .. } | Location::Dir { .. } => {
                 let rel = self.path_of(ctx, &rec)?;
                 let res = self.ensure_workspace(ctx, &rel, &rec)?;

@@ -125,7 +125,7 @@ fn digest_key(k: &[u8]) -> Option<Digest> {
 /// The blobs an output needs: its own and, for a directory, its members'.
 fn output_blobs(store: &Store, rec: &OutputRecord) -> Vec<Digest> {
     match rec.location {
-        Location::Inline(_) => Vec::new(),
+        Location::Inline(_) | Location::InlineFile { .. } => Vec::new(),
         Location::Blob | Location::File { .. } => vec![rec.data_version.0],
         Location::Dir { .. } => {
             let mut v = vec![rec.data_version.0];
@@ -452,7 +452,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
         let Ok(rec) = decode::<OutputRecord>(RecordKind::Output, &v) else { continue };
         let mut problem = None;
         match &rec.location {
-            Location::Inline(bytes) => {
+            Location::Inline(bytes) | Location::InlineFile { bytes, .. } => {
                 if Digest::of_bytes(bytes) != rec.data_version.0 {
                     problem = Some("inline value does not match its data version".to_owned());
                 }

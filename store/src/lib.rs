@@ -13,12 +13,15 @@
 //! How they meet: the engine calls the [`FsIoManager`] (from
 //! [`Store::io_manager`]) on worker threads to store and restore outputs, and
 //! the [`Store`] itself as its [`TraceStore`] on the coordinator thread.
-//! `handle_output` makes blobs durable and *stages* the output record;
-//! `commit_trace` moves the step's records into the current batch, and a
-//! batch commits in one redb write transaction every
-//! [`Store::set_batch`] steps or milliseconds and at `flush`. A trace is thus
-//! committed only after its blobs are durable, and a crash loses at most the
-//! uncommitted batch, whose steps simply run again.
+//! `handle_output` makes blobs durable (or, for a small file, reads it into
+//! the record) and *stages* the output record; `commit_trace` moves the
+//! step's records into the current batch, and a batch commits in one redb
+//! write transaction every [`Store::set_batch`] steps or milliseconds and at
+//! `flush` — or, with [`Store::set_background_flush`] (the CLI), whenever the
+//! scheduler flushes from a worker thread after steps finish, so no step
+//! waits for the fsync of the one before. A trace is thus committed only
+//! after its blobs are durable, and a crash loses at most the uncommitted
+//! batch, whose steps simply run again.
 //!
 //! **Architecture Invariant:** a trace commits only after every blob it
 //! references is durable (temp file fsynced, renamed, directory fsynced).
@@ -58,7 +61,7 @@ pub mod trace_db;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -191,6 +194,10 @@ pub struct Store {
     staged: Mutex<Staged>,
     batch_max: AtomicUsize,
     batch_delay_ms: AtomicU64,
+    /// The scheduler flushes (see [`Store::set_background_flush`]).
+    background_flush: AtomicBool,
+    /// Files up to this size are kept inline in their output record.
+    inline_file_max: AtomicU64,
     counters: Counters,
     /// A read transaction reused across lookups in a writer process,
     /// tagged with the commit generation it was opened at.
@@ -207,7 +214,8 @@ impl std::fmt::Debug for Store {
     }
 }
 
-/// Values up to this size are kept inline in their redb record.
+/// Values (and, by default, files) up to this size are kept inline in their
+/// redb record.
 pub const INLINE_MAX: usize = 16 * 1024;
 const DEFAULT_BATCH_STEPS: usize = 1000;
 const DEFAULT_BATCH_MS: u64 = 200;
@@ -318,6 +326,8 @@ impl Store {
             staged: Mutex::new(Staged::default()),
             batch_max: AtomicUsize::new(DEFAULT_BATCH_STEPS),
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
+            background_flush: AtomicBool::new(false),
+            inline_file_max: AtomicU64::new(INLINE_MAX as u64),
             counters: Counters::default(),
             read_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -430,6 +440,28 @@ impl Store {
     pub fn set_batch(&self, max_steps: usize, max_delay: Duration) {
         self.batch_max.store(max_steps.max(1), Ordering::SeqCst);
         self.batch_delay_ms.store(max_delay.as_millis() as u64, Ordering::SeqCst);
+    }
+
+    /// Leaves commits to the scheduler, which flushes from a worker thread
+    /// as soon as steps finish, while the next steps run
+    /// ([`TraceStore::flush_in_background`]): every finished step is still
+    /// committed durably, one commit at a time, but no step waits for the
+    /// commit of the one before. Off by default (the batch policy of
+    /// [`Store::set_batch`] applies inside `commit_trace`).
+    pub fn set_background_flush(&self, on: bool) {
+        self.background_flush.store(on, Ordering::SeqCst);
+    }
+
+    /// Keeps file outputs up to `bytes` inline in their output record
+    /// instead of a blob file (default [`INLINE_MAX`]; 0: every file is a
+    /// blob). An inline file commits with its record, so it costs no temp
+    /// file, rename or fsync of its own.
+    pub fn set_inline_file_max(&self, bytes: u64) {
+        self.inline_file_max.store(bytes, Ordering::SeqCst);
+    }
+
+    pub(crate) fn inline_file_max(&self) -> u64 {
+        self.inline_file_max.load(Ordering::Relaxed)
     }
 
     /// What the store did in this process.
@@ -641,7 +673,7 @@ impl Store {
     // ---- outputs -------------------------------------------------------
 
     /// The stored output at a version: staged batch first, then redb.
-    pub(crate) fn lookup_output(
+    pub fn lookup_output(
         &self,
         version: &OutputVersion,
     ) -> Result<Option<OutputRecord>, StoreError> {
@@ -863,6 +895,26 @@ impl Store {
         Ok((blob, size))
     }
 
+    /// Reads a small workspace file whole, recording its stat for the stat
+    /// cache; `None` if it changed while being read (the caller falls back
+    /// to the blob path, which copies first and hashes the copy).
+    pub(crate) fn read_small_file(
+        &self,
+        path: &Path,
+        rel: &str,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        let before = FileStat::of(path).map_err(|e| missing_or(e, rel, "reading", path))?;
+        let started = now_ns();
+        let bytes = std::fs::read(path).map_err(|e| missing_or(e, rel, "reading", path))?;
+        if FileStat::of(path).ok() != Some(before) || bytes.len() as u64 != before.size {
+            return Ok(None);
+        }
+        self.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
+        self.counters.bytes_hashed.fetch_add(before.size, Ordering::Relaxed);
+        self.stage_stat(rel, before.entry(DataVersion::of_bytes(&bytes), started));
+        Ok(Some(bytes))
+    }
+
     // ---- runs ----------------------------------------------------------
 
     /// Records the start of a run.
@@ -1069,6 +1121,9 @@ impl Store {
     }
 
     fn maybe_commit(&self, st: &mut Staged) -> Result<(), StoreError> {
+        if self.background_flush.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         let max = self.batch_max.load(Ordering::Relaxed);
         let delay = Duration::from_millis(self.batch_delay_ms.load(Ordering::Relaxed));
         if st.steps >= max || st.since.is_some_and(|s| s.elapsed() >= delay) {
@@ -1330,6 +1385,10 @@ impl TraceStore for Store {
     fn flush(&self) -> Result<(), TraceError> {
         self.flush_all().map_err(|e| TraceError::Store(e.to_string()))
     }
+
+    fn flush_in_background(&self) -> bool {
+        self.background_flush.load(Ordering::Relaxed)
+    }
 }
 
 impl Drop for Store {
@@ -1379,7 +1438,7 @@ mod tests {
             let err = Store::open(&dir, &opts, &mut |_| {}).unwrap_err();
             assert!(matches!(err, StoreError::NewerSchema { found: 99, .. }), "{err:?}");
             let msg = err.to_string();
-            assert!(msg.contains("schema version 99, newer than the 1"), "{msg}");
+            assert!(msg.contains("schema version 99, newer than the 2"), "{msg}");
         }
     }
 

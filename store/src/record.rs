@@ -47,7 +47,7 @@ use serde::{Deserialize, Serialize};
 use trove_engine::{DataVersion, Digest, RunCounts, StepReport, Trace};
 
 /// The schema of stored records.
-pub const SCHEMA_VERSION: u16 = 1;
+pub const SCHEMA_VERSION: u16 = 2;
 
 const HEADER: usize = 3;
 const CHECKSUM: usize = 16;
@@ -205,6 +205,16 @@ pub enum Location {
     Dir {
         /// The workspace-relative path it was stored from.
         path: String,
+    },
+    /// A small workspace file (up to [`INLINE_MAX`](crate::INLINE_MAX)
+    /// bytes), inline in the record: committed with it, no blob file.
+    InlineFile {
+        /// Unix permission bits to restore (0: default).
+        mode: u32,
+        /// The workspace-relative path it was stored from.
+        path: String,
+        /// Its bytes.
+        bytes: Vec<u8>,
     },
 }
 
@@ -576,8 +586,8 @@ mod tests {
             RecordKind::Latest,
             &LatestRecord { op_version: Digest([7; 32]), run_id: "r".into() },
         );
-        // schema 1, kind 8, 32 digest bytes, len-prefixed "r", 16 checksum bytes.
-        assert_eq!(&bytes[..3], &[1, 0, 8]);
+        // schema 2, kind 8, 32 digest bytes, len-prefixed "r", 16 checksum bytes.
+        assert_eq!(&bytes[..3], &[2, 0, 8]);
         assert_eq!(bytes.len(), 3 + 32 + 2 + 16);
     }
 }

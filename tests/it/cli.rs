@@ -491,10 +491,27 @@ out = { o = "two.txt" }
 
 #[test]
 fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
-    let ws = tour();
+    // `numbers` writes ~48 KB, kept in a blob; `sum` writes a few bytes,
+    // kept inline in its record.
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[job]
+name = "big"
+
+[ops.numbers]
+cmd = "seq 1 10000 > {out.n}"
+out = { n = "build/numbers.txt" }
+
+[ops.sum]
+cmd = "awk '{ s += $1 } END { print s }' {in.n} > {out.s}"
+in = { n = "build/numbers.txt" }
+out = { s = "build/sum.txt" }
+"#,
+    );
     run_json(&ws, &[]).ok();
-    // Flip the bytes of every stored blob, then delete a workspace output so
-    // the hit must restore from the store.
+    // Flip the bytes of every stored blob, then delete the workspace output
+    // so the hit must restore from the store.
     let mut stack = vec![ws.root().join(".trove")];
     let mut flipped = 0;
     while let Some(dir) = stack.pop() {
@@ -512,12 +529,16 @@ fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
             }
         }
     }
-    assert!(flipped > 0, "the store keeps blobs under .trove/blobs");
-    std::fs::remove_file(ws.root().join("build/report.txt")).unwrap();
+    assert_eq!(flipped, 1, "the large output is a blob, the small one inline");
+    std::fs::remove_file(ws.root().join("build/numbers.txt")).unwrap();
+    std::fs::remove_file(ws.root().join("build/sum.txt")).unwrap();
     let run = ws.run(["run"]);
     run.ok();
     assert!(run.stderr.contains("warning"), "{}", run.stderr);
-    assert_eq!(ws.read("build/report.txt"), "rows: 3\n");
+    assert_eq!(ws.read("build/numbers.txt").lines().count(), 10000);
+    // Restored from its record, since `numbers` re-ran to the same bytes.
+    assert_eq!(ws.read("build/sum.txt"), "50005000\n");
+    ws.run(["verify"]).ok();
 }
 
 /// Each pipeline error: exit code 2 and a message that points at the file.

@@ -17,6 +17,14 @@ pub(crate) fn open(dir: &Path) -> Store {
     Store::open(dir, &OpenOptions::default(), &mut |_| {}).unwrap()
 }
 
+/// A store that keeps every file output in a blob, however small (the
+/// tests of blobs: corruption, quarantine, gc).
+fn open_blobs(dir: &Path) -> Store {
+    let store = open(dir);
+    store.set_inline_file_max(0);
+    store
+}
+
 /// A job of `n` chained steps: each writes a workspace file `out/sN.txt`
 /// and a bytes output; step i reads step i-1's bytes.
 pub(crate) fn chain_job(root: &Path, n: usize, salt: &str, runs: Arc<AtomicUsize>) -> Job {
@@ -170,7 +178,7 @@ fn a_directory_output_is_stored_as_a_manifest_and_restored_exactly() {
 #[test]
 fn a_corrupt_blob_is_detected_quarantined_never_served_and_the_step_runs_again() {
     let w = ws();
-    let store = open(&w.store_dir);
+    let store = open_blobs(&w.store_dir);
     let job = || one_step_job("make", &w.root, "out/f.txt", b"the right bytes");
     run(&store, &w.root, job());
     let blob = file_blob(&store, "make");
@@ -198,7 +206,7 @@ fn a_corrupt_blob_is_detected_quarantined_never_served_and_the_step_runs_again()
 #[test]
 fn verify_reports_and_quarantines_a_flipped_blob_byte() {
     let w = ws();
-    let store = open(&w.store_dir);
+    let store = open_blobs(&w.store_dir);
     run(&store, &w.root, one_step_job("make", &w.root, "out/f.txt", b"some bytes here"));
     let blob = file_blob(&store, "make");
     let path = store.blob_path(&blob);
@@ -257,6 +265,17 @@ fn flipped_bytes_in_stored_records_are_misses_not_panics() {
 
 #[test]
 fn a_full_disk_at_any_write_gives_a_clear_error_and_a_consistent_store() {
+    full_disk_at_any_write(false);
+}
+
+/// The same with the commits the CLI makes: from a worker thread, while the
+/// next steps run.
+#[test]
+fn a_full_disk_during_a_background_flush_is_the_run_error_and_harms_nothing() {
+    full_disk_at_any_write(true);
+}
+
+fn full_disk_at_any_write(background: bool) {
     use trove::store::{FailAt, Fs};
     let mut failures = 0;
     for n in 1..400u64 {
@@ -271,9 +290,11 @@ fn a_full_disk_at_any_write_gives_a_clear_error_and_a_consistent_store() {
         )
         .map_err(|e| e.to_string())
         .and_then(|store| {
+            store.set_background_flush(background);
             let io = store.io_manager(&w.root);
             let mut engine = Engine::new(chain_job(&w.root, 3, "a", runs.clone()));
-            let res = engine.run(&io, &store, &RunOptions::default(), &mut |_| {});
+            let opts = RunOptions { jobs: if background { 2 } else { 0 }, ..Default::default() };
+            let res = engine.run(&io, &store, &opts, &mut |_| {});
             res.map(|_| ()).map_err(|e| e.to_string())
         });
         let hit = hook.seen() >= n;
@@ -488,7 +509,7 @@ fn runs_are_listed_newest_first_found_by_prefix_and_keep_step_logs() {
 #[test]
 fn gc_keeps_latest_traces_by_default_and_frees_what_older_runs_held() {
     let w = ws();
-    let store = open(&w.store_dir);
+    let store = open_blobs(&w.store_dir);
     let runs = Arc::new(AtomicUsize::new(0));
     recorded_run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
     recorded_run(&store, &w.root, chain_job(&w.root, 3, "b", runs.clone()));
@@ -512,7 +533,7 @@ fn gc_keeps_latest_traces_by_default_and_frees_what_older_runs_held() {
 #[test]
 fn gc_by_size_evicts_only_unprotected_outputs_unless_asked() {
     let w = ws();
-    let store = open(&w.store_dir);
+    let store = open_blobs(&w.store_dir);
     let runs = Arc::new(AtomicUsize::new(0));
     recorded_run(&store, &w.root, chain_job(&w.root, 3, "a", runs.clone()));
     let budget = trove::store::GcPolicy { max_size: Some(0), ..Default::default() };
@@ -791,5 +812,55 @@ fn a_trace_database_damaged_beyond_opening_is_set_aside_and_runs_start_afresh() 
         assert_eq!(std::fs::read(w.root.join("out/s3.txt")).unwrap(), expected_file(3, "a"));
         assert!(run(&store, &w.root, chain_job(&w.root, 4, "a", runs)).ran().is_empty(), "{what}");
         assert!(store.verify().unwrap().problems.is_empty(), "{what}");
+    }
+}
+
+#[test]
+fn a_small_file_output_lives_in_its_record_and_is_restored_from_it() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let job = || one_step_job("make", &w.root, "out/f.txt", b"small bytes");
+    run(&store, &w.root, job());
+    let data = file_blob(&store, "make");
+    assert!(!store.blob_path(&data).exists(), "no blob file for a small output");
+    std::fs::remove_file(w.root.join("out/f.txt")).unwrap();
+    let report = run(&store, &w.root, job());
+    assert!(report.ran().is_empty(), "{report:?}");
+    assert_eq!(report.counts.restored, 1);
+    assert_eq!(std::fs::read(w.root.join("out/f.txt")).unwrap(), b"small bytes");
+    std::fs::write(w.root.join("out/f.txt"), b"edited bytes").unwrap();
+    let report = run(&store, &w.root, job());
+    assert!(report.ran().is_empty(), "{report:?}");
+    assert_eq!(report.counts.restored, 1);
+    assert_eq!(std::fs::read(w.root.join("out/f.txt")).unwrap(), b"small bytes");
+    assert!(store.verify().unwrap().is_clean());
+    // Only files above the limit become blobs.
+    store.set_inline_file_max(4);
+    let big = || one_step_job("big", &w.root, "out/g.txt", b"more than four bytes");
+    run(&store, &w.root, big());
+    assert!(store.blob_path(&file_blob(&store, "big")).exists());
+}
+
+#[test]
+fn background_flushes_commit_every_finished_step() {
+    for jobs in [1, 2, 3] {
+        let w = ws();
+        let runs = Arc::new(AtomicUsize::new(0));
+        {
+            let store = open(&w.store_dir);
+            store.set_background_flush(true);
+            let io = store.io_manager(&w.root);
+            let mut engine = Engine::new(chain_job(&w.root, 20, "a", runs.clone()));
+            let opts = RunOptions { jobs, ..Default::default() };
+            let report = engine.run(&io, &store, &opts, &mut |_| {}).unwrap();
+            assert_eq!(report.ran().len(), 20);
+            // Nothing is left to commit when the run returns.
+            let before = store.stats().batches;
+            store.flush_all().unwrap();
+            assert_eq!(store.stats().batches, before, "jobs = {jobs}");
+        }
+        let store = open(&w.store_dir);
+        let report = run(&store, &w.root, chain_job(&w.root, 20, "a", runs.clone()));
+        assert!(report.ran().is_empty(), "jobs = {jobs}: {report:?}");
     }
 }

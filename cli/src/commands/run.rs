@@ -68,8 +68,10 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         })
         .context("recording the run")?;
     // Command steps are slow next to a commit: commit each finished step at
-    // once, so a crash mid-run loses only the steps that were running.
-    loaded.store.set_batch(1, std::time::Duration::ZERO);
+    // once, so a crash mid-run loses only the steps that were running (or
+    // had just finished), from a worker thread, so the next step does not
+    // wait for the commit's fsync.
+    loaded.store.set_background_flush(true);
     let paths = loaded
         .pipeline
         .ops
