@@ -136,13 +136,15 @@ pub struct Loaded {
 /// running build; it opens the store for writing only if there is none yet.
 pub fn load(ctx: &Ctx, read_only: bool) -> anyhow::Result<Loaded> {
     let ws = ctx.workspace()?;
-    let pipeline = ws.parse()?;
     let dir = ctx.store_dir(&ws);
-    let store = if read_only && !dir.exists() {
-        ctx.open_store(&dir, false)?
-    } else {
-        ctx.open_store(&dir, read_only)?
-    };
+    if !crate::uptodate::store_exists(&dir) {
+        // No store yet: a pipeline error is reported before one is made.
+        let pipeline = ws.parse()?;
+        let store = ctx.open_store(&dir, false)?;
+        return load_with(ws, pipeline, store);
+    }
+    let store = ctx.open_store(&dir, read_only)?;
+    let pipeline = ws.parse_cached(&store)?;
     load_with(ws, pipeline, store)
 }
 

@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use trove_engine::{DataVersion, InputFrom, Job, Op, Resource, VersionMode};
 
@@ -87,7 +88,7 @@ impl fmt::Display for PipelineError {
 impl std::error::Error for PipelineError {}
 
 /// Where an input reads.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Wire {
     /// A source file or directory, versioned by its content.
     Source,
@@ -101,7 +102,7 @@ pub enum Wire {
 }
 
 /// A named input of an op.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputDef {
     /// The input name.
     pub name: String,
@@ -114,7 +115,7 @@ pub struct InputDef {
 }
 
 /// A named output of an op.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OutputDef {
     /// The output name.
     pub name: String,
@@ -125,7 +126,7 @@ pub struct OutputDef {
 }
 
 /// How a resource's code version is decided.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum VersionSource {
     /// Nothing said: the version covers the config only.
     None,
@@ -136,7 +137,7 @@ pub enum VersionSource {
 }
 
 /// A `[resources.NAME]` table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ResourceDef {
     /// The name.
     pub name: String,
@@ -145,13 +146,14 @@ pub struct ResourceDef {
     /// Its code version.
     pub version: VersionSource,
     /// Its config.
+    #[serde(with = "json_text")]
     pub config: Value,
     /// Resources it depends on, with spans.
     pub depends_on: Vec<(String, Span)>,
 }
 
 /// An `[ops.NAME]` table.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct OpDef {
     /// The name.
     pub name: String,
@@ -168,6 +170,7 @@ pub struct OpDef {
     /// Named outputs.
     pub outputs: Vec<OutputDef>,
     /// Config.
+    #[serde(with = "json_text")]
     pub config: Value,
     /// Files whose content is part of the code version, with spans.
     pub code: Vec<(String, Span)>,
@@ -180,7 +183,7 @@ pub struct OpDef {
 }
 
 /// A parsed, validated pipeline file.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Pipeline {
     /// The job name.
     pub name: String,
@@ -196,6 +199,22 @@ impl Pipeline {
     /// The op named `name`.
     pub fn op(&self, name: &str) -> Option<&OpDef> {
         self.ops.iter().find(|o| o.name == name)
+    }
+}
+
+/// A JSON value stored as its text, for the compact binary codec of the
+/// parse cache (which cannot carry a self-describing value).
+mod json_text {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use serde_json::Value;
+
+    pub(super) fn serialize<S: Serializer>(value: &Value, s: S) -> Result<S::Ok, S::Error> {
+        value.to_string().serialize(s)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Value, D::Error> {
+        let text = String::deserialize(d)?;
+        serde_json::from_str(&text).map_err(serde::de::Error::custom)
     }
 }
 
@@ -245,6 +264,28 @@ impl Workspace {
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {display}"))?;
         let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         Ok(Workspace { root, file: path, display, text })
+    }
+
+    /// Parses the file through the store's parse cache: a file whose text
+    /// (and trove version) was parsed before is decoded, not parsed again
+    /// (parsing is the largest cost of a run with little to do). Only
+    /// successful parses are cached; a read-only store is only read.
+    pub fn parse_cached(&self, store: &trove_store::Store) -> anyhow::Result<Pipeline> {
+        let slot = format!("pipeline:{}", self.file.display());
+        let key = crate::uptodate::key(self);
+        if let Ok(Some(bytes)) = store.cached(&slot, &key)
+            && let Ok(pipeline) = postcard::from_bytes::<Pipeline>(&bytes)
+        {
+            return Ok(pipeline);
+        }
+        let pipeline = self.parse()?;
+        if !store.is_read_only()
+            && let Ok(bytes) = postcard::to_allocvec(&pipeline)
+        {
+            // A cache that cannot be written only costs the next run a parse.
+            let _ = store.put_cached(&slot, &key, &bytes);
+        }
+        Ok(pipeline)
     }
 
     /// Parses the file; diagnostics become a [`PipelineError`].
@@ -397,4 +438,52 @@ pub fn build(
     files.sort_unstable();
     files.dedup();
     Ok(Built { job, sources, env, probes, files })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const PIPELINE: &str = r#"
+[job]
+name = "cached"
+early_cutoff = false
+
+[resources.db]
+version_cmd = "echo 1"
+config = { url = "x", pool = 4, ratio = 0.5, on = true, none = [], nested = { a = [1, "1"] } }
+
+[resources.cache]
+version = "v2"
+depends_on = ["db"]
+
+[ops.a]
+cmd = "cp {in.src} {out.o} # {config.n}"
+in = { src = "data/in.txt" }
+out = { o = "build/a.txt" }
+config = { n = 1, s = "1", list = [1, 2.5, "x"], big = 9223372036854775807, f = 0.1, neg = -3 }
+code = ["tool.sh"]
+resources = ["db", "cache"]
+env = ["HOME"]
+
+[ops.b]
+cmd = "cat {in.a} > {out.o}"
+in = { a = "build/a.txt" }
+out = { o = "build/b.txt" }
+version = "7"
+"#;
+
+    #[test]
+    fn the_parse_cache_codec_gives_back_exactly_the_parsed_pipeline() {
+        let parsed = parse(PIPELINE).expect("parses");
+        let bytes = postcard::to_allocvec(&parsed).expect("encodes");
+        let back: Pipeline = postcard::from_bytes(&bytes).expect("decodes");
+        assert_eq!(back, parsed);
+        // Typed config survives: 1 and "1" stay different.
+        let a = back.op("a").expect("op a");
+        assert_eq!(a.config["n"], serde_json::json!(1));
+        assert_eq!(a.config["s"], serde_json::json!("1"));
+        assert_eq!(a.config["big"], serde_json::json!(i64::MAX));
+        assert_eq!(a.config["f"], serde_json::json!(0.1));
+    }
 }

@@ -28,8 +28,8 @@ use crate::record::{
     decode,
 };
 use crate::trace_db::{
-    self, BLOBS, Db, LATEST, LOGS, OUTPUTS, RUN_STEPS, RUNS, Rows, STAMPS, STAT, TRACES, Table,
-    db_err,
+    self, BLOBS, CACHE, Db, LATEST, LOGS, OUTPUTS, RUN_STEPS, RUNS, Rows, STAMPS, STAT, TRACES,
+    Table, db_err,
 };
 use crate::{Store, all_rows};
 
@@ -421,6 +421,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
                 RecordKind::Blob => decode::<BlobMeta>(kind, &v).map(|_| ()),
                 RecordKind::Latest => decode::<LatestRecord>(kind, &v).map(|_| ()),
                 RecordKind::Stamp => decode::<crate::stamp::Stamp>(kind, &v).map(|_| ()),
+                RecordKind::Cache => decode::<crate::cache::CacheRecord>(kind, &v).map(|_| ()),
             };
             match res {
                 Ok(()) => ok.push((k, v)),
@@ -444,6 +445,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     check_table(STAT, "stat", RecordKind::Stat, &mut report)?;
     check_table(BLOBS, "blobs", RecordKind::Blob, &mut report)?;
     check_table(STAMPS, "stamps", RecordKind::Stamp, &mut report)?;
+    check_table(CACHE, "cache", RecordKind::Cache, &mut report)?;
     // 4. References: output → blob (→ manifest members).
     let mut referenced: HashSet<Digest> = HashSet::new();
     let mut outputs_by_version: HashMap<OutputVersion, OutputRecord> = HashMap::new();

@@ -48,6 +48,7 @@
 #![warn(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod blob;
+mod cache;
 mod error;
 pub mod fs;
 mod fs_io_manager;
@@ -365,7 +366,25 @@ impl Store {
         Ok(())
     }
 
+    /// Whether opening for writing has nothing to write: every table
+    /// exists, the schema is this one, and no run was left running. (A write
+    /// transaction is a durable commit, the largest fixed cost of a no-op.)
+    fn is_initialized(&self) -> bool {
+        let Ok(txn) = self.read_txn() else { return false };
+        let tables_exist = ALL_TABLES.iter().all(|t| txn.open_table(*t).is_ok());
+        tables_exist
+            && get_in(&self.db_path, &txn, META, b"schema")
+                .ok()
+                .flatten()
+                .and_then(|b| read_schema(&b))
+                == Some(u32::from(SCHEMA_VERSION))
+            && get_in(&self.db_path, &txn, META, b"current_run").ok().flatten().is_none()
+    }
+
     fn init_rw(&self) -> Result<(), StoreError> {
+        if self.is_initialized() {
+            return Ok(());
+        }
         let dir = self.dir.clone();
         self.write_txn(|txn, path| {
             for t in ALL_TABLES {
@@ -990,6 +1009,41 @@ impl Store {
             if is_current {
                 meta.remove(b"current_run".as_slice()).map_err(|x| e(&x))?;
             }
+            Ok(())
+        })
+    }
+
+    /// Records a whole run at once ([`Store::begin_run`] and
+    /// [`Store::finish_run`] in one transaction): a run that had nothing to
+    /// do (answered by an up-to-date stamp) costs one commit.
+    pub fn record_run(&self, run: &RunInfo, report: &RunReport) -> Result<(), StoreError> {
+        let rec = RunRecord {
+            run_id: run.run_id.clone(),
+            job: run.job.clone(),
+            tags: run.tags.clone(),
+            command: run.command.clone(),
+            memoized: run.memoized,
+            started_at_ms: run.started_at_ms,
+            ended_at_ms: Some(now_ms()),
+            status: match report.status {
+                RunStatus::Succeeded => RunState::Succeeded,
+                RunStatus::Failed => RunState::Failed,
+                RunStatus::Cancelled => RunState::Cancelled,
+            },
+            counts: report.counts,
+            duration_ns: report.duration_ns,
+        };
+        let steps = encode(RecordKind::RunSteps, &report.steps);
+        self.write_txn(|txn, path| {
+            let e = db_err(path);
+            txn.open_table(RUNS)
+                .map_err(|x| e(&x))?
+                .insert(rec.run_id.as_bytes(), encode(RecordKind::Run, &rec).as_slice())
+                .map_err(|x| e(&x))?;
+            txn.open_table(RUN_STEPS)
+                .map_err(|x| e(&x))?
+                .insert(rec.run_id.as_bytes(), steps.as_slice())
+                .map_err(|x| e(&x))?;
             Ok(())
         })
     }

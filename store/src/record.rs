@@ -74,6 +74,8 @@ pub enum RecordKind {
     Latest = 8,
     /// An up-to-date stamp ([`Stamp`](crate::stamp::Stamp)).
     Stamp = 9,
+    /// A cache entry (derived bytes and the digest of their input).
+    Cache = 10,
 }
 
 /// Why a stored value could not be decoded.
@@ -504,6 +506,13 @@ mod tests {
                     ),
                 ),
             ),
+            (
+                RecordKind::Cache,
+                encode(
+                    RecordKind::Cache,
+                    &crate::cache::CacheRecord { key: Digest([4; 32]), bytes: vec![1, 2, 3] },
+                ),
+            ),
         ]
     }
 
@@ -519,6 +528,7 @@ mod tests {
             RecordKind::Blob => decode::<BlobMeta>(kind, bytes).map(drop),
             RecordKind::Latest => decode::<LatestRecord>(kind, bytes).map(drop),
             RecordKind::Stamp => decode::<crate::stamp::Stamp>(kind, bytes).map(drop),
+            RecordKind::Cache => decode::<crate::cache::CacheRecord>(kind, bytes).map(drop),
         }
     }
 

@@ -15,6 +15,7 @@
 //! | `stat`    | workspace path      | [`StatEntry`](crate::record::StatEntry) |
 //! | `blobs`   | blob name (32 B)    | [`BlobMeta`](crate::record::BlobMeta) |
 //! | `stamps`  | pipeline file path  | [`Stamp`](crate::stamp::Stamp) |
+//! | `cache`   | slot name           | derived bytes and the digest of their input |
 //!
 //! Every process opens redb in `SingleWriter` mode: the writer (holding
 //! trove's own lock) and any number of read-only processes (`log`, `show`,
@@ -44,9 +45,10 @@ pub(crate) const LOGS: Table = TableDefinition::new("logs");
 pub(crate) const STAT: Table = TableDefinition::new("stat");
 pub(crate) const BLOBS: Table = TableDefinition::new("blobs");
 pub(crate) const STAMPS: Table = TableDefinition::new("stamps");
+pub(crate) const CACHE: Table = TableDefinition::new("cache");
 
-pub(crate) const ALL_TABLES: [Table; 10] =
-    [META, TRACES, OUTPUTS, LATEST, RUNS, RUN_STEPS, LOGS, STAT, BLOBS, STAMPS];
+pub(crate) const ALL_TABLES: [Table; 11] =
+    [META, TRACES, OUTPUTS, LATEST, RUNS, RUN_STEPS, LOGS, STAT, BLOBS, STAMPS, CACHE];
 
 /// The open redb database: read-write or read-only.
 pub(crate) enum Db {

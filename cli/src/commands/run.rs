@@ -27,16 +27,18 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plain = memoize && args.steps.is_empty() && args.force.is_empty();
     let ws = ctx.workspace()?;
     let dir = ctx.store_dir(&ws);
-    let mut loaded = if plain && !args.full_check && uptodate::store_exists(&dir) {
+    let mut loaded = if uptodate::store_exists(&dir) {
         let store = ctx.open_store(&dir, false)?;
-        match uptodate::check(&ws, &store)? {
-            Ok((job, steps)) => return up_to_date(&args, ctx, &store, job, steps, tags),
-            Err(_) => {
-                let pipeline = ws.parse()?;
-                load_with(ws, pipeline, store)?
-            }
+        if plain
+            && !args.full_check
+            && let Ok((job, steps)) = uptodate::check(&ws, &store)?
+        {
+            return up_to_date(&args, ctx, &store, job, steps, tags);
         }
+        let pipeline = ws.parse_cached(&store)?;
+        load_with(ws, pipeline, store)?
     } else {
+        // No store yet: a pipeline error is reported before one is made.
         let pipeline = ws.parse()?;
         let store = ctx.open_store(&dir, false)?;
         load_with(ws, pipeline, store)?
@@ -94,6 +96,11 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         render::err(&human::failures(&report));
         human::note(&human::summary(&report));
     }
+    // The process ends here: freeing the engine's and the pipeline's many
+    // small allocations one by one would cost a tenth of a no-op run. The
+    // store is dropped normally (it flushes and releases its lock).
+    std::mem::forget(loaded.engine);
+    std::mem::forget(loaded.pipeline);
     Ok(match report.status {
         RunStatus::Succeeded => ExitCode::SUCCESS,
         RunStatus::Cancelled => ExitCode::from(crate::EXIT_INTERRUPTED),
@@ -115,19 +122,17 @@ fn up_to_date(
     let run_id = trove_store::Store::new_run_id();
     let started_at_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-    store
-        .begin_run(&trove_store::RunInfo {
-            run_id: run_id.clone(),
-            job: job.clone(),
-            tags: tags.clone(),
-            started_at_ms,
-            command: ctx.command_line.clone(),
-            memoized: true,
-        })
-        .context("recording the run")?;
+    let info = trove_store::RunInfo {
+        run_id: run_id.clone(),
+        job: job.clone(),
+        tags: tags.clone(),
+        started_at_ms,
+        command: ctx.command_line.clone(),
+        memoized: true,
+    };
     let mut report = uptodate::all_hits(run_id, steps, tags);
     report.duration_ns = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
-    store.finish_run(&report).context("recording the end of the run")?;
+    store.record_run(&info, &report).context("recording the run")?;
     if args.json {
         render::out_json(&json::run(&job, &report, true))?;
     } else {
