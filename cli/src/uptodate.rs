@@ -64,33 +64,40 @@ pub enum Miss {
 }
 
 /// The job name and its steps in report order, if nothing changed since the
-/// stamped run.
+/// stamped run. The files are checked even when something else changed:
+/// those found unchanged are then not statted again by the full run.
 pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Result<(String, Vec<String>), Miss>> {
     let slot = slot(ws);
     let Some(mut stamp) = store.stamp(&slot)? else {
         return Ok(Err(Miss::NoStamp));
     };
+    let mut miss = None;
     if stamp.inputs.key != key(ws) {
-        return Ok(Err(Miss::Pipeline));
+        miss = Some(Miss::Pipeline);
     }
     for (name, value) in &stamp.inputs.env {
-        if crate::command::env_var(name) != *value {
-            return Ok(Err(Miss::Env(name.clone())));
+        if miss.is_none() && crate::command::env_var(name) != *value {
+            miss = Some(Miss::Env(name.clone()));
         }
     }
     for (cmd, printed) in &stamp.inputs.probes {
-        if crate::command::version_of(&ws.root, cmd).ok().as_ref() != Some(printed) {
-            return Ok(Err(Miss::Probe(cmd.clone())));
+        if miss.is_none()
+            && crate::command::version_of(&ws.root, cmd).ok().as_ref() != Some(printed)
+        {
+            miss = Some(Miss::Probe(cmd.clone()));
         }
     }
-    match Store::check_stamp(&ws.root, &mut stamp) {
-        StampCheck::Changed(path) => Ok(Err(Miss::File(path))),
-        StampCheck::UpToDate { refreshed } => {
-            if refreshed {
-                store.refresh_stamp(&slot, &stamp)?;
+    match store.check_stamp(&ws.root, &mut stamp) {
+        StampCheck::Changed(paths) => Ok(Err(miss.unwrap_or_else(|| Miss::File(paths.join(", "))))),
+        StampCheck::UpToDate { refreshed } => match miss {
+            Some(miss) => Ok(Err(miss)),
+            None => {
+                if refreshed {
+                    store.refresh_stamp(&slot, &stamp)?;
+                }
+                Ok(Ok((stamp.inputs.job, stamp.inputs.steps)))
             }
-            Ok(Ok((stamp.inputs.job, stamp.inputs.steps)))
-        }
+        },
     }
 }
 

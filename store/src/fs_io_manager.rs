@@ -173,6 +173,9 @@ impl<'a> FsIoManager<'a> {
     /// `lstat`, which also serves the stat cache, so a no-op run stats
     /// every output once, not twice).
     fn workspace_copy_is(&self, full: &Path, rel: &str, blob: &Digest) -> bool {
+        if let Some(dv) = self.store.verified(rel) {
+            return dv.0 == *blob;
+        }
         std::fs::symlink_metadata(full).is_ok_and(|meta| {
             meta.is_file()
                 && self

@@ -199,6 +199,9 @@ pub struct Store {
     background_flush: AtomicBool,
     /// Files up to this size are kept inline in their output record.
     inline_file_max: AtomicU64,
+    /// Workspace files an up-to-date check of this process found unchanged,
+    /// with their data versions ([`Store::check_stamp`]).
+    verified: RwLock<HashMap<String, StatEntry>>,
     counters: Counters,
     /// A read transaction reused across lookups in a writer process,
     /// tagged with the commit generation it was opened at.
@@ -329,6 +332,7 @@ impl Store {
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
             background_flush: AtomicBool::new(false),
             inline_file_max: AtomicU64::new(INLINE_MAX as u64),
+            verified: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             read_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
@@ -481,6 +485,23 @@ impl Store {
 
     pub(crate) fn inline_file_max(&self) -> u64 {
         self.inline_file_max.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_verified(&self, files: HashMap<String, StatEntry>) {
+        if let Ok(mut v) = self.verified.write() {
+            *v = files;
+        }
+    }
+
+    /// The data version of a workspace file this process's up-to-date check
+    /// found unchanged.
+    pub fn verified(&self, rel: &str) -> Option<DataVersion> {
+        self.verified.read().ok()?.get(rel).map(|e| e.data_version)
+    }
+
+    /// The stat-cache entry a file was verified against.
+    pub(crate) fn verified_entry(&self, rel: &str) -> Option<StatEntry> {
+        self.verified.read().ok()?.get(rel).cloned()
     }
 
     /// What the store did in this process.
@@ -792,6 +813,13 @@ impl Store {
     }
 
     pub(crate) fn stage_stat(&self, rel: &str, entry: StatEntry) {
+        // What was verified of this path is superseded (an output written
+        // or restored by this run).
+        if let Ok(mut v) = self.verified.write()
+            && !v.is_empty()
+        {
+            v.remove(rel);
+        }
         if self.read_only {
             return;
         }
@@ -830,6 +858,10 @@ impl Store {
     /// through the stat cache. A missing path is an error naming it.
     pub fn hash_path(&self, workspace_root: &Path, rel: &str) -> Result<DataVersion, StoreError> {
         check_rel(rel)?;
+        if let Some(dv) = self.verified(rel) {
+            self.counters.stat_hits.fetch_add(1, Ordering::Relaxed);
+            return Ok(dv);
+        }
         let full = workspace_root.join(rel);
         let meta = std::fs::metadata(&full).map_err(|e| missing_or(e, rel, "reading", &full))?;
         if meta.is_dir() {

@@ -81,8 +81,8 @@ pub enum StampCheck {
         /// Whether the stamp changed.
         refreshed: bool,
     },
-    /// This file changed, is missing, or could not be read.
-    Changed(String),
+    /// These files changed, are missing, or could not be read (sorted).
+    Changed(Vec<String>),
 }
 
 impl Store {
@@ -99,15 +99,38 @@ impl Store {
     /// Re-stats every file of `stamp` under `root`, in parallel. A file
     /// whose entry was racy when stamped is hashed again, and its entry
     /// refreshed in `stamp` if the content is the same.
-    pub fn check_stamp(root: &Path, stamp: &mut Stamp) -> StampCheck {
-        let checked: Result<Vec<bool>, String> = stamp
+    ///
+    /// Every file found unchanged is remembered as verified for the rest of
+    /// this process: if the run goes on the full way (some file changed),
+    /// sources and workspace outputs that this check just proved unchanged
+    /// are not statted and looked up one by one again.
+    pub fn check_stamp(&self, root: &Path, stamp: &mut Stamp) -> StampCheck {
+        let checked: Vec<Result<bool, String>> = stamp
             .files
             .par_iter_mut()
             .map(|(rel, entry)| still_fresh(root, rel, entry).ok_or_else(|| rel.clone()))
             .collect();
-        match checked {
-            Ok(refreshed) => StampCheck::UpToDate { refreshed: refreshed.contains(&true) },
-            Err(rel) => StampCheck::Changed(rel),
+        let mut changed = Vec::new();
+        let mut refreshed = false;
+        let mut verified = std::collections::HashMap::with_capacity(stamp.files.len());
+        for ((rel, entry), result) in stamp.files.iter().zip(checked) {
+            match result {
+                Ok(r) => {
+                    refreshed |= r;
+                    if r {
+                        self.stage_stat(rel, entry.clone());
+                    }
+                    verified.insert(rel.clone(), entry.clone());
+                }
+                Err(rel) => changed.push(rel),
+            }
+        }
+        self.set_verified(verified);
+        if changed.is_empty() {
+            StampCheck::UpToDate { refreshed }
+        } else {
+            changed.sort_unstable();
+            StampCheck::Changed(changed)
         }
     }
 
@@ -126,6 +149,13 @@ impl Store {
             .par_iter()
             .map(|rel| {
                 check_rel(rel).ok()?;
+                // Verified unchanged at the start of this run and not
+                // written since: its entry stands. (Should the file have
+                // changed after all, the next check sees a different stat:
+                // a stale entry can only cost a full run, never a wrong hit.)
+                if let Some(entry) = self.verified_entry(rel) {
+                    return Some((rel.clone(), entry));
+                }
                 let stat = FileStat::of(&root.join(rel)).ok()?;
                 let entry = self.stat_entry(rel)?;
                 // The run's view of the file is the entry's: only a file
@@ -210,6 +240,43 @@ fn still_fresh(root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
 mod tests {
     use super::*;
 
+    fn store(dir: &Path) -> Store {
+        Store::open(&dir.join(".trove"), &crate::OpenOptions::default(), &mut |_| {})
+            .expect("store")
+    }
+
+    #[test]
+    fn files_found_unchanged_are_verified_for_the_rest_of_the_process() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (f, text) in [("a", "aaa"), ("b", "bbb")] {
+            std::fs::write(dir.path().join(f), text).expect("write");
+        }
+        let entry = |f: &str, text: &[u8]| {
+            let stat = FileStat::of(&dir.path().join(f)).expect("stat");
+            (f.to_owned(), stat.entry(DataVersion::of_bytes(text), stat.mtime_ns + 10_000_000_000))
+        };
+        let inputs = StampInputs {
+            key: Digest([0; 32]),
+            job: "j".into(),
+            env: Vec::new(),
+            probes: Vec::new(),
+            steps: Vec::new(),
+        };
+        let mut stamp = Stamp::from_parts(inputs, vec![entry("a", b"aaa"), entry("b", b"bbb")]);
+        std::thread::sleep(std::time::Duration::from_millis(30));
+        std::fs::write(dir.path().join("b"), "BBBB").expect("rewrite");
+        let store = store(dir.path());
+        assert_eq!(
+            store.check_stamp(dir.path(), &mut stamp),
+            StampCheck::Changed(vec!["b".into()])
+        );
+        assert_eq!(store.verified("a"), Some(DataVersion::of_bytes(b"aaa")));
+        assert_eq!(store.verified("b"), None);
+        // The changed file is hashed for real.
+        assert_eq!(store.hash_path(dir.path(), "b").expect("hash"), DataVersion::of_bytes(b"BBBB"));
+        assert_eq!(store.hash_path(dir.path(), "a").expect("hash"), DataVersion::of_bytes(b"aaa"));
+    }
+
     fn stamp_of(path: &Path, rel: &str, data: DataVersion, hashed_at_ns: i128) -> Stamp {
         let stat = FileStat::of(&path.join(rel)).expect("stat");
         let inputs = StampInputs {
@@ -230,10 +297,14 @@ mod tests {
         // Hashed in the same instant as the write: the stat proves nothing.
         let racy_at = stat.mtime_ns;
         let mut wrong = stamp_of(dir.path(), "f", DataVersion::of_bytes(b"abd"), racy_at);
-        assert_eq!(Store::check_stamp(dir.path(), &mut wrong), StampCheck::Changed("f".into()));
+        let store = store(dir.path());
+        assert_eq!(
+            store.check_stamp(dir.path(), &mut wrong),
+            StampCheck::Changed(vec!["f".into()])
+        );
         let mut right = stamp_of(dir.path(), "f", DataVersion::of_bytes(b"abc"), racy_at);
         assert_eq!(
-            Store::check_stamp(dir.path(), &mut right),
+            store.check_stamp(dir.path(), &mut right),
             StampCheck::UpToDate { refreshed: true }
         );
     }
@@ -246,8 +317,9 @@ mod tests {
         let settled_at = stat.mtime_ns + 10_000_000_000;
         // The stat cache's rule: a settled entry is not re-hashed.
         let mut stamp = stamp_of(dir.path(), "f", DataVersion::of_bytes(b"abc"), settled_at);
+        let store = store(dir.path());
         assert_eq!(
-            Store::check_stamp(dir.path(), &mut stamp),
+            store.check_stamp(dir.path(), &mut stamp),
             StampCheck::UpToDate { refreshed: false }
         );
         // Same size, a later clock tick (the entry claims to be hashed 10 s
@@ -255,9 +327,12 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(30));
         std::fs::write(dir.path().join("f"), b"xyz").expect("rewrite");
         let mut again = stamp.clone();
-        let check = Store::check_stamp(dir.path(), &mut again);
-        assert_eq!(check, StampCheck::Changed("f".into()));
+        let check = store.check_stamp(dir.path(), &mut again);
+        assert_eq!(check, StampCheck::Changed(vec!["f".into()]));
         std::fs::remove_file(dir.path().join("f")).expect("remove");
-        assert_eq!(Store::check_stamp(dir.path(), &mut stamp), StampCheck::Changed("f".into()));
+        assert_eq!(
+            store.check_stamp(dir.path(), &mut stamp),
+            StampCheck::Changed(vec!["f".into()])
+        );
     }
 }
