@@ -229,6 +229,8 @@ pub struct Workspace {
     pub display: String,
     /// Its text.
     pub text: String,
+    /// [`crate::uptodate::key`] of it, computed once.
+    pub key: std::sync::OnceLock<trove_engine::Digest>,
 }
 
 impl Workspace {
@@ -263,7 +265,7 @@ impl Workspace {
             std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {display}"))?;
         let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-        Ok(Workspace { root, file: path, display, text })
+        Ok(Workspace { root, file: path, display, text, key: std::sync::OnceLock::new() })
     }
 
     /// Parses the file through the store's parse cache: a file whose text

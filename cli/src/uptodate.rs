@@ -33,6 +33,10 @@ pub fn slot(ws: &Workspace) -> String {
 /// environment: the pipeline text, the workspace root and the versions of
 /// trove, of its version scheme and of this key.
 pub fn key(ws: &Workspace) -> Digest {
+    *ws.key.get_or_init(|| key_of(ws))
+}
+
+fn key_of(ws: &Workspace) -> Digest {
     let mut h = blake3::Hasher::new_derive_key("trove 2026 up-to-date stamp key");
     for field in [
         STAMP_SCHEME.to_le_bytes().as_slice(),
