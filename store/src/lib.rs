@@ -88,8 +88,14 @@ use crate::blob::{BlobStore, hash_reader};
 use crate::lock::{WriteLock, now_ms};
 use crate::record::{LatestRecord, RecordKind, decode, encode};
 use crate::stat_cache::{FileStat, is_fresh, now_ns};
+/// A table opened in a read transaction.
+type RoTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
+
+/// Tables opened in one read transaction, by name.
+type OpenTables = HashMap<String, Arc<RoTable>>;
+
 use crate::trace_db::{
-    ALL_TABLES, BLOBS, Db, LATEST, LOGS, META, OUTPUTS, RUN_STEPS, RUNS, Rows, STAT, TRACES,
+    ALL_TABLES, BLOBS, Db, LATEST, LOGS, META, OUTPUTS, RUN_STEPS, RUNS, Rows, STAT, TRACES, Table,
     db_err, get_in, scan_in,
 };
 
@@ -206,6 +212,9 @@ pub struct Store {
     /// A read transaction reused across lookups in a writer process,
     /// tagged with the commit generation it was opened at.
     read_cache: Mutex<Option<(u64, Arc<redb::ReadTransaction>)>>,
+    /// Tables opened in that transaction, by name (opening one is a B-tree
+    /// walk of its own, as costly as the lookup it serves).
+    table_cache: Mutex<Option<(u64, OpenTables)>>,
     generation: AtomicU64,
     _lock: Option<WriteLock>,
     /// Where a damaged trace database was moved at open, and why.
@@ -335,6 +344,7 @@ impl Store {
             verified: RwLock::new(HashMap::new()),
             counters: Counters::default(),
             read_cache: Mutex::new(None),
+            table_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
             _lock: lock,
             recovered,
@@ -586,10 +596,67 @@ impl Store {
         Ok(txn)
     }
 
+    /// A value of `table` read through the cached read transaction and a
+    /// cached handle of the table (a read-only store reads afresh).
+    pub(crate) fn cached_get(
+        &self,
+        table: Table,
+        key: &[u8],
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        if self.read_only {
+            let txn = self.read_txn()?;
+            return get_in(&self.db_path, &txn, table, key);
+        }
+        let name = trace_db::table_name(table);
+        let handle = {
+            let mut cache = self
+                .table_cache
+                .lock()
+                .map_err(|_| StoreError::Internal("table cache lock poisoned".into()))?;
+            let current = self.generation.load(Ordering::SeqCst);
+            if cache.as_ref().is_none_or(|(g, _)| *g != current) {
+                *cache = Some((current, HashMap::new()));
+            }
+            let tables = cache.as_mut().map(|(_, t)| t);
+            match tables.as_ref().and_then(|t| t.get(&name)) {
+                Some(t) => Arc::clone(t),
+                None => {
+                    let txn = self.cached_read()?;
+                    let opened = trace_db::guarded(
+                        || format!("{name} (open)"),
+                        || match txn.open_table(table) {
+                            Ok(t) => Ok(Some(t)),
+                            Err(redb::TableError::TableDoesNotExist(_)) => Ok(None),
+                            Err(e) => Err(db_err(&self.db_path)(&e)),
+                        },
+                    )?;
+                    let Some(opened) = opened else { return Ok(None) };
+                    let t = Arc::new(opened);
+                    if let Some(tables) = tables {
+                        tables.insert(name.clone(), Arc::clone(&t));
+                    }
+                    t
+                }
+            }
+        };
+        trace_db::guarded(
+            || format!("{name}[{}]", trace_db::show_key(key)),
+            || {
+                Ok(handle
+                    .get(key)
+                    .map_err(|e| db_err(&self.db_path)(&e))?
+                    .map(|v| v.value().to_vec()))
+            },
+        )
+    }
+
     /// Drops the reused read transaction (after a commit, before
     /// `check_integrity`).
     pub(crate) fn invalidate_reads(&self) {
         self.generation.fetch_add(1, Ordering::SeqCst);
+        if let Ok(mut cache) = self.table_cache.lock() {
+            *cache = None;
+        }
         if let Ok(mut cache) = self.read_cache.lock() {
             *cache = None;
         }
@@ -720,8 +787,24 @@ impl Store {
         if let Some(rec) = self.staged()?.outputs.get(version) {
             return Ok(Some(rec.clone()));
         }
-        let txn = self.cached_read()?;
-        self.output_in(&txn, version)
+        let Some(bytes) = self.cached_get(OUTPUTS, version.0.0.as_slice())? else {
+            return Ok(None);
+        };
+        self.decode_output(version, &bytes).map(Some)
+    }
+
+    fn decode_output(
+        &self,
+        version: &OutputVersion,
+        bytes: &[u8],
+    ) -> Result<OutputRecord, StoreError> {
+        decode::<OutputRecord>(RecordKind::Output, bytes).map_err(|e| {
+            self.corrupt();
+            StoreError::CorruptRecord {
+                what: format!("outputs[{}]", version.short(12)),
+                detail: e.to_string(),
+            }
+        })
     }
 
     fn output_in(
@@ -801,8 +884,7 @@ impl Store {
         {
             return Some(e.clone());
         }
-        let txn = self.cached_read().ok()?;
-        let bytes = get_in(&self.db_path, &txn, STAT, rel.as_bytes()).ok()??;
+        let bytes = self.cached_get(STAT, rel.as_bytes()).ok()??;
         match decode::<StatEntry>(RecordKind::Stat, &bytes) {
             Ok(e) => Some(e),
             Err(_) => {
