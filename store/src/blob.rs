@@ -114,12 +114,28 @@ pub(crate) enum BlobReadError {
 }
 
 /// Streams `reader` through blake3; returns the digest and length.
-pub(crate) fn hash_reader(mut reader: impl Read) -> io::Result<(Digest, u64)> {
+pub(crate) fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+    thread_local! {
+        /// One read buffer per thread: zeroing a fresh 1 MiB buffer cost
+        /// more than hashing the small file it was for.
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    }
+    BUF.with(|buf| match buf.try_borrow_mut() {
+        Ok(mut buf) => {
+            if buf.len() < CHUNK {
+                buf.resize(CHUNK, 0);
+            }
+            hash_with(reader, &mut buf)
+        }
+        Err(_) => hash_with(reader, &mut vec![0u8; CHUNK]),
+    })
+}
+
+fn hash_with(mut reader: impl Read, buf: &mut [u8]) -> io::Result<(Digest, u64)> {
     let mut hasher = blake3::Hasher::new();
-    let mut buf = vec![0u8; CHUNK];
     let mut n = 0u64;
     loop {
-        match reader.read(&mut buf) {
+        match reader.read(buf) {
             Ok(0) => break,
             Ok(k) => {
                 hasher.update(&buf[..k]);
