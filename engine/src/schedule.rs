@@ -995,72 +995,42 @@ impl Engine {
             // cancellation and fail-fast stop promptly.
             let max_running = workers.saturating_mul(4);
             let (tx, rx) = mpsc::channel::<Message>();
-            pool.in_place_scope(|scope| {
-                let mut running = 0usize;
-                // A background flush in flight, and whether steps finished
-                // since the last one started.
-                let mut flushing = false;
-                let mut unflushed = false;
-                loop {
-                    if cancelled() {
-                        stop = true;
-                    }
-                    if background && unflushed && !flushing {
-                        let tx = tx.clone();
-                        scope.spawn(move |_| {
-                            let _ = tx.send(Message::Flushed(traces.flush()));
-                        });
-                        flushing = true;
-                        unflushed = false;
-                    }
-                    // Nothing running and one step ready (a chain, the tail
-                    // of a graph): only that step can make another ready, so
-                    // running it here loses no parallelism and saves two
-                    // thread wake-ups, which cost more than a small command.
-                    if !stop && running == 0 && runner.ready.len() == 1 {
-                        if let Some(Reverse(idx)) = runner.ready.pop()
-                            && runner.state[idx] == State::Queued
-                        {
-                            let work = runner.launch(idx, events);
-                            let result = execute_step(&job, io, work, run_id);
-                            runner.absorb(result, events, &mut stop, &mut error);
-                            unflushed = true;
+            let (flush_tx, flush_rx) = mpsc::channel::<()>();
+            std::thread::scope(|threads| {
+                if background {
+                    // The flusher: one flush per request, on a thread of its own
+                    // rather than a job slot (it waits on fsync, not the CPU).
+                    let tx = tx.clone();
+                    threads.spawn(move || {
+                        for () in flush_rx {
+                            if tx.send(Message::Flushed(traces.flush())).is_err() {
+                                break;
+                            }
                         }
-                        continue;
-                    }
-                    while !stop && running < max_running {
-                        let Some(Reverse(idx)) = runner.ready.pop() else { break };
-                        if runner.state[idx] != State::Queued {
-                            continue;
-                        }
-                        let work = runner.launch(idx, events);
-                        let tx = tx.clone();
-                        let job = &job;
-                        scope.spawn(move |_| {
-                            let result = execute_step(job, io, work, run_id);
-                            let _ = tx.send(Message::Step(result));
-                        });
-                        running += 1;
-                    }
-                    while let Ok(message) = rx.try_recv() {
-                        let received = receive(
-                            message,
-                            &mut running,
-                            &mut flushing,
-                            &mut unflushed,
-                            &mut |r| {
-                                runner.absorb(r, events, &mut stop, &mut error);
-                            },
-                        );
-                        if let Err(e) = received {
-                            error.get_or_insert(flush_err(e));
+                    });
+                }
+                pool.in_place_scope(|scope| {
+                    let mut running = 0usize;
+                    // A background flush in flight, and whether steps finished
+                    // since the last one started.
+                    let mut flushing = false;
+                    let mut unflushed = false;
+                    loop {
+                        if cancelled() {
                             stop = true;
                         }
-                    }
-                    if !stop && running >= max_running {
-                        // The workers are saturated: run a ready step here.
-                        if let Some(Reverse(idx)) = runner.ready.pop() {
-                            if runner.state[idx] == State::Queued {
+                        if background && unflushed && !flushing && flush_tx.send(()).is_ok() {
+                            flushing = true;
+                            unflushed = false;
+                        }
+                        // Nothing running and one step ready (a chain, the tail
+                        // of a graph): only that step can make another ready, so
+                        // running it here loses no parallelism and saves two
+                        // thread wake-ups, which cost more than a small command.
+                        if !stop && running == 0 && runner.ready.len() == 1 {
+                            if let Some(Reverse(idx)) = runner.ready.pop()
+                                && runner.state[idx] == State::Queued
+                            {
                                 let work = runner.launch(idx, events);
                                 let result = execute_step(&job, io, work, run_id);
                                 runner.absorb(result, events, &mut stop, &mut error);
@@ -1068,34 +1038,76 @@ impl Engine {
                             }
                             continue;
                         }
-                    }
-                    if running == 0 && !flushing {
-                        if stop || runner.ready.is_empty() {
-                            break;
+                        while !stop && running < max_running {
+                            let Some(Reverse(idx)) = runner.ready.pop() else { break };
+                            if runner.state[idx] != State::Queued {
+                                continue;
+                            }
+                            let work = runner.launch(idx, events);
+                            let tx = tx.clone();
+                            let job = &job;
+                            scope.spawn(move |_| {
+                                let result = execute_step(job, io, work, run_id);
+                                let _ = tx.send(Message::Step(result));
+                            });
+                            running += 1;
                         }
-                        continue;
-                    }
-                    let first = if cancel.is_some() {
-                        match rx.recv_timeout(Duration::from_millis(50)) {
-                            Ok(r) => r,
-                            Err(mpsc::RecvTimeoutError::Timeout) => continue,
-                            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                        while let Ok(message) = rx.try_recv() {
+                            let received = receive(
+                                message,
+                                &mut running,
+                                &mut flushing,
+                                &mut unflushed,
+                                &mut |r| {
+                                    runner.absorb(r, events, &mut stop, &mut error);
+                                },
+                            );
+                            if let Err(e) = received {
+                                error.get_or_insert(flush_err(e));
+                                stop = true;
+                            }
                         }
-                    } else {
-                        match rx.recv() {
-                            Ok(r) => r,
-                            Err(_) => break,
+                        if !stop && running >= max_running {
+                            // The workers are saturated: run a ready step here.
+                            if let Some(Reverse(idx)) = runner.ready.pop() {
+                                if runner.state[idx] == State::Queued {
+                                    let work = runner.launch(idx, events);
+                                    let result = execute_step(&job, io, work, run_id);
+                                    runner.absorb(result, events, &mut stop, &mut error);
+                                    unflushed = true;
+                                }
+                                continue;
+                            }
                         }
-                    };
-                    let received =
-                        receive(first, &mut running, &mut flushing, &mut unflushed, &mut |r| {
-                            runner.absorb(r, events, &mut stop, &mut error);
-                        });
-                    if let Err(e) = received {
-                        error.get_or_insert(flush_err(e));
-                        stop = true;
+                        if running == 0 && !flushing {
+                            if stop || runner.ready.is_empty() {
+                                break;
+                            }
+                            continue;
+                        }
+                        let first = if cancel.is_some() {
+                            match rx.recv_timeout(Duration::from_millis(50)) {
+                                Ok(r) => r,
+                                Err(mpsc::RecvTimeoutError::Timeout) => continue,
+                                Err(mpsc::RecvTimeoutError::Disconnected) => break,
+                            }
+                        } else {
+                            match rx.recv() {
+                                Ok(r) => r,
+                                Err(_) => break,
+                            }
+                        };
+                        let received =
+                            receive(first, &mut running, &mut flushing, &mut unflushed, &mut |r| {
+                                runner.absorb(r, events, &mut stop, &mut error);
+                            });
+                        if let Err(e) = received {
+                            error.get_or_insert(flush_err(e));
+                            stop = true;
+                        }
                     }
-                }
+                });
+                drop(flush_tx);
             });
         }
         let flushed =

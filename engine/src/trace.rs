@@ -156,9 +156,9 @@ pub trait TraceStore: Send + Sync {
 
     /// Whether the scheduler commits for this store off the critical path:
     /// [`TraceStore::commit_trace`] only stages, and the scheduler calls
-    /// [`TraceStore::flush`] from a worker thread as soon as steps have
-    /// finished, while the next steps run (or after each step, with one
-    /// worker). A durable commit per step then overlaps the next command
+    /// [`TraceStore::flush`] from a thread of its own (not a job slot) as
+    /// soon as steps have finished, while the next steps run (or after each
+    /// step, with one worker). A durable commit per step then overlaps the next command
     /// instead of delaying it. Default: `false` (the store commits when it
     /// sees fit inside `commit_trace`).
     fn flush_in_background(&self) -> bool {
