@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use trove_engine::Digest;
 
 use crate::record::{RecordKind, decode, encode};
-use crate::trace_db::{CACHE, db_err, get_in};
+use crate::trace_db::{CACHE, get_in};
 use crate::{Store, StoreError};
 
 /// One cached entry.
@@ -40,13 +40,6 @@ impl Store {
     /// there).
     pub fn put_cached(&self, slot: &str, key: &Digest, bytes: &[u8]) -> Result<(), StoreError> {
         let value = encode(RecordKind::Cache, &CacheRecord { key: *key, bytes: bytes.to_vec() });
-        self.write_txn(|txn, path| {
-            let e = db_err(path);
-            txn.open_table(CACHE)
-                .map_err(|x| e(&x))?
-                .insert(slot.as_bytes(), value.as_slice())
-                .map_err(|x| e(&x))?;
-            Ok(())
-        })
+        self.put_one(CACHE, slot.as_bytes(), &value)
     }
 }

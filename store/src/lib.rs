@@ -681,6 +681,15 @@ impl Store {
         Ok(r)
     }
 
+    /// Writes one value in a durable transaction of its own.
+    pub(crate) fn put_one(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
+        self.write_txn(|txn, path| {
+            let e = db_err(path);
+            txn.open_table(table).map_err(|x| e(&x))?.insert(key, value).map_err(|x| e(&x))?;
+            Ok(())
+        })
+    }
+
     fn staged(&self) -> Result<MutexGuard<'_, Staged>, StoreError> {
         self.staged.lock().map_err(|_| StoreError::Internal("staging lock poisoned".into()))
     }
@@ -1096,25 +1105,13 @@ impl Store {
             duration_ns: 0,
         });
         rec.ended_at_ms = Some(now);
-        rec.status = match report.status {
-            RunStatus::Succeeded => RunState::Succeeded,
-            RunStatus::Failed => RunState::Failed,
-            RunStatus::Cancelled => RunState::Cancelled,
-        };
+        rec.status = run_state(report.status);
         rec.counts = report.counts;
         rec.duration_ns = report.duration_ns;
-        let steps = encode(RecordKind::RunSteps, &report.steps);
         let mut st = self.staged()?;
         self.commit_staged(&mut st, |txn, path| {
+            put_run(txn, path, &rec, report)?;
             let e = db_err(path);
-            txn.open_table(RUNS)
-                .map_err(|x| e(&x))?
-                .insert(rec.run_id.as_bytes(), encode(RecordKind::Run, &rec).as_slice())
-                .map_err(|x| e(&x))?;
-            txn.open_table(RUN_STEPS)
-                .map_err(|x| e(&x))?
-                .insert(rec.run_id.as_bytes(), steps.as_slice())
-                .map_err(|x| e(&x))?;
             let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
             let is_current = meta
                 .get(b"current_run".as_slice())
@@ -1139,27 +1136,11 @@ impl Store {
             memoized: run.memoized,
             started_at_ms: run.started_at_ms,
             ended_at_ms: Some(now_ms()),
-            status: match report.status {
-                RunStatus::Succeeded => RunState::Succeeded,
-                RunStatus::Failed => RunState::Failed,
-                RunStatus::Cancelled => RunState::Cancelled,
-            },
+            status: run_state(report.status),
             counts: report.counts,
             duration_ns: report.duration_ns,
         };
-        let steps = encode(RecordKind::RunSteps, &report.steps);
-        self.write_txn(|txn, path| {
-            let e = db_err(path);
-            txn.open_table(RUNS)
-                .map_err(|x| e(&x))?
-                .insert(rec.run_id.as_bytes(), encode(RecordKind::Run, &rec).as_slice())
-                .map_err(|x| e(&x))?;
-            txn.open_table(RUN_STEPS)
-                .map_err(|x| e(&x))?
-                .insert(rec.run_id.as_bytes(), steps.as_slice())
-                .map_err(|x| e(&x))?;
-            Ok(())
-        })
+        self.write_txn(|txn, path| put_run(txn, path, &rec, report))
     }
 
     fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -1311,6 +1292,34 @@ impl Store {
     pub fn verify(&self) -> Result<VerifyReport, StoreError> {
         gc::verify(self)
     }
+}
+
+/// How a run that ended with `status` is recorded.
+fn run_state(status: RunStatus) -> RunState {
+    match status {
+        RunStatus::Succeeded => RunState::Succeeded,
+        RunStatus::Failed => RunState::Failed,
+        RunStatus::Cancelled => RunState::Cancelled,
+    }
+}
+
+/// Writes a run record and its per-step outcomes.
+fn put_run(
+    txn: &redb::WriteTransaction,
+    path: &Path,
+    rec: &RunRecord,
+    report: &RunReport,
+) -> Result<(), StoreError> {
+    let e = db_err(path);
+    txn.open_table(RUNS)
+        .map_err(|x| e(&x))?
+        .insert(rec.run_id.as_bytes(), encode(RecordKind::Run, rec).as_slice())
+        .map_err(|x| e(&x))?;
+    txn.open_table(RUN_STEPS)
+        .map_err(|x| e(&x))?
+        .insert(rec.run_id.as_bytes(), encode(RecordKind::RunSteps, &report.steps).as_slice())
+        .map_err(|x| e(&x))?;
+    Ok(())
 }
 
 /// Creates the database file atomically: initialized under a temp name,

@@ -199,15 +199,7 @@ impl Store {
     }
 
     fn put_stamp(&self, slot: &str, stamp: &Stamp) -> Result<(), StoreError> {
-        let bytes = encode(RecordKind::Stamp, stamp);
-        self.write_txn(|txn, path| {
-            let e = db_err(path);
-            txn.open_table(STAMPS)
-                .map_err(|x| e(&x))?
-                .insert(slot.as_bytes(), bytes.as_slice())
-                .map_err(|x| e(&x))?;
-            Ok(())
-        })
+        self.put_one(STAMPS, slot.as_bytes(), &encode(RecordKind::Stamp, stamp))
     }
 }
 
