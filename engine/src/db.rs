@@ -125,9 +125,10 @@ pub struct OpNode {
     /// Its canonical config digest.
     #[returns(copy)]
     pub config: Digest,
-    /// The digest of its declared environment's values.
+    /// The digest of its declared environment's values (`None`: it
+    /// declares none).
     #[returns(copy)]
-    pub env: Digest,
+    pub env: Option<Digest>,
     /// The digest of its output names and paths.
     #[returns(copy)]
     pub outputs: Digest,

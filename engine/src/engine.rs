@@ -467,7 +467,7 @@ impl Engine {
     }
 }
 
-fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Digest {
+fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Option<Digest> {
     let mut env: Vec<(&str, Option<&str>)> =
         names.iter().map(|n| (n.as_str(), values.get(n).and_then(|v| v.as_deref()))).collect();
     env.sort();
