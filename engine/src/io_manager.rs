@@ -151,25 +151,30 @@ pub trait IoManager: Send + Sync {
     }
 }
 
-/// One stored output: its name, what is on record about it, and its bytes.
+/// One stored output: whose it is, what is on record about it, and its bytes.
 #[derive(Debug)]
 struct MemoryEntry {
+    step: Box<str>,
     output: Box<str>,
     stored: StoredOutput,
     bytes: Vec<u8>,
+    /// Whether `bytes` are exactly the bytes `stored.data_version` was
+    /// computed from in [`IoManager::handle_output`]. Entries are never
+    /// mutated in place except by [`MemoryIoManager::overwrite`], which
+    /// clears this; while it holds, `stored.data_version == blake3(bytes)` by
+    /// construction, and verification compares data versions instead of
+    /// hashing the bytes again (see [`MemoryIoManager::verified_bytes`]).
+    pristine: bool,
 }
 
-/// Outputs by step, then version, then output name. A version can be shared
-/// by outputs of different steps (two ops with the same code version string,
-/// config and inputs), so the step is part of the identifier, like
-/// [`OutputContext::identifier`].
-type MemoryOutputs = HashMap<String, ByVersion>;
-
-/// Outputs of one step by version. Versions are blake3 digests, already
-/// uniformly distributed: their first bytes are the hash.
-type ByVersion = HashMap<OutputVersion, Vec<MemoryEntry>, BuildHasherDefault<DigestHasher>>;
+/// Outputs by version. The version of an output covers its step's name and
+/// the output's name, so different outputs at one version do not happen in a
+/// job; the step and output names are still compared, so a caller that
+/// reuses a version for another output never reads the wrong bytes.
+type MemoryOutputs = HashMap<OutputVersion, Vec<MemoryEntry>, BuildHasherDefault<DigestHasher>>;
 
 /// A hasher for keys that are digests: folds the bytes it is given.
+/// Versions are blake3 digests, already uniformly distributed.
 #[derive(Default)]
 struct DigestHasher(u64);
 
@@ -201,7 +206,7 @@ fn find<'m>(
     output: &str,
     version: &OutputVersion,
 ) -> Option<&'m MemoryEntry> {
-    outputs.get(step)?.get(version)?.iter().find(|e| &*e.output == output)
+    outputs.get(version)?.iter().find(|e| &*e.step == step && &*e.output == output)
 }
 
 impl MemoryIoManager {
@@ -212,10 +217,7 @@ impl MemoryIoManager {
 
     /// The number of stored outputs.
     pub fn len(&self) -> usize {
-        self.outputs
-            .lock()
-            .map(|m| m.values().flat_map(|v| v.values()).map(Vec::len).sum())
-            .unwrap_or(0)
+        self.outputs.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
     }
 
     /// Whether nothing is stored.
@@ -223,14 +225,15 @@ impl MemoryIoManager {
         self.len() == 0
     }
 
-    /// The bytes stored at a version (by any step).
+    /// The bytes stored at a version (by any step; the first step by name if
+    /// several share it).
     pub fn get(&self, version: &OutputVersion) -> Option<Vec<u8>> {
         let outputs = self.outputs.lock().ok()?;
-        let mut steps: Vec<&String> = outputs.keys().collect();
-        steps.sort();
-        steps.into_iter().find_map(|step| {
-            outputs[step].get(version).and_then(|e| e.first()).map(|e| e.bytes.clone())
-        })
+        outputs
+            .get(version)?
+            .iter()
+            .min_by(|a, b| (&a.step, &a.output).cmp(&(&b.step, &b.output)))
+            .map(|e| e.bytes.clone())
     }
 
     /// The bytes of one step's output stored at a version.
@@ -243,10 +246,9 @@ impl MemoryIoManager {
     /// (tests use it to simulate corruption).
     pub fn overwrite(&self, version: OutputVersion, bytes: Vec<u8>) {
         if let Ok(mut m) = self.outputs.lock() {
-            for versions in m.values_mut() {
-                for entry in versions.get_mut(&version).into_iter().flatten() {
-                    entry.bytes.clone_from(&bytes);
-                }
+            for entry in m.get_mut(&version).into_iter().flatten() {
+                entry.bytes.clone_from(&bytes);
+                entry.pristine = false;
             }
         }
     }
@@ -254,9 +256,7 @@ impl MemoryIoManager {
     /// Forgets a stored output.
     pub fn remove(&self, version: &OutputVersion) {
         if let Ok(mut m) = self.outputs.lock() {
-            for versions in m.values_mut() {
-                versions.remove(version);
-            }
+            m.remove(version);
         }
     }
 
@@ -265,6 +265,36 @@ impl MemoryIoManager {
             context: "memory io manager".into(),
             message: "a thread panicked while holding the lock".into(),
         })
+    }
+
+    /// The entry's bytes if they match the data version the caller expects,
+    /// [`IoError::Corrupt`] otherwise (invariant 4: never served).
+    ///
+    /// A pristine entry's bytes are the ones its data version was computed
+    /// from when they were stored, and nothing has written them since, so
+    /// comparing the recorded data version with the expected one is the
+    /// same check as hashing the bytes again, without the hash. An entry
+    /// written by [`MemoryIoManager::overwrite`] is hashed again. (The file
+    /// IO manager of the store crate always hashes what it reads: files
+    /// can change behind its back; these bytes cannot.)
+    fn verified_bytes<'e>(
+        ctx: &OutputContext<'_>,
+        entry: &'e MemoryEntry,
+        stored: &StoredOutput,
+    ) -> Result<&'e [u8], IoError> {
+        let found = if entry.pristine {
+            entry.stored.data_version
+        } else {
+            DataVersion::of_bytes(&entry.bytes)
+        };
+        if found != stored.data_version {
+            return Err(IoError::Corrupt {
+                identifier: ctx.identifier(),
+                expected: stored.data_version.to_hex(),
+                found: found.to_hex(),
+            });
+        }
+        Ok(&entry.bytes)
     }
 }
 
@@ -290,17 +320,20 @@ impl IoManager for MemoryIoManager {
         let stored =
             StoredOutput { data_version: DataVersion::of_bytes(&bytes), size: bytes.len() as u64 };
         let mut outputs = self.lock()?;
-        let versions = match outputs.get_mut(ctx.step) {
-            Some(versions) => versions,
-            None => outputs.entry(ctx.step.to_owned()).or_default(),
-        };
-        let entries = versions.entry(ctx.version).or_default();
-        match entries.iter_mut().find(|e| &*e.output == ctx.output) {
+        let entries = outputs.entry(ctx.version).or_insert_with(|| Vec::with_capacity(1));
+        match entries.iter_mut().find(|e| &*e.step == ctx.step && &*e.output == ctx.output) {
             Some(entry) => {
                 entry.stored = stored;
                 entry.bytes = bytes;
+                entry.pristine = true;
             }
-            None => entries.push(MemoryEntry { output: ctx.output.into(), stored, bytes }),
+            None => entries.push(MemoryEntry {
+                step: ctx.step.into(),
+                output: ctx.output.into(),
+                stored,
+                bytes,
+                pristine: true,
+            }),
         }
         Ok(stored)
     }
@@ -310,18 +343,10 @@ impl IoManager for MemoryIoManager {
         ctx: &OutputContext<'_>,
         stored: &StoredOutput,
     ) -> Result<OutputValue, IoError> {
-        let bytes = find(&*self.lock()?, ctx.step, ctx.output, &ctx.version)
-            .map(|e| e.bytes.clone())
+        let outputs = self.lock()?;
+        let entry = find(&outputs, ctx.step, ctx.output, &ctx.version)
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
-        let found = DataVersion::of_bytes(&bytes);
-        if found != stored.data_version {
-            return Err(IoError::Corrupt {
-                identifier: ctx.identifier(),
-                expected: stored.data_version.to_hex(),
-                found: found.to_hex(),
-            });
-        }
-        Ok(OutputValue::Bytes(bytes))
+        Ok(OutputValue::Bytes(Self::verified_bytes(ctx, entry, stored)?.to_vec()))
     }
 
     /// On a hit: the bytes are checked against their data version, so a
@@ -330,14 +355,57 @@ impl IoManager for MemoryIoManager {
         let outputs = self.lock()?;
         let entry = find(&outputs, ctx.step, ctx.output, &ctx.version)
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
-        let found = DataVersion::of_bytes(&entry.bytes);
-        if found != stored.data_version {
-            return Err(IoError::Corrupt {
-                identifier: ctx.identifier(),
-                expected: stored.data_version.to_hex(),
-                found: found.to_hex(),
-            });
-        }
+        Self::verified_bytes(ctx, entry, stored)?;
         Ok(Restore::Present)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IoError, IoManager, MemoryIoManager, OutputContext, OutputValue};
+    use crate::version::{DataVersion, Digest, OutputVersion};
+
+    fn ctx(step: &'static str, output: &'static str) -> OutputContext<'static> {
+        let version = OutputVersion(Digest([7; 32]));
+        OutputContext { step, output, version, path: None, run_id: "r" }
+    }
+
+    #[test]
+    fn loads_are_checked_against_the_expected_data_version() {
+        let io = MemoryIoManager::new();
+        let a = ctx("a", "out");
+        let stored = io.handle_output(&a, OutputValue::Bytes(b"good".to_vec())).unwrap();
+        assert_eq!(stored.data_version, DataVersion::of_bytes(b"good"));
+        assert_eq!(io.load_input(&a, &stored).unwrap(), OutputValue::Bytes(b"good".to_vec()));
+        // A caller expecting other bytes is refused, pristine or not.
+        let mut stale = stored;
+        stale.data_version = DataVersion::of_bytes(b"other");
+        assert!(matches!(io.load_input(&a, &stale), Err(IoError::Corrupt { .. })));
+        assert!(matches!(io.restore(&a, &stale), Err(IoError::Corrupt { .. })));
+        // Overwritten bytes are hashed again and refused.
+        io.overwrite(a.version, b"evil".to_vec());
+        assert!(matches!(io.load_input(&a, &stored), Err(IoError::Corrupt { .. })));
+        assert!(matches!(io.restore(&a, &stored), Err(IoError::Corrupt { .. })));
+        // Overwriting with the same bytes is not corruption.
+        io.overwrite(a.version, b"good".to_vec());
+        assert!(io.load_input(&a, &stored).is_ok());
+        // Storing again makes the entry pristine.
+        let again = io.handle_output(&a, OutputValue::Bytes(b"new".to_vec())).unwrap();
+        assert!(io.load_input(&a, &again).is_ok());
+        assert!(matches!(io.load_input(&a, &stored), Err(IoError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn outputs_sharing_a_version_stay_apart() {
+        let io = MemoryIoManager::new();
+        let (a, b) = (ctx("a", "out"), ctx("b", "out"));
+        let sa = io.handle_output(&a, OutputValue::Bytes(b"A".to_vec())).unwrap();
+        let sb = io.handle_output(&b, OutputValue::Bytes(b"B".to_vec())).unwrap();
+        assert_eq!(io.len(), 2);
+        assert_eq!(io.load_input(&a, &sa).unwrap(), OutputValue::Bytes(b"A".to_vec()));
+        assert_eq!(io.load_input(&b, &sb).unwrap(), OutputValue::Bytes(b"B".to_vec()));
+        assert!(matches!(io.load_input(&a, &sb), Err(IoError::Corrupt { .. })));
+        assert_eq!(io.get(&a.version), Some(b"A".to_vec()));
+        assert_eq!(io.has_output(&ctx("c", "out")).unwrap(), None);
     }
 }
