@@ -116,31 +116,35 @@ pub struct InputNode {
     pub edge: InputNodeEdge,
 }
 
-/// An op in the version graph.
-#[salsa::input(debug)]
-pub struct OpNode {
+/// Everything an op version is computed from, except the versions of what
+/// it reads. One salsa field, not one per component: the version query
+/// reads it once (each field read is a recorded dependency), and an edit to
+/// any component re-executes the same one query either way.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OpDef {
     /// The op's code version (`None`: unversioned).
-    #[returns(copy)]
     pub code: Option<CodeVersion>,
     /// Its canonical config digest.
-    #[returns(copy)]
     pub config: Digest,
     /// The digest of its declared environment's values (`None`: it
     /// declares none).
-    #[returns(copy)]
     pub env: Option<Digest>,
     /// The digest of its output names and paths.
-    #[returns(copy)]
     pub outputs: Digest,
     /// Lineage mode: inputs contribute upstream output versions.
-    #[returns(copy)]
     pub lineage: bool,
     /// Required resources, sorted by name.
-    #[returns(ref)]
     pub resources: Vec<ResourceNode>,
     /// Inputs, sorted by name.
-    #[returns(ref)]
     pub inputs: Vec<InputNode>,
+}
+
+/// An op in the version graph.
+#[salsa::input(debug)]
+pub struct OpNode {
+    /// The op's definition.
+    #[returns(ref)]
+    pub def: OpDef,
 }
 
 /// The state of an op's version.
@@ -177,23 +181,22 @@ pub fn resource_version(
 /// [`output_version`].
 #[salsa::tracked(returns(copy))]
 pub fn op_version(db: &dyn salsa::Database, op: OpNode) -> OpVersion {
-    let Some(code) = op.code(db) else {
+    let def = op.def(db);
+    let Some(code) = def.code else {
         return OpVersion::Unversioned;
     };
-    let mut encoder = OpVersionEncoder::new(code, op.config(db), op.env(db), op.outputs(db));
-    let resources = op.resources(db);
-    encoder.resources(resources.len());
-    for resource in resources {
+    let mut encoder = OpVersionEncoder::new(code, def.config, def.env, def.outputs);
+    encoder.resources(def.resources.len());
+    for resource in &def.resources {
         match resource_version(db, *resource) {
             Some(version) => encoder.resource(resource.name(db), version),
             None => return OpVersion::Unversioned,
         }
     }
-    let lineage = op.lineage(db);
-    let inputs = op.inputs(db);
-    encoder.inputs(inputs.len());
+    let lineage = def.lineage;
+    encoder.inputs(def.inputs.len());
     let mut waiting = false;
-    for input in inputs {
+    for input in &def.inputs {
         let contribution = match &input.edge {
             InputNodeEdge::Source(source) => match source.data(db) {
                 Some(data) => InputContribution::Source(data),
@@ -262,6 +265,14 @@ impl VersionGraph {
                 .with_durability(Durability::LOW)
                 .to(data);
         }
+    }
+
+    /// Changes an op's definition (an edit: `Durability::HIGH`, like the
+    /// definition's creation).
+    pub(crate) fn edit_op(&mut self, step: usize, edit: impl FnOnce(&mut OpDef)) {
+        let mut def = self.ops[step].def(&self.db).clone();
+        edit(&mut def);
+        self.ops[step].set_def(&mut self.db).to(def);
     }
 
     /// Sets a source's data version if it differs.

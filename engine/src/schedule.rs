@@ -19,7 +19,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -81,6 +81,17 @@ enum WorkerResult {
     },
 }
 
+/// Why a step's stored outputs cannot be used.
+enum Miss {
+    /// A step without outputs has no trace at this version.
+    NoTrace,
+    /// The output at this index is not stored (its name is copied only if
+    /// this becomes the reason shown).
+    Missing(usize),
+    /// A stored output failed verification.
+    Corrupt(RerunReason),
+}
+
 /// What a worker needs to run one step.
 struct StepWork {
     idx: StepIdx,
@@ -88,7 +99,7 @@ struct StepWork {
     /// stored)`.
     inputs: Vec<(usize, StepIdx, usize, OutputVersion, StoredOutput)>,
     /// Output versions, in declaration order.
-    outputs: Vec<OutputVersion>,
+    outputs: Arc<[OutputVersion]>,
     env: BTreeMap<String, Option<String>>,
 }
 
@@ -102,10 +113,13 @@ struct Runner<'a> {
     state: Vec<State>,
     op_versions: Vec<Option<(Digest, bool)>>,
     /// Per resolved step: its outputs' versions, in declaration order.
-    versions: Vec<Vec<OutputVersion>>,
+    versions: Vec<Arc<[OutputVersion]>>,
     reasons: Vec<Vec<RerunReason>>,
     components: Vec<Option<VersionComponents>>,
-    stored: Vec<Vec<Option<StoredOutput>>>,
+    /// What the IO manager holds of each output, all steps' outputs in one
+    /// list: step `idx`'s outputs start at `first_output[idx]`.
+    stored: Vec<Option<StoredOutput>>,
+    first_output: Vec<usize>,
     unresolved_up: Vec<u32>,
     ran_upstream: Vec<bool>,
     restored: Vec<Vec<String>>,
@@ -159,6 +173,14 @@ impl<'a> Runner<'a> {
             }
         }
         let lineage = job.mode() == VersionMode::Lineage;
+        let mut first_output = Vec::with_capacity(n + 1);
+        let mut n_outputs = 0;
+        for op in job.steps() {
+            first_output.push(n_outputs);
+            n_outputs += op.outputs().len();
+        }
+        first_output.push(n_outputs);
+        let no_versions: Arc<[OutputVersion]> = Arc::new([]);
         Ok(Runner {
             engine,
             io,
@@ -168,10 +190,11 @@ impl<'a> Runner<'a> {
             lineage,
             state,
             op_versions: vec![None; n],
-            versions: vec![Vec::new(); n],
+            versions: vec![no_versions; n],
             reasons: vec![Vec::new(); n],
             components: vec![None; n],
-            stored: job.steps().iter().map(|op| vec![None; op.outputs().len()]).collect(),
+            stored: vec![None; n_outputs],
+            first_output,
             unresolved_up,
             ran_upstream: vec![false; n],
             restored: vec![Vec::new(); n],
@@ -216,6 +239,15 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// What the IO manager holds of a step's outputs, in declaration order.
+    fn stored(&self, idx: StepIdx) -> &[Option<StoredOutput>] {
+        &self.stored[self.first_output[idx]..self.first_output[idx + 1]]
+    }
+
+    fn stored_mut(&mut self, idx: StepIdx) -> &mut [Option<StoredOutput>] {
+        &mut self.stored[self.first_output[idx]..self.first_output[idx + 1]]
+    }
+
     /// The output versions of a resolved step (computed once, in `resolve`).
     fn output_versions(&self, idx: StepIdx) -> &[OutputVersion] {
         &self.versions[idx]
@@ -253,8 +285,10 @@ impl<'a> Runner<'a> {
         } else if !self.opts.memoize {
             vec![RerunReason::MemoDisabled]
         } else {
-            let versions = self.versions[idx].clone();
-            let mut stored = Vec::with_capacity(versions.len());
+            let versions = Arc::clone(&self.versions[idx]);
+            // Filled only while outputs are found: a step that must run
+            // allocates nothing here.
+            let mut stored = Vec::new();
             let mut missing = None;
             let mut previous = None;
             if versions.is_empty() {
@@ -265,7 +299,7 @@ impl<'a> Runner<'a> {
                     .latest_trace(name)
                     .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?;
                 if !trace.as_ref().is_some_and(|t| !t.unversioned && t.op_version == op_version) {
-                    missing = Some(RerunReason::VersionChanged);
+                    missing = Some(Miss::NoTrace);
                 }
                 previous = Some(trace);
             }
@@ -274,15 +308,14 @@ impl<'a> Runner<'a> {
                 match self.io.has_output(&ctx) {
                     Ok(Some(s)) => stored.push(s),
                     Ok(None) => {
-                        missing =
-                            Some(RerunReason::OutputMissing { output: ctx.output.to_owned() });
+                        missing = Some(Miss::Missing(out));
                         break;
                     }
                     Err(e) if e.is_miss() => {
-                        missing = Some(RerunReason::OutputCorrupt {
+                        missing = Some(Miss::Corrupt(RerunReason::OutputCorrupt {
                             output: ctx.output.to_owned(),
                             detail: e.to_string(),
-                        });
+                        }));
                         break;
                     }
                     Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
@@ -299,10 +332,10 @@ impl<'a> Runner<'a> {
                                 step: name.to_owned(),
                                 message: format!("{e}; the step runs again"),
                             });
-                            missing = Some(RerunReason::OutputCorrupt {
+                            missing = Some(Miss::Corrupt(RerunReason::OutputCorrupt {
                                 output: ctx.output.to_owned(),
                                 detail: e.to_string(),
-                            });
+                            }));
                             break;
                         }
                         Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
@@ -325,8 +358,8 @@ impl<'a> Runner<'a> {
                     };
                     let mut reasons = compute_reasons(previous.as_ref(), &components);
                     self.components[idx] = Some(components);
-                    if matches!(missing, RerunReason::OutputCorrupt { .. }) {
-                        reasons.push(missing);
+                    if let Miss::Corrupt(corrupt) = missing {
+                        reasons.push(corrupt);
                     } else if reasons.is_empty() {
                         // The components read the same: either the version is
                         // the traced one and an output is gone, or something
@@ -334,10 +367,11 @@ impl<'a> Runner<'a> {
                         let same_version = previous
                             .as_ref()
                             .is_some_and(|t| !t.unversioned && t.op_version == op_version);
-                        reasons.push(if same_version {
-                            missing
-                        } else {
-                            RerunReason::VersionChanged
+                        reasons.push(match missing {
+                            Miss::Missing(out) if same_version => RerunReason::OutputMissing {
+                                output: job.step(idx).outputs()[out].name.clone(),
+                            },
+                            _ => RerunReason::VersionChanged,
                         });
                     }
                     reasons
@@ -366,7 +400,7 @@ impl<'a> Runner<'a> {
         self.counts.restored += restored.len();
         let cut_off = self.ran_upstream[idx];
         for (out, s) in stored.iter().enumerate() {
-            self.stored[idx][out] = Some(*s);
+            self.stored_mut(idx)[out] = Some(*s);
             self.engine.graph.set_slot(idx, out, Some(s.data_version));
         }
         if cut_off {
@@ -458,7 +492,7 @@ impl<'a> Runner<'a> {
                             .outputs()
                             .iter()
                             .zip(versions.iter().copied())
-                            .zip(&self.stored[idx])
+                            .zip(self.stored(idx))
                             .filter_map(|((o, v), s)| {
                                 s.map(|s| (o.name.clone(), v, s.data_version))
                             })
@@ -486,7 +520,7 @@ impl<'a> Runner<'a> {
         let mut inputs = Vec::with_capacity(op.inputs().len());
         for &(input_idx, edge) in job.input_edges(idx) {
             if let InputEdge::Output(up, out) = edge
-                && let Some(stored) = self.stored[up][out]
+                && let Some(stored) = self.stored(up)[out]
             {
                 inputs.push((input_idx, up, out, self.output_versions(up)[out], stored));
             }
@@ -496,7 +530,7 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|n| (n.clone(), self.engine.env_values.get(n).cloned().flatten()))
             .collect();
-        StepWork { idx, inputs, outputs: self.output_versions(idx).to_vec(), env }
+        StepWork { idx, inputs, outputs: Arc::clone(&self.versions[idx]), env }
     }
 
     fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
@@ -526,19 +560,18 @@ impl<'a> Runner<'a> {
         let job = self.job();
         match result {
             WorkerResult::Done { idx, stored, duration, log } => {
-                let name = job.step(idx).name().to_owned();
-                let versions = self.versions[idx].clone();
+                let op = job.step(idx);
                 let (op_version, unversioned) =
                     self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
                 let mut outputs = Vec::with_capacity(stored.len());
                 let mut data = Vec::with_capacity(stored.len());
                 for (out, s) in stored.iter().enumerate() {
-                    self.stored[idx][out] = Some(*s);
+                    self.stored_mut(idx)[out] = Some(*s);
                     self.engine.graph.set_slot(idx, out, Some(s.data_version));
-                    let spec = &job.step(idx).outputs()[out];
+                    let spec = &op.outputs()[out];
                     outputs.push(TraceOutput {
                         name: spec.name.clone(),
-                        version: versions[out],
+                        version: self.versions[idx][out],
                         data_version: s.data_version,
                         size: s.size,
                     });
@@ -550,7 +583,7 @@ impl<'a> Runner<'a> {
                 };
                 let duration_ns = nanos(duration);
                 let trace = Trace {
-                    step: name.clone(),
+                    step: op.name().to_owned(),
                     run_id: self.opts.run_id.clone(),
                     op_version,
                     unversioned,
@@ -560,14 +593,14 @@ impl<'a> Runner<'a> {
                 };
                 self.traces
                     .commit_trace(trace, log)
-                    .map_err(|source| PlanError::Trace { step: name.clone(), source })?;
+                    .map_err(|source| PlanError::Trace { step: op.name().to_owned(), source })?;
                 self.state[idx] = State::Done;
                 self.counts.ran += 1;
                 self.outcomes[idx] = Some(StepOutcome::Ran {
                     reasons: std::mem::take(&mut self.reasons[idx]),
                     duration_ns,
                 });
-                events(&RunEvent::Finished { step: name, duration, outputs: data });
+                events(&RunEvent::Finished { step: op.name().to_owned(), duration, outputs: data });
                 self.propagate(idx, true);
                 Ok(false)
             }
@@ -779,14 +812,12 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
             StepLog::default(),
         );
     };
-    let mut inputs = BTreeMap::new();
+    let mut inputs = Vec::with_capacity(op.inputs().len());
     for &(input_idx, up, out, version, ref stored) in &work.inputs {
         let name = op.inputs()[input_idx].name.as_str();
         let ctx = output_ctx(job, up, out, version, run_id);
         match io.load_input(&ctx, stored) {
-            Ok(value) => {
-                inputs.insert(name, value);
-            }
+            Ok(value) => inputs.push((name, value)),
             Err(e) if e.is_miss() => {
                 return WorkerResult::InputMiss {
                     idx,
@@ -808,9 +839,11 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         if let InputEdge::Source(s) = edge {
             let spec = &op.inputs()[input_idx];
             let path = spec.path.clone().unwrap_or_else(|| job.sources()[s].clone());
-            inputs.insert(spec.name.as_str(), OutputValue::File(path));
+            inputs.push((spec.name.as_str(), OutputValue::File(path)));
         }
     }
+    // Input names are unique within an op (the job is validated).
+    inputs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let resources: BTreeMap<&str, &Value> = job
         .step_resources(idx)
         .iter()
@@ -823,7 +856,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         run_id,
         op,
         inputs,
-        outputs: BTreeMap::new(),
+        outputs: Vec::new(),
         resources,
         env,
         stdout: Vec::new(),
@@ -858,7 +891,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
     }
     let mut stored = Vec::with_capacity(op.outputs().len());
     for (out, spec) in op.outputs().iter().enumerate() {
-        let value = match produced.remove(spec.name.as_str()) {
+        let value = match produced.get_mut(out).and_then(Option::take) {
             Some(v) => v,
             None => match &spec.path {
                 Some(path) => OutputValue::File(path.clone()),

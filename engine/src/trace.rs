@@ -203,7 +203,9 @@ impl TraceStore for MemoryTraceStore {
         let mut inner = self.lock()?;
         if log.stdout.is_empty() && log.stderr.is_empty() {
             // An empty log replaces an older one without storing anything.
-            inner.logs.remove(&trace.step);
+            if !inner.logs.is_empty() {
+                inner.logs.remove(&trace.step);
+            }
         } else {
             inner.logs.insert(trace.step.clone(), log);
         }

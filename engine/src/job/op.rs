@@ -302,8 +302,11 @@ pub struct OpContext<'a> {
     pub(crate) step: &'a str,
     pub(crate) run_id: &'a str,
     pub(crate) op: &'a Op,
-    pub(crate) inputs: BTreeMap<&'a str, OutputValue>,
-    pub(crate) outputs: BTreeMap<&'a str, OutputValue>,
+    /// Loaded inputs, sorted by name (a handful per op: a sorted list is
+    /// cheaper to build and search than a map).
+    pub(crate) inputs: Vec<(&'a str, OutputValue)>,
+    /// Outputs set so far, by position in the op's declared outputs.
+    pub(crate) outputs: Vec<Option<OutputValue>>,
     pub(crate) resources: BTreeMap<&'a str, &'a Value>,
     pub(crate) env: BTreeMap<&'a str, Option<&'a str>>,
     pub(crate) stdout: Vec<u8>,
@@ -339,9 +342,10 @@ impl<'a> OpContext<'a> {
 
     /// A loaded input.
     pub fn input(&self, name: &str) -> Result<&OutputValue, OpFailure> {
-        self.inputs
-            .get(name)
-            .ok_or_else(|| OpFailure::new(format!("op `{}` has no input `{name}`", self.step)))
+        match self.inputs.binary_search_by(|(input, _)| (*input).cmp(name)) {
+            Ok(i) => Ok(&self.inputs[i].1),
+            Err(_) => Err(OpFailure::new(format!("op `{}` has no input `{name}`", self.step))),
+        }
     }
 
     /// An input's bytes (in-memory outputs only).
@@ -374,14 +378,16 @@ impl<'a> OpContext<'a> {
 
     /// Sets an output.
     pub fn set_output(&mut self, name: &str, value: OutputValue) -> Result<(), OpFailure> {
-        let op: &'a Op = self.op;
-        let Some(spec) = op.outputs.iter().find(|o| o.name == name) else {
+        let Some(out) = self.op.outputs.iter().position(|o| o.name == name) else {
             return Err(OpFailure::new(format!(
                 "op `{}` set undeclared output `{name}`",
                 self.step
             )));
         };
-        self.outputs.insert(spec.name.as_str(), value);
+        if self.outputs.len() < self.op.outputs.len() {
+            self.outputs.resize(self.op.outputs.len(), None);
+        }
+        self.outputs[out] = Some(value);
         Ok(())
     }
 
