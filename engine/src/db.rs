@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use salsa::{Durability, Setter};
 
+use crate::name::Name;
 use crate::version::encode::{
     InputContribution, OpVersionEncoder, compute_output_version, compute_resource_version,
 };
@@ -99,7 +100,7 @@ pub enum InputNodeEdge {
         /// The upstream op.
         op: OpNode,
         /// The upstream output's name.
-        output: String,
+        output: Name,
         /// Its data version slot.
         slot: OutputSlot,
     },
@@ -109,7 +110,7 @@ pub enum InputNodeEdge {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InputNode {
     /// The input's name.
-    pub name: String,
+    pub name: Name,
     /// The workspace path it is read at.
     pub path: Option<String>,
     /// Its wiring.

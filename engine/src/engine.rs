@@ -18,6 +18,7 @@ use crate::db::{
 };
 use crate::error::PlanError;
 use crate::job::{InputEdge, InputFrom, Job, StepIdx, VersionMode};
+use crate::name::Name;
 use crate::trace::{CodeComponent, InputComponent, ResourceComponent, VersionComponents};
 use crate::version::encode::{
     compute_env_digest, compute_output_version, compute_outputs_digest,
@@ -379,7 +380,8 @@ impl Engine {
     /// versions are those known now (unknown ones are left out).
     ///
     /// Built afresh each time (a cold run needs each step's once, so a cache
-    /// would only add a copy); it allocates only the strings the trace owns.
+    /// would only add a copy); names are shared with the job, so this
+    /// allocates the lists, the config text and the explicit code version.
     /// The digest an input contributes now, if known: a source's or an
     /// upstream output's data version, or in lineage mode the upstream
     /// output's version.
@@ -452,17 +454,17 @@ impl Engine {
         env.dedup();
         let edges = job.input_edges(idx);
         let mut inputs = Vec::with_capacity(edges.len());
-        for &(input_idx, edge) in edges {
+        for (&(input_idx, edge), origin) in edges.iter().zip(job.input_origins(idx)) {
             let Some(version) = self.input_version(edge) else { continue };
             let spec = &op.inputs()[input_idx];
             inputs.push(InputComponent {
                 name: spec.name.clone(),
-                from: input_origin(job, edge),
+                from: origin.clone(),
                 path: spec.path.clone(),
                 version,
             });
         }
-        let mut outputs: Vec<(String, Option<String>)> =
+        let mut outputs: Vec<(Name, Option<String>)> =
             op.outputs().iter().map(|o| (o.name.clone(), o.path.clone())).collect();
         outputs.sort();
         VersionComponents {
@@ -475,24 +477,6 @@ impl Engine {
             outputs,
         }
     }
-}
-
-/// Where an input reads, as traces and reasons name it: `source NAME` or
-/// `STEP.OUTPUT` (concatenated by hand: `format!` costs more than the rest of
-/// a trace's strings together).
-pub(crate) fn input_origin(job: &Job, edge: InputEdge) -> String {
-    let parts: [&str; 3] = match edge {
-        InputEdge::Source(s) => ["source ", "", &job.sources()[s]],
-        InputEdge::Output(up, out) => {
-            let up_op = job.step(up);
-            [up_op.name(), ".", &up_op.outputs()[out].name]
-        }
-    };
-    let mut origin = String::with_capacity(parts.iter().map(|p| p.len()).sum());
-    for part in parts {
-        origin.push_str(part);
-    }
-    origin
 }
 
 fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Option<Digest> {

@@ -21,6 +21,7 @@ pub use op::{
 };
 pub use resource::Resource;
 
+use crate::name::Name;
 use crate::version::{DefaultStrategy, VersionStrategy};
 
 /// How inputs contribute to downstream versions.
@@ -155,11 +156,15 @@ pub(crate) struct JobInner {
     pub(crate) steps: Vec<Op>,
     /// Per step, per input (sorted by input name): the wiring.
     pub(crate) edges: Vec<Vec<(usize, InputEdge)>>,
+    /// Per step, per input (in `edges` order): where it reads, as traces
+    /// and reasons name it (`source NAME` or `STEP.OUTPUT`), made once here
+    /// rather than for every trace.
+    pub(crate) origins: Vec<Vec<Name>>,
     /// Per step: the steps that read one of its outputs (deduplicated).
     pub(crate) downstream: Vec<Vec<StepIdx>>,
     /// Per step: the steps it reads (deduplicated).
     pub(crate) upstream: Vec<Vec<StepIdx>>,
-    pub(crate) step_index: HashMap<String, StepIdx>,
+    pub(crate) step_index: HashMap<Name, StepIdx>,
     /// Resources in topological order (dependencies first).
     pub(crate) resources: Vec<Resource>,
     pub(crate) resource_index: HashMap<String, usize>,
@@ -228,6 +233,11 @@ impl Job {
     /// sorted by input name.
     pub fn input_edges(&self, idx: StepIdx) -> &[(usize, InputEdge)] {
         &self.inner.edges[idx]
+    }
+    /// Where each input of a step reads, in [`Job::input_edges`] order:
+    /// `source NAME` or `STEP.OUTPUT`.
+    pub fn input_origins(&self, idx: StepIdx) -> &[Name] {
+        &self.inner.origins[idx]
     }
     /// The steps that read outputs of `idx`.
     pub fn downstream(&self, idx: StepIdx) -> &[StepIdx] {

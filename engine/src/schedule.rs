@@ -32,6 +32,7 @@ use crate::event::{
 };
 use crate::io_manager::{IoManager, OutputContext, OutputValue, Restore, StoredOutput};
 use crate::job::{InputEdge, Job, OpContext, StepIdx, VersionMode};
+use crate::name::Name;
 use crate::plan::{Plan, PlannedStep, RerunReason, StepPlan, compute_reasons};
 use crate::trace::{StepFailure, StepLog, Trace, TraceOutput, TraceStore, VersionComponents};
 use crate::version::{Digest, OutputVersion};
@@ -133,6 +134,8 @@ struct Runner<'a> {
     ready: BinaryHeap<Reverse<StepIdx>>,
     outcomes: Vec<Option<StepOutcome>>,
     counts: RunCounts,
+    /// The run id, shared by every trace of the run.
+    run_id: Name,
 }
 
 fn output_ctx<'j>(
@@ -204,6 +207,7 @@ impl<'a> Runner<'a> {
             ready: BinaryHeap::new(),
             outcomes: vec![None; n],
             counts: RunCounts::default(),
+            run_id: Name::from(opts.run_id.as_str()),
         })
     }
 
@@ -329,7 +333,7 @@ impl<'a> Runner<'a> {
                         Ok(Restore::Restored) => self.restored[idx].push(ctx.output.to_owned()),
                         Err(e) if e.is_miss() => {
                             events(&RunEvent::Warning {
-                                step: name.to_owned(),
+                                step: job.step(idx).shared_name().clone(),
                                 message: format!("{e}; the step runs again"),
                             });
                             missing = Some(Miss::Corrupt(RerunReason::OutputCorrupt {
@@ -369,7 +373,7 @@ impl<'a> Runner<'a> {
                             .is_some_and(|t| !t.unversioned && t.op_version == op_version);
                         reasons.push(match missing {
                             Miss::Missing(out) if same_version => RerunReason::OutputMissing {
-                                output: job.step(idx).outputs()[out].name.clone(),
+                                output: job.step(idx).outputs()[out].name.to_string(),
                             },
                             _ => RerunReason::VersionChanged,
                         });
@@ -412,7 +416,7 @@ impl<'a> Runner<'a> {
         }
         // Events and outcomes are for runs; a plan only needs the states.
         if self.execute {
-            let step = self.engine.job.step(idx).name().to_owned();
+            let step = self.engine.job.step(idx).shared_name().clone();
             // The restored list goes into the event and on to the outcome.
             let event = if cut_off {
                 RunEvent::CutOff { step, restored }
@@ -509,7 +513,7 @@ impl<'a> Runner<'a> {
                 },
                 _ => StepPlan::Run(self.reasons[idx].clone()),
             };
-            steps.push(PlannedStep { step: job.step(idx).name().to_owned(), plan });
+            steps.push(PlannedStep { step: job.step(idx).shared_name().clone(), plan });
         }
         Plan { steps }
     }
@@ -535,17 +539,18 @@ impl<'a> Runner<'a> {
 
     fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
         let job = self.job();
-        let failed = job.step(idx).name().to_owned();
+        let failed = job.step(idx).shared_name().clone();
         let mut stack: Vec<StepIdx> = job.downstream(idx).to_vec();
         while let Some(d) = stack.pop() {
             if matches!(self.state[d], State::Pending | State::NeedsRun | State::Queued) {
                 self.state[d] = State::Skipped;
                 self.counts.skipped += 1;
                 events(&RunEvent::Skipped {
-                    step: job.step(d).name().to_owned(),
+                    step: job.step(d).shared_name().clone(),
                     failed_upstream: failed.clone(),
                 });
-                self.outcomes[d] = Some(StepOutcome::Skipped { failed_upstream: failed.clone() });
+                self.outcomes[d] =
+                    Some(StepOutcome::Skipped { failed_upstream: failed.to_string() });
                 stack.extend_from_slice(job.downstream(d));
             }
         }
@@ -583,8 +588,8 @@ impl<'a> Runner<'a> {
                 };
                 let duration_ns = nanos(duration);
                 let trace = Trace {
-                    step: op.name().to_owned(),
-                    run_id: self.opts.run_id.clone(),
+                    step: op.shared_name().clone(),
+                    run_id: self.run_id.clone(),
                     op_version,
                     unversioned,
                     components,
@@ -600,22 +605,26 @@ impl<'a> Runner<'a> {
                     reasons: std::mem::take(&mut self.reasons[idx]),
                     duration_ns,
                 });
-                events(&RunEvent::Finished { step: op.name().to_owned(), duration, outputs: data });
+                events(&RunEvent::Finished {
+                    step: op.shared_name().clone(),
+                    duration,
+                    outputs: data,
+                });
                 self.propagate(idx, true);
                 Ok(false)
             }
             WorkerResult::Failed { idx, message, exit_code, duration, log } => {
-                let name = job.step(idx).name().to_owned();
+                let name = job.step(idx).shared_name().clone();
                 let failure = StepFailure {
                     step: name.clone(),
-                    run_id: self.opts.run_id.clone(),
+                    run_id: self.run_id.clone(),
                     message: message.clone(),
                     exit_code,
                     duration_ns: nanos(duration),
                 };
                 self.traces
                     .record_failure(failure, log)
-                    .map_err(|source| PlanError::Trace { step: name.clone(), source })?;
+                    .map_err(|source| PlanError::Trace { step: name.to_string(), source })?;
                 self.state[idx] = State::Failed;
                 self.counts.failed += 1;
                 self.outcomes[idx] =
@@ -625,7 +634,7 @@ impl<'a> Runner<'a> {
                 Ok(self.opts.fail_fast)
             }
             WorkerResult::InputMiss { idx, upstream, output, message } => {
-                let up_name = job.step(upstream).name().to_owned();
+                let up_name = job.step(upstream).shared_name().clone();
                 events(&RunEvent::Warning {
                     step: up_name.clone(),
                     message: format!("{message}; the step runs again"),
@@ -640,7 +649,7 @@ impl<'a> Runner<'a> {
                         }
                         self.state[upstream] = State::Queued;
                         self.reasons[upstream] = vec![RerunReason::OutputCorrupt {
-                            output: job.step(upstream).outputs()[output].name.clone(),
+                            output: job.step(upstream).outputs()[output].name.to_string(),
                             detail: message,
                         }];
                         self.components[upstream] = Some(self.engine.components(upstream));
@@ -679,7 +688,7 @@ impl<'a> Runner<'a> {
         self.state[idx] = State::Running;
         // The reasons go into the event and come back: no copy.
         let started = RunEvent::Started {
-            step: self.engine.job.step(idx).name().to_owned(),
+            step: self.engine.job.step(idx).shared_name().clone(),
             reasons: std::mem::take(&mut self.reasons[idx]),
         };
         events(&started);
@@ -727,7 +736,7 @@ impl<'a> Runner<'a> {
                     StepOutcome::NotRun
                 }
             };
-            steps.push(StepReport { step: job.step(idx).name().to_owned(), outcome });
+            steps.push(StepReport { step: job.step(idx).shared_name().clone(), outcome });
         }
         RunReport {
             run_id: self.opts.run_id.clone(),

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::name::Name;
 use crate::version::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
 /// The code component of a version, as recorded.
@@ -47,9 +48,9 @@ pub struct ResourceComponent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputComponent {
     /// The input name.
-    pub name: String,
+    pub name: Name,
     /// Where it reads: `source NAME` or `STEP.OUTPUT`.
-    pub from: String,
+    pub from: Name,
     /// The workspace path it is read at, if any.
     pub path: Option<String>,
     /// The digest it contributed: a data version (sources, early cutoff) or an
@@ -73,14 +74,14 @@ pub struct VersionComponents {
     /// Inputs, sorted by name.
     pub inputs: Vec<InputComponent>,
     /// Outputs `(name, path)`, sorted by name.
-    pub outputs: Vec<(String, Option<String>)>,
+    pub outputs: Vec<(Name, Option<String>)>,
 }
 
 /// One output of a trace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceOutput {
     /// The output name.
-    pub name: String,
+    pub name: Name,
     /// Its version.
     pub version: OutputVersion,
     /// blake3 of its bytes.
@@ -93,9 +94,9 @@ pub struct TraceOutput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
     /// The step.
-    pub step: String,
+    pub step: Name,
     /// The run that executed it.
-    pub run_id: String,
+    pub run_id: Name,
     /// The op version (for an unversioned op, unique to the run).
     pub op_version: Digest,
     /// Whether the op was unversioned.
@@ -122,9 +123,9 @@ pub struct StepLog {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFailure {
     /// The step.
-    pub step: String,
+    pub step: Name,
     /// The run.
-    pub run_id: String,
+    pub run_id: Name,
     /// What went wrong.
     pub message: String,
     /// The exit code of a failed command.
@@ -163,9 +164,9 @@ pub struct MemoryTraceStore {
 
 #[derive(Debug, Default)]
 struct MemoryTraces {
-    latest: HashMap<String, Trace>,
+    latest: HashMap<Name, Trace>,
     failures: Vec<StepFailure>,
-    logs: HashMap<String, StepLog>,
+    logs: HashMap<Name, StepLog>,
 }
 
 impl MemoryTraceStore {
