@@ -13,6 +13,7 @@
 //! op wrote at its declared workspace path.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
@@ -154,8 +155,10 @@ pub trait IoManager: Send + Sync {
 /// One stored output: whose it is, what is on record about it, and its bytes.
 #[derive(Debug)]
 struct MemoryEntry {
-    step: Box<str>,
-    output: Box<str>,
+    /// The step's name followed by the output's name (one allocation).
+    names: Box<str>,
+    /// Where the step's name ends in `names`.
+    step_len: usize,
     stored: StoredOutput,
     bytes: Vec<u8>,
     /// Whether `bytes` are exactly the bytes `stored.data_version` was
@@ -167,11 +170,56 @@ struct MemoryEntry {
     pristine: bool,
 }
 
+impl MemoryEntry {
+    fn new(ctx: &OutputContext<'_>, stored: StoredOutput, bytes: Vec<u8>) -> MemoryEntry {
+        let mut names = String::with_capacity(ctx.step.len() + ctx.output.len());
+        names.push_str(ctx.step);
+        names.push_str(ctx.output);
+        MemoryEntry {
+            names: names.into_boxed_str(),
+            step_len: ctx.step.len(),
+            stored,
+            bytes,
+            pristine: true,
+        }
+    }
+
+    fn step(&self) -> &str {
+        &self.names[..self.step_len]
+    }
+
+    fn output(&self) -> &str {
+        &self.names[self.step_len..]
+    }
+
+    fn is(&self, step: &str, output: &str) -> bool {
+        self.step_len == step.len() && self.step() == step && self.output() == output
+    }
+}
+
+/// The outputs stored at one version: one, unless a caller reuses a version
+/// for another output (then the others follow, and names tell them apart).
+#[derive(Debug)]
+struct VersionSlot {
+    first: MemoryEntry,
+    others: Vec<MemoryEntry>,
+}
+
+impl VersionSlot {
+    fn iter(&self) -> impl Iterator<Item = &MemoryEntry> {
+        std::iter::once(&self.first).chain(&self.others)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut MemoryEntry> {
+        std::iter::once(&mut self.first).chain(&mut self.others)
+    }
+}
+
 /// Outputs by version. The version of an output covers its step's name and
 /// the output's name, so different outputs at one version do not happen in a
 /// job; the step and output names are still compared, so a caller that
 /// reuses a version for another output never reads the wrong bytes.
-type MemoryOutputs = HashMap<OutputVersion, Vec<MemoryEntry>, BuildHasherDefault<DigestHasher>>;
+type MemoryOutputs = HashMap<OutputVersion, VersionSlot, BuildHasherDefault<DigestHasher>>;
 
 /// A hasher for keys that are digests: folds the bytes it is given.
 /// Versions are blake3 digests, already uniformly distributed.
@@ -206,7 +254,7 @@ fn find<'m>(
     output: &str,
     version: &OutputVersion,
 ) -> Option<&'m MemoryEntry> {
-    outputs.get(version)?.iter().find(|e| &*e.step == step && &*e.output == output)
+    outputs.get(version)?.iter().find(|e| e.is(step, output))
 }
 
 impl MemoryIoManager {
@@ -217,7 +265,7 @@ impl MemoryIoManager {
 
     /// The number of stored outputs.
     pub fn len(&self) -> usize {
-        self.outputs.lock().map(|m| m.values().map(Vec::len).sum()).unwrap_or(0)
+        self.outputs.lock().map(|m| m.values().map(|slot| 1 + slot.others.len()).sum()).unwrap_or(0)
     }
 
     /// Whether nothing is stored.
@@ -232,7 +280,7 @@ impl MemoryIoManager {
         outputs
             .get(version)?
             .iter()
-            .min_by(|a, b| (&a.step, &a.output).cmp(&(&b.step, &b.output)))
+            .min_by(|a, b| (a.step(), a.output()).cmp(&(b.step(), b.output())))
             .map(|e| e.bytes.clone())
     }
 
@@ -246,7 +294,7 @@ impl MemoryIoManager {
     /// (tests use it to simulate corruption).
     pub fn overwrite(&self, version: OutputVersion, bytes: Vec<u8>) {
         if let Ok(mut m) = self.outputs.lock() {
-            for entry in m.get_mut(&version).into_iter().flatten() {
+            for entry in m.get_mut(&version).into_iter().flat_map(VersionSlot::iter_mut) {
                 entry.bytes.clone_from(&bytes);
                 entry.pristine = false;
             }
@@ -320,20 +368,23 @@ impl IoManager for MemoryIoManager {
         let stored =
             StoredOutput { data_version: DataVersion::of_bytes(&bytes), size: bytes.len() as u64 };
         let mut outputs = self.lock()?;
-        let entries = outputs.entry(ctx.version).or_insert_with(|| Vec::with_capacity(1));
-        match entries.iter_mut().find(|e| &*e.step == ctx.step && &*e.output == ctx.output) {
-            Some(entry) => {
-                entry.stored = stored;
-                entry.bytes = bytes;
-                entry.pristine = true;
+        match outputs.entry(ctx.version) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(VersionSlot {
+                    first: MemoryEntry::new(ctx, stored, bytes),
+                    others: Vec::new(),
+                });
             }
-            None => entries.push(MemoryEntry {
-                step: ctx.step.into(),
-                output: ctx.output.into(),
-                stored,
-                bytes,
-                pristine: true,
-            }),
+            Entry::Occupied(mut occupied) => {
+                let slot = occupied.get_mut();
+                if let Some(entry) = slot.iter_mut().find(|e| e.is(ctx.step, ctx.output)) {
+                    entry.stored = stored;
+                    entry.bytes = bytes;
+                    entry.pristine = true;
+                } else {
+                    slot.others.push(MemoryEntry::new(ctx, stored, bytes));
+                }
+            }
         }
         Ok(stored)
     }
@@ -407,5 +458,13 @@ mod tests {
         assert!(matches!(io.load_input(&a, &sb), Err(IoError::Corrupt { .. })));
         assert_eq!(io.get(&a.version), Some(b"A".to_vec()));
         assert_eq!(io.has_output(&ctx("c", "out")).unwrap(), None);
+        // Names are kept apart where they meet: `ab`+`c` is not `a`+`bc`.
+        let (abc, a_bc) = (ctx("ab", "c"), ctx("a", "bc"));
+        let s1 = io.handle_output(&abc, OutputValue::Bytes(b"1".to_vec())).unwrap();
+        assert_eq!(io.has_output(&a_bc).unwrap(), None);
+        let s2 = io.handle_output(&a_bc, OutputValue::Bytes(b"2".to_vec())).unwrap();
+        assert_eq!(io.load_input(&abc, &s1).unwrap(), OutputValue::Bytes(b"1".to_vec()));
+        assert_eq!(io.load_input(&a_bc, &s2).unwrap(), OutputValue::Bytes(b"2".to_vec()));
+        assert_eq!(io.len(), 4);
     }
 }

@@ -16,7 +16,8 @@
 //! on (unless fail-fast), and every success stays recorded.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, mpsc};
@@ -82,6 +83,27 @@ enum WorkerResult {
     },
 }
 
+/// Hashes step indices (small integers the runner made, not user data) with
+/// one multiplication instead of SipHash.
+#[derive(Default)]
+struct IdxHasher(u64);
+
+impl Hasher for IdxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
 /// Why a step's stored outputs cannot be used.
 enum Miss {
     /// A step without outputs has no trace at this version.
@@ -116,7 +138,10 @@ struct Runner<'a> {
     /// Per resolved step: its outputs' versions, in declaration order.
     versions: Vec<Arc<[OutputVersion]>>,
     reasons: Vec<Vec<RerunReason>>,
-    components: Vec<Option<VersionComponents>>,
+    /// Version components of steps resolved to run and not yet finished
+    /// (a map, not a slot per step: a few hundred bytes per step of a large
+    /// job would be allocated and zeroed up front for nothing).
+    components: HashMap<StepIdx, VersionComponents, BuildHasherDefault<IdxHasher>>,
     /// What the IO manager holds of each output, all steps' outputs in one
     /// list: step `idx`'s outputs start at `first_output[idx]`.
     stored: Vec<Option<StoredOutput>>,
@@ -195,7 +220,7 @@ impl<'a> Runner<'a> {
             op_versions: vec![None; n],
             versions: vec![no_versions; n],
             reasons: vec![Vec::new(); n],
-            components: vec![None; n],
+            components: HashMap::default(),
             stored: vec![None; n_outputs],
             first_output,
             unresolved_up,
@@ -281,7 +306,7 @@ impl<'a> Runner<'a> {
         } else {
             self.engine.cached_output_versions(idx, op_version)
         };
-        self.components[idx] = None;
+        self.components.remove(&idx);
         let reasons = if unversioned {
             vec![RerunReason::Unversioned]
         } else if self.opts.force.contains(name) {
@@ -361,7 +386,7 @@ impl<'a> Runner<'a> {
                             .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?,
                     };
                     let mut reasons = compute_reasons(previous.as_ref(), &components);
-                    self.components[idx] = Some(components);
+                    self.components.insert(idx, components);
                     if let Miss::Corrupt(corrupt) = missing {
                         reasons.push(corrupt);
                     } else if reasons.is_empty() {
@@ -382,8 +407,8 @@ impl<'a> Runner<'a> {
                 }
             }
         };
-        if self.components[idx].is_none() {
-            self.components[idx] = Some(self.engine.components(idx));
+        if !self.components.contains_key(&idx) {
+            self.components.insert(idx, self.engine.components(idx));
         }
         self.reasons[idx] = reasons;
         self.state[idx] = State::NeedsRun;
@@ -582,7 +607,7 @@ impl<'a> Runner<'a> {
                     });
                     data.push((spec.name.clone(), s.data_version));
                 }
-                let components = match self.components[idx].take() {
+                let components = match self.components.remove(&idx) {
                     Some(c) => c,
                     None => self.engine.components(idx),
                 };
@@ -652,7 +677,7 @@ impl<'a> Runner<'a> {
                             output: job.step(upstream).outputs()[output].name.to_string(),
                             detail: message,
                         }];
-                        self.components[upstream] = Some(self.engine.components(upstream));
+                        self.components.insert(upstream, self.engine.components(upstream));
                         self.rerun_after_hit[upstream] = true;
                         self.ready.push(Reverse(upstream));
                         self.rewait.entry(upstream).or_default().push(idx);

@@ -7,6 +7,7 @@
 //! persists them in redb, [`MemoryTraceStore`] keeps them in memory.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
@@ -164,7 +165,11 @@ pub struct MemoryTraceStore {
 
 #[derive(Debug, Default)]
 struct MemoryTraces {
-    latest: HashMap<Name, Trace>,
+    /// The latest trace of each step, in first-commit order, and where each
+    /// step's is: a trace is a few hundred bytes, and a map of them moves
+    /// every one each time it grows (a list grows in place).
+    latest: Vec<Trace>,
+    latest_index: HashMap<Name, usize>,
     failures: Vec<StepFailure>,
     logs: HashMap<Name, StepLog>,
 }
@@ -186,7 +191,7 @@ impl MemoryTraceStore {
         let inner = self.inner.lock().ok()?;
         match inner.logs.get(step) {
             Some(log) => Some(log.clone()),
-            None => inner.latest.contains_key(step).then(StepLog::default),
+            None => inner.latest_index.contains_key(step).then(StepLog::default),
         }
     }
 
@@ -197,7 +202,8 @@ impl MemoryTraceStore {
 
 impl TraceStore for MemoryTraceStore {
     fn latest_trace(&self, step: &str) -> Result<Option<Trace>, TraceError> {
-        Ok(self.lock()?.latest.get(step).cloned())
+        let inner = self.lock()?;
+        Ok(inner.latest_index.get(step).map(|&i| inner.latest[i].clone()))
     }
 
     fn commit_trace(&self, trace: Trace, log: StepLog) -> Result<(), TraceError> {
@@ -210,10 +216,15 @@ impl TraceStore for MemoryTraceStore {
         } else {
             inner.logs.insert(trace.step.clone(), log);
         }
-        match inner.latest.get_mut(&trace.step) {
-            Some(slot) => *slot = trace,
-            None => {
-                inner.latest.insert(trace.step.clone(), trace);
+        let next = inner.latest.len();
+        match inner.latest_index.entry(trace.step.clone()) {
+            Entry::Occupied(slot) => {
+                let i = *slot.get();
+                inner.latest[i] = trace;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                inner.latest.push(trace);
             }
         }
         Ok(())

@@ -63,7 +63,7 @@ impl Domain {
 /// Bytes gathered on the stack before hashing: every encoding of a typical
 /// op fits, and then one `keyed_hash` call hashes it without a streaming
 /// hasher. Longer encodings spill into a streaming hasher (same digest).
-const INLINE: usize = 512;
+const INLINE: usize = 256;
 
 /// Writes self-delimiting fields and hashes them under a domain's key.
 pub(crate) struct Encoder {
