@@ -78,28 +78,51 @@ impl Encoder {
         Encoder { key: domain.key(), buf: [0; INLINE], len: 0, spilled: None }
     }
 
+    // Inlined so that fixed-size fields (digests, flags) copy with a couple
+    // of moves instead of a call to `memcpy`.
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) {
         if self.len + bytes.len() > INLINE {
-            let hasher =
-                self.spilled.get_or_insert_with(|| Box::new(blake3::Hasher::new_keyed(self.key)));
-            hasher.update(&self.buf[..self.len]);
-            self.len = 0;
-            if bytes.len() > INLINE {
-                hasher.update(bytes);
-                return;
-            }
+            self.spill(bytes);
+            return;
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        let out = &mut self.buf[self.len..self.len + bytes.len()];
+        if bytes.len() <= 16 {
+            // Names and flags are a few bytes: a loop beats a `memcpy` call.
+            for (o, b) in out.iter_mut().zip(bytes) {
+                *o = *b;
+            }
+        } else {
+            out.copy_from_slice(bytes);
+        }
         self.len += bytes.len();
     }
 
+    /// The buffer is full: hash it (and `bytes`, if they would not fit
+    /// either) into the streaming hasher.
+    #[cold]
+    fn spill(&mut self, bytes: &[u8]) {
+        let hasher =
+            self.spilled.get_or_insert_with(|| Box::new(blake3::Hasher::new_keyed(self.key)));
+        hasher.update(&self.buf[..self.len]);
+        self.len = 0;
+        if bytes.len() > INLINE {
+            hasher.update(bytes);
+        } else {
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
+        }
+    }
+
     /// One byte: a flag or a small kind number.
+    #[inline]
     pub(crate) fn byte(&mut self, value: u8) {
         self.write(&[value]);
     }
 
     /// A length or count: unsigned LEB128 of a `u64` (never `usize` bytes,
     /// so the encoding does not depend on the platform).
+    #[inline]
     pub(crate) fn count(&mut self, n: usize) {
         let mut n = n as u64;
         let mut out = [0u8; 10];
@@ -118,15 +141,18 @@ impl Encoder {
         self.write(&out[..i]);
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self, value: &[u8]) {
         self.count(value.len());
         self.write(value);
     }
 
+    #[inline]
     pub(crate) fn str(&mut self, value: &str) {
         self.bytes(value.as_bytes());
     }
 
+    #[inline]
     pub(crate) fn digest(&mut self, value: &Digest) {
         self.write(&value.0);
     }
