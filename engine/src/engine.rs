@@ -91,7 +91,8 @@ fn write_entries<'v>(
 
 /// Canonical JSON text of a config: keys sorted at every level.
 pub(crate) fn canonical_json(value: &Value) -> String {
-    let mut out = Vec::new();
+    // Most configs are a few keys: one allocation instead of a growing one.
+    let mut out = Vec::with_capacity(64);
     match write_sorted(value, &mut out) {
         Ok(()) => String::from_utf8(out).unwrap_or_default(),
         Err(_) => String::new(),

@@ -201,6 +201,7 @@ impl MemoryEntry {
 /// for another output (then the others follow, and names tell them apart).
 #[derive(Debug)]
 struct VersionSlot {
+    version: OutputVersion,
     first: MemoryEntry,
     others: Vec<MemoryEntry>,
 }
@@ -219,7 +220,33 @@ impl VersionSlot {
 /// the output's name, so different outputs at one version do not happen in a
 /// job; the step and output names are still compared, so a caller that
 /// reuses a version for another output never reads the wrong bytes.
-type MemoryOutputs = HashMap<OutputVersion, VersionSlot, BuildHasherDefault<DigestHasher>>;
+///
+/// The slots live in a list and the map holds their positions: a map of the
+/// slots themselves moved every one of them each time it grew.
+#[derive(Debug, Default)]
+struct MemoryOutputs {
+    slots: Vec<VersionSlot>,
+    index: HashMap<OutputVersion, usize, BuildHasherDefault<DigestHasher>>,
+}
+
+impl MemoryOutputs {
+    fn get(&self, version: &OutputVersion) -> Option<&VersionSlot> {
+        self.index.get(version).map(|&i| &self.slots[i])
+    }
+
+    fn get_mut(&mut self, version: &OutputVersion) -> Option<&mut VersionSlot> {
+        self.index.get(version).map(|&i| &mut self.slots[i])
+    }
+
+    fn remove(&mut self, version: &OutputVersion) {
+        if let Some(i) = self.index.remove(version) {
+            self.slots.swap_remove(i);
+            if let Some(moved) = self.slots.get(i) {
+                self.index.insert(moved.version, i);
+            }
+        }
+    }
+}
 
 /// A hasher for keys that are digests: folds the bytes it is given.
 /// Versions are blake3 digests, already uniformly distributed.
@@ -265,7 +292,10 @@ impl MemoryIoManager {
 
     /// The number of stored outputs.
     pub fn len(&self) -> usize {
-        self.outputs.lock().map(|m| m.values().map(|slot| 1 + slot.others.len()).sum()).unwrap_or(0)
+        self.outputs
+            .lock()
+            .map(|m| m.slots.iter().map(|slot| 1 + slot.others.len()).sum())
+            .unwrap_or(0)
     }
 
     /// Whether nothing is stored.
@@ -367,16 +397,19 @@ impl IoManager for MemoryIoManager {
         };
         let stored =
             StoredOutput { data_version: DataVersion::of_bytes(&bytes), size: bytes.len() as u64 };
-        let mut outputs = self.lock()?;
-        match outputs.entry(ctx.version) {
+        let mut guard = self.lock()?;
+        let outputs = &mut *guard;
+        match outputs.index.entry(ctx.version) {
             Entry::Vacant(vacant) => {
-                vacant.insert(VersionSlot {
+                vacant.insert(outputs.slots.len());
+                outputs.slots.push(VersionSlot {
+                    version: ctx.version,
                     first: MemoryEntry::new(ctx, stored, bytes),
                     others: Vec::new(),
                 });
             }
-            Entry::Occupied(mut occupied) => {
-                let slot = occupied.get_mut();
+            Entry::Occupied(occupied) => {
+                let slot = &mut outputs.slots[*occupied.get()];
                 if let Some(entry) = slot.iter_mut().find(|e| e.is(ctx.step, ctx.output)) {
                     entry.stored = stored;
                     entry.bytes = bytes;
@@ -444,6 +477,30 @@ mod tests {
         let again = io.handle_output(&a, OutputValue::Bytes(b"new".to_vec())).unwrap();
         assert!(io.load_input(&a, &again).is_ok());
         assert!(matches!(io.load_input(&a, &stored), Err(IoError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn removing_an_output_keeps_the_others_reachable() {
+        let io = MemoryIoManager::new();
+        let at = |i: u8| OutputContext {
+            step: "s",
+            output: "out",
+            version: OutputVersion(Digest([i; 32])),
+            path: None,
+            run_id: "r",
+        };
+        let stored: Vec<_> = (0..5)
+            .map(|i| io.handle_output(&at(i), OutputValue::Bytes(vec![i])).unwrap())
+            .collect();
+        io.remove(&at(1).version);
+        io.remove(&at(4).version);
+        assert_eq!(io.len(), 3);
+        for i in [0, 2, 3] {
+            let value = io.load_input(&at(i), &stored[usize::from(i)]).unwrap();
+            assert_eq!(value, OutputValue::Bytes(vec![i]));
+        }
+        assert_eq!(io.has_output(&at(1)).unwrap(), None);
+        assert_eq!(io.has_output(&at(4)).unwrap(), None);
     }
 
     #[test]
