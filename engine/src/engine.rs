@@ -6,7 +6,8 @@
 //! `trove watch`) keeps it and applies edits, so replanning costs what the
 //! edit touches.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::{Arc, Mutex};
 
 use salsa::{Durability, Setter};
@@ -17,6 +18,7 @@ use crate::db::{
     VersionDb, VersionGraph,
 };
 use crate::error::PlanError;
+use crate::io_manager::DigestHasher;
 use crate::job::{InputEdge, InputFrom, Job, StepIdx, VersionMode};
 use crate::name::Name;
 use crate::trace::{CodeComponent, InputComponent, ResourceComponent, VersionComponents};
@@ -36,6 +38,11 @@ pub struct Engine {
     pub(crate) job: Job,
     pub(crate) graph: VersionGraph,
     pub(crate) code_versions: Vec<Option<CodeVersion>>,
+    /// Per step: its config digest (mirrors the version graph's input).
+    config_digests: Vec<Digest>,
+    /// Canonical config texts by config digest: made once per distinct
+    /// config, shared by every trace whose step has it.
+    config_texts: Mutex<HashMap<Digest, Name, BuildHasherDefault<DigestHasher>>>,
     /// Per step: the op version whose output versions were last asked for,
     /// and those output versions.
     output_versions_cache: Mutex<Vec<Option<KnownOutputs>>>,
@@ -133,6 +140,7 @@ impl Engine {
         let mut ops: Vec<OpNode> = Vec::with_capacity(job.len());
         let mut slots: Vec<Vec<OutputSlot>> = Vec::with_capacity(job.len());
         let mut code_versions = Vec::with_capacity(job.len());
+        let mut config_digests = Vec::with_capacity(job.len());
         for (idx, op) in job.steps().iter().enumerate() {
             let step_slots: Vec<OutputSlot> = op
                 .outputs()
@@ -157,9 +165,11 @@ impl Engine {
                 .collect();
             let code = strategy.op_code_version(op);
             code_versions.push(code);
+            let config = config_digest(op.config_value());
+            config_digests.push(config);
             let def = OpDef {
                 code,
-                config: config_digest(op.config_value()),
+                config,
                 env: env_digest(op.env_names(), &env_values),
                 outputs: outputs_digest(&job, idx),
                 lineage,
@@ -185,6 +195,8 @@ impl Engine {
                 lineage,
             },
             code_versions,
+            config_digests,
+            config_texts: Mutex::new(HashMap::default()),
             output_versions_cache: Mutex::new(Vec::new()),
             env_values,
         }
@@ -235,6 +247,7 @@ impl Engine {
         let idx = self.step_idx(step)?;
         let digest = config_digest(&config);
         Arc::make_mut(&mut self.job.inner).steps[idx].config = config;
+        self.config_digests[idx] = digest;
         self.graph.edit_op(idx, |def| def.config = digest);
         Ok(())
     }
@@ -383,6 +396,18 @@ impl Engine {
     /// Built afresh each time (a cold run needs each step's once, so a cache
     /// would only add a copy); names are shared with the job, so this
     /// allocates the lists, the config text and the explicit code version.
+    /// A step's config as canonical JSON text, made once per distinct config
+    /// (the digest covers the canonical encoding, so equal digests mean equal
+    /// texts).
+    fn config_text(&self, idx: StepIdx) -> Name {
+        let digest = self.config_digests[idx];
+        let mut texts = self.config_texts.lock().unwrap_or_else(|e| e.into_inner());
+        texts
+            .entry(digest)
+            .or_insert_with(|| Name::from(canonical_json(self.job.step(idx).config_value())))
+            .clone()
+    }
+
     /// The digest an input contributes now, if known: a source's or an
     /// upstream output's data version, or in lineage mode the upstream
     /// output's version.
@@ -471,7 +496,7 @@ impl Engine {
         VersionComponents {
             scheme: SCHEME_VERSION,
             code,
-            config: canonical_json(op.config_value()),
+            config: self.config_text(idx),
             resources,
             env,
             inputs,

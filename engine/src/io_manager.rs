@@ -251,7 +251,7 @@ impl MemoryOutputs {
 /// A hasher for keys that are digests: folds the bytes it is given.
 /// Versions are blake3 digests, already uniformly distributed.
 #[derive(Default)]
-struct DigestHasher(u64);
+pub(crate) struct DigestHasher(u64);
 
 impl Hasher for DigestHasher {
     fn finish(&self) -> u64 {

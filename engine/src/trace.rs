@@ -68,7 +68,7 @@ pub struct VersionComponents {
     /// Code.
     pub code: CodeComponent,
     /// Config as canonical JSON text (keys sorted).
-    pub config: String,
+    pub config: Name,
     /// The closure of required resources, sorted by name.
     pub resources: Vec<ResourceComponent>,
     /// Declared environment, sorted by name (`None`: unset).
