@@ -8,12 +8,12 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::name::Name;
+use crate::name::{FxHasher, Name};
 use crate::version::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
 /// The code component of a version, as recorded.
@@ -158,38 +158,6 @@ pub trait TraceStore: Send + Sync {
     fn flush(&self) -> Result<(), TraceError>;
 }
 
-/// FxHash (rustc's hasher) for the index of step names: SipHash cost more
-/// than the rest of a commit, mostly when the index grows and every name is
-/// hashed again. Step names come from the caller's own job, so hash
-/// flooding is not a concern here; a collision costs time, never
-/// correctness.
-#[derive(Default)]
-struct NameHasher(u64);
-
-impl Hasher for NameHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        let mut chunks = bytes.chunks_exact(8);
-        for chunk in &mut chunks {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            self.add(u64::from_le_bytes(word));
-        }
-        for &b in chunks.remainder() {
-            self.add(u64::from(b));
-        }
-    }
-}
-
-impl NameHasher {
-    fn add(&mut self, word: u64) {
-        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
-    }
-}
-
 /// An in-memory trace store for tests and embedding.
 #[derive(Debug, Default)]
 pub struct MemoryTraceStore {
@@ -200,9 +168,11 @@ pub struct MemoryTraceStore {
 struct MemoryTraces {
     /// The latest trace of each step, in first-commit order, and where each
     /// step's is: a trace is a few hundred bytes, and a map of them moves
-    /// every one each time it grows (a list grows in place).
+    /// every one each time it grows (a list grows in place). The index uses
+    /// FxHash: SipHash cost more than the rest of a commit, mostly when the
+    /// index grows and every name is hashed again.
     latest: Vec<Trace>,
-    latest_index: HashMap<Name, usize, BuildHasherDefault<NameHasher>>,
+    latest_index: HashMap<Name, usize, BuildHasherDefault<FxHasher>>,
     failures: Vec<StepFailure>,
     logs: HashMap<Name, StepLog>,
 }

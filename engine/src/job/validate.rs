@@ -5,7 +5,9 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use super::{InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, VersionMode};
+use super::{
+    InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, StepIndex, VersionMode,
+};
 use crate::name::Name;
 use crate::version::VersionStrategy;
 
@@ -240,8 +242,7 @@ pub(super) fn build(
 
     let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
     let steps: Vec<Op> = order.iter().filter_map(|&old| slots[old].take()).collect();
-    let step_index: HashMap<Name, StepIdx> =
-        steps.iter().enumerate().map(|(i, op)| (op.name.clone(), i)).collect();
+    let step_index = StepIndex::new(steps.iter().map(|op| op.name()));
 
     let mut edges = Vec::with_capacity(steps.len());
     let mut origins = Vec::with_capacity(steps.len());
@@ -255,7 +256,11 @@ pub(super) fn build(
             let edge = match &input.from {
                 InputFrom::Source(source) => InputEdge::Source(source_index[source.as_str()]),
                 InputFrom::Output { step, output } => {
-                    let up = step_index[step.as_str()];
+                    let up = step_index.get(step).ok_or_else(|| JobError::UnknownStep {
+                        step: op.name.to_string(),
+                        input: input.name.to_string(),
+                        upstream: step.clone(),
+                    })?;
                     let out = steps[up].outputs.iter().position(|o| &o.name == output).unwrap_or(0);
                     ups.push(up);
                     InputEdge::Output(up, out)
