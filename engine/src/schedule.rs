@@ -230,7 +230,9 @@ impl<'a> Runner<'a> {
             rerun_after_hit: vec![false; n],
             to_resolve: BinaryHeap::new(),
             ready: BinaryHeap::new(),
-            outcomes: vec![None; n],
+            // Outcomes are for runs (a plan reads only states): a plan of a
+            // large job does not allocate and fill one slot per step.
+            outcomes: if execute { vec![None; n] } else { Vec::new() },
             counts: RunCounts::default(),
             run_id: Name::from(opts.run_id.as_str()),
         })
@@ -315,9 +317,10 @@ impl<'a> Runner<'a> {
             vec![RerunReason::MemoDisabled]
         } else {
             let versions = Arc::clone(&self.versions[idx]);
-            // Filled only while outputs are found: a step that must run
-            // allocates nothing here.
-            let mut stored = Vec::new();
+            // Found outputs go straight into the step's slots (empty until
+            // now: a step is resolved only while pending, before it has hit
+            // or run in this run); a miss empties them again.
+            let base = self.first_output[idx];
             let mut missing = None;
             let mut previous = None;
             if versions.is_empty() {
@@ -335,7 +338,7 @@ impl<'a> Runner<'a> {
             for (out, &version) in versions.iter().enumerate() {
                 let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
                 match self.io.has_output(&ctx) {
-                    Ok(Some(s)) => stored.push(s),
+                    Ok(Some(s)) => self.stored[base + out] = Some(s),
                     Ok(None) => {
                         missing = Some(Miss::Missing(out));
                         break;
@@ -353,7 +356,12 @@ impl<'a> Runner<'a> {
             if missing.is_none() && self.execute {
                 for (out, &version) in versions.iter().enumerate() {
                     let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
-                    match self.io.restore(&ctx, &stored[out]) {
+                    let Some(stored) = self.stored[base + out] else {
+                        return Err(PlanError::Internal(format!(
+                            "step `{name}` output {out} found but not recorded"
+                        )));
+                    };
+                    match self.io.restore(&ctx, &stored) {
                         Ok(Restore::Present) => {}
                         Ok(Restore::Restored) => self.restored[idx].push(ctx.output.to_owned()),
                         Err(e) if e.is_miss() => {
@@ -373,10 +381,11 @@ impl<'a> Runner<'a> {
             }
             match missing {
                 None => {
-                    self.mark_hit(idx, stored, events);
+                    self.mark_hit(idx, events);
                     return Ok(());
                 }
                 Some(missing) => {
+                    self.stored_mut(idx).fill(None);
                     let components = self.engine.components(idx);
                     let previous = match previous {
                         Some(trace) => trace,
@@ -419,18 +428,15 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn mark_hit(
-        &mut self,
-        idx: StepIdx,
-        stored: Vec<StoredOutput>,
-        events: &mut dyn FnMut(&RunEvent),
-    ) {
+    /// A resolved step whose outputs are all stored (recorded in its slots).
+    fn mark_hit(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
         let restored = std::mem::take(&mut self.restored[idx]);
         self.counts.restored += restored.len();
         let cut_off = self.ran_upstream[idx];
-        for (out, s) in stored.iter().enumerate() {
-            self.stored_mut(idx)[out] = Some(*s);
-            self.engine.graph.set_slot(idx, out, Some(s.data_version));
+        let base = self.first_output[idx];
+        for out in 0..self.first_output[idx + 1] - base {
+            let data = self.stored[base + out].map(|s| s.data_version);
+            self.engine.graph.set_slot(idx, out, data);
         }
         if cut_off {
             self.state[idx] = State::CutOff;
@@ -509,7 +515,7 @@ impl<'a> Runner<'a> {
 
     fn plan(&self) -> Plan {
         let job = &self.engine.job;
-        let mut steps = Vec::new();
+        let mut steps = Vec::with_capacity(self.state.len());
         for idx in 0..self.state.len() {
             let plan = match self.state[idx] {
                 State::Unselected => continue,
@@ -749,7 +755,7 @@ impl<'a> Runner<'a> {
 
     fn report(mut self, status: RunStatus, started: Instant) -> RunReport {
         let job = self.job();
-        let mut steps = Vec::new();
+        let mut steps = Vec::with_capacity(self.state.len());
         for idx in 0..self.state.len() {
             if self.state[idx] == State::Unselected {
                 continue;
