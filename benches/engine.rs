@@ -8,7 +8,8 @@
 //! The graph is layered: width ≈ sqrt(N), each op reading 2 outputs of the
 //! layer above, one output each, a config and an explicit code version.
 //! `TROVE_BENCH_SIZES=1000,10000` overrides the sizes; `TROVE_BENCH_REPS`
-//! the repetitions (median reported).
+//! the repetitions (best reported); `TROVE_BENCH_ONLY=d` runs only (d), and
+//! `TROVE_BENCH_JOBS=1` only its `jobs=1` rows (for profiling).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
 
@@ -337,7 +338,11 @@ fn scheduler(n: usize, reps: usize, graph: &Graph, early: &Job, rows: &mut Vec<R
             outputs
         },
     );
-    for jobs in [1, 2] {
+    let jobs_list: Vec<usize> = std::env::var("TROVE_BENCH_JOBS")
+        .ok()
+        .map(|s| s.split(',').filter_map(|x| x.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1, 2]);
+    for jobs in jobs_list {
         let run = time(
             reps,
             || (Engine::new(early.clone()), MemoryIoManager::new(), MemoryTraceStore::new()),

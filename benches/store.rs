@@ -58,7 +58,7 @@ fn version(i: usize) -> OutputVersion {
 
 fn trace(i: usize) -> Trace {
     Trace {
-        step: format!("step{i}"),
+        step: format!("step{i}").into(),
         run_id: "bench".into(),
         op_version: Digest::of_bytes(format!("op {i}").as_bytes()),
         unversioned: false,

@@ -125,7 +125,7 @@ pub fn stamp_after(
         job: job.to_owned(),
         env: built.env.clone(),
         probes: built.probes.clone(),
-        steps: report.steps.iter().map(|s| s.step.clone()).collect(),
+        steps: report.steps.iter().map(|s| s.step.to_string()).collect(),
     };
     store.write_stamp(&slot, &ws.root, inputs, &built.files)?;
     Ok(())
@@ -167,7 +167,7 @@ pub fn all_hits(
         steps: steps
             .into_iter()
             .map(|step| trove_engine::StepReport {
-                step,
+                step: step.into(),
                 outcome: trove_engine::StepOutcome::Hit { restored: Vec::new() },
             })
             .collect(),

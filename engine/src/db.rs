@@ -16,6 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use salsa::{Durability, Setter};
 
+use crate::name::Name;
 use crate::version::encode::{
     InputContribution, OpVersionEncoder, compute_output_version, compute_resource_version,
 };
@@ -99,7 +100,7 @@ pub enum InputNodeEdge {
         /// The upstream op.
         op: OpNode,
         /// The upstream output's name.
-        output: String,
+        output: Name,
         /// Its data version slot.
         slot: OutputSlot,
     },
@@ -109,37 +110,42 @@ pub enum InputNodeEdge {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct InputNode {
     /// The input's name.
-    pub name: String,
+    pub name: Name,
     /// The workspace path it is read at.
     pub path: Option<String>,
     /// Its wiring.
     pub edge: InputNodeEdge,
 }
 
+/// Everything an op version is computed from, except the versions of what
+/// it reads. One salsa field, not one per component: the version query
+/// reads it once (each field read is a recorded dependency), and an edit to
+/// any component re-executes the same one query either way.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct OpDef {
+    /// The op's code version (`None`: unversioned).
+    pub code: Option<CodeVersion>,
+    /// Its canonical config digest.
+    pub config: Digest,
+    /// The digest of its declared environment's values (`None`: it
+    /// declares none).
+    pub env: Option<Digest>,
+    /// The digest of its output names and paths.
+    pub outputs: Digest,
+    /// Lineage mode: inputs contribute upstream output versions.
+    pub lineage: bool,
+    /// Required resources, sorted by name.
+    pub resources: Vec<ResourceNode>,
+    /// Inputs, sorted by name.
+    pub inputs: Vec<InputNode>,
+}
+
 /// An op in the version graph.
 #[salsa::input(debug)]
 pub struct OpNode {
-    /// The op's code version (`None`: unversioned).
-    #[returns(copy)]
-    pub code: Option<CodeVersion>,
-    /// Its canonical config digest.
-    #[returns(copy)]
-    pub config: Digest,
-    /// The digest of its declared environment's values.
-    #[returns(copy)]
-    pub env: Digest,
-    /// The digest of its output names and paths.
-    #[returns(copy)]
-    pub outputs: Digest,
-    /// Lineage mode: inputs contribute upstream output versions.
-    #[returns(copy)]
-    pub lineage: bool,
-    /// Required resources, sorted by name.
+    /// The op's definition.
     #[returns(ref)]
-    pub resources: Vec<ResourceNode>,
-    /// Inputs, sorted by name.
-    #[returns(ref)]
-    pub inputs: Vec<InputNode>,
+    pub def: OpDef,
 }
 
 /// The state of an op's version.
@@ -176,23 +182,22 @@ pub fn resource_version(
 /// [`output_version`].
 #[salsa::tracked(returns(copy))]
 pub fn op_version(db: &dyn salsa::Database, op: OpNode) -> OpVersion {
-    let Some(code) = op.code(db) else {
+    let def = op.def(db);
+    let Some(code) = def.code else {
         return OpVersion::Unversioned;
     };
-    let mut encoder = OpVersionEncoder::new(code, op.config(db), op.env(db), op.outputs(db));
-    let resources = op.resources(db);
-    encoder.resources(resources.len());
-    for resource in resources {
+    let mut encoder = OpVersionEncoder::new(code, def.config, def.env, def.outputs);
+    encoder.resources(def.resources.len());
+    for resource in &def.resources {
         match resource_version(db, *resource) {
             Some(version) => encoder.resource(resource.name(db), version),
             None => return OpVersion::Unversioned,
         }
     }
-    let lineage = op.lineage(db);
-    let inputs = op.inputs(db);
-    encoder.inputs(inputs.len());
+    let lineage = def.lineage;
+    encoder.inputs(def.inputs.len());
     let mut waiting = false;
-    for input in inputs {
+    for input in &def.inputs {
         let contribution = match &input.edge {
             InputNodeEdge::Source(source) => match source.data(db) {
                 Some(data) => InputContribution::Source(data),
@@ -261,6 +266,14 @@ impl VersionGraph {
                 .with_durability(Durability::LOW)
                 .to(data);
         }
+    }
+
+    /// Changes an op's definition (an edit: `Durability::HIGH`, like the
+    /// definition's creation).
+    pub(crate) fn edit_op(&mut self, step: usize, edit: impl FnOnce(&mut OpDef)) {
+        let mut def = self.ops[step].def(&self.db).clone();
+        edit(&mut def);
+        self.ops[step].set_def(&mut self.db).to(def);
     }
 
     /// Sets a source's data version if it differs.

@@ -6,18 +6,21 @@
 //! `trove watch`) keeps it and applies edits, so replanning costs what the
 //! edit touches.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
+use std::sync::{Arc, Mutex};
 
 use salsa::{Durability, Setter};
 use serde_json::Value;
 
 use crate::db::{
-    InputNode, InputNodeEdge, OpNode, OpVersion, OutputSlot, ResourceNode, SourceNode, VersionDb,
-    VersionGraph,
+    InputNode, InputNodeEdge, OpDef, OpNode, OpVersion, OutputSlot, ResourceNode, SourceNode,
+    VersionDb, VersionGraph,
 };
 use crate::error::PlanError;
+use crate::io_manager::DigestHasher;
 use crate::job::{InputEdge, InputFrom, Job, StepIdx, VersionMode};
+use crate::name::Name;
 use crate::trace::{CodeComponent, InputComponent, ResourceComponent, VersionComponents};
 use crate::version::encode::{
     compute_env_digest, compute_output_version, compute_outputs_digest,
@@ -28,16 +31,18 @@ use crate::version::{
 };
 
 /// An op version and the output versions derived from it.
-type KnownOutputs = (Digest, Vec<OutputVersion>);
+type KnownOutputs = (Digest, Arc<[OutputVersion]>);
 
 /// A job loaded into the version graph.
 pub struct Engine {
     pub(crate) job: Job,
     pub(crate) graph: VersionGraph,
     pub(crate) code_versions: Vec<Option<CodeVersion>>,
-    /// Per step: its config as canonical JSON text, for traces (made when
-    /// first needed).
-    pub(crate) config_texts: Vec<OnceLock<String>>,
+    /// Per step: its config digest (mirrors the version graph's input).
+    config_digests: Vec<Digest>,
+    /// Canonical config texts by config digest: made once per distinct
+    /// config, shared by every trace whose step has it.
+    config_texts: Mutex<HashMap<Digest, Name, BuildHasherDefault<DigestHasher>>>,
     /// Per step: the op version whose output versions were last asked for,
     /// and those output versions.
     output_versions_cache: Mutex<Vec<Option<KnownOutputs>>>,
@@ -50,16 +55,14 @@ pub struct Engine {
 fn write_sorted(value: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
     match value {
         Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_by(|a, b| a.0.cmp(b.0));
             out.push(b'{');
-            for (i, (key, item)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                serde_json::to_writer(&mut *out, key)?;
-                out.push(b':');
-                write_sorted(item, out)?;
+            // serde_json's default map iterates sorted already: no copy then.
+            if map.keys().is_sorted() {
+                write_entries(map.iter(), out)?;
+            } else {
+                let mut entries: Vec<(&String, &Value)> = map.iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(b.0));
+                write_entries(entries.into_iter(), out)?;
             }
             out.push(b'}');
         }
@@ -78,9 +81,25 @@ fn write_sorted(value: &Value, out: &mut Vec<u8>) -> Result<(), serde_json::Erro
     Ok(())
 }
 
+fn write_entries<'v>(
+    entries: impl Iterator<Item = (&'v String, &'v Value)>,
+    out: &mut Vec<u8>,
+) -> Result<(), serde_json::Error> {
+    for (i, (key, item)) in entries.enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut *out, key)?;
+        out.push(b':');
+        write_sorted(item, out)?;
+    }
+    Ok(())
+}
+
 /// Canonical JSON text of a config: keys sorted at every level.
 pub(crate) fn canonical_json(value: &Value) -> String {
-    let mut out = Vec::new();
+    // Most configs are a few keys: one allocation instead of a growing one.
+    let mut out = Vec::with_capacity(64);
     match write_sorted(value, &mut out) {
         Ok(()) => String::from_utf8(out).unwrap_or_default(),
         Err(_) => String::new(),
@@ -121,7 +140,7 @@ impl Engine {
         let mut ops: Vec<OpNode> = Vec::with_capacity(job.len());
         let mut slots: Vec<Vec<OutputSlot>> = Vec::with_capacity(job.len());
         let mut code_versions = Vec::with_capacity(job.len());
-        let n_steps = job.len();
+        let mut config_digests = Vec::with_capacity(job.len());
         for (idx, op) in job.steps().iter().enumerate() {
             let step_slots: Vec<OutputSlot> = op
                 .outputs()
@@ -146,17 +165,18 @@ impl Engine {
                 .collect();
             let code = strategy.op_code_version(op);
             code_versions.push(code);
-            let node = OpNode::builder(
+            let config = config_digest(op.config_value());
+            config_digests.push(config);
+            let def = OpDef {
                 code,
-                config_digest(op.config_value()),
-                env_digest(op.env_names(), &env_values),
-                outputs_digest(&job, idx),
+                config,
+                env: env_digest(op.env_names(), &env_values),
+                outputs: outputs_digest(&job, idx),
                 lineage,
-                job.step_resources(idx).iter().map(|&r| resources[r]).collect(),
+                resources: job.step_resources(idx).iter().map(|&r| resources[r]).collect(),
                 inputs,
-            )
-            .durability(Durability::HIGH)
-            .new(&db);
+            };
+            let node = OpNode::builder(def).durability(Durability::HIGH).new(&db);
             ops.push(node);
             slots.push(step_slots);
         }
@@ -175,7 +195,8 @@ impl Engine {
                 lineage,
             },
             code_versions,
-            config_texts: (0..n_steps).map(|_| OnceLock::new()).collect(),
+            config_digests,
+            config_texts: Mutex::new(HashMap::default()),
             output_versions_cache: Mutex::new(Vec::new()),
             env_values,
         }
@@ -216,7 +237,7 @@ impl Engine {
             let op = self.job.step(idx);
             if op.env_names().iter().any(|n| n == name) {
                 let digest = env_digest(op.env_names(), &self.env_values);
-                self.graph.ops[idx].set_env(&mut self.graph.db).to(digest);
+                self.graph.edit_op(idx, |def| def.env = digest);
             }
         }
     }
@@ -226,8 +247,8 @@ impl Engine {
         let idx = self.step_idx(step)?;
         let digest = config_digest(&config);
         Arc::make_mut(&mut self.job.inner).steps[idx].config = config;
-        self.config_texts[idx] = OnceLock::new();
-        self.graph.ops[idx].set_config(&mut self.graph.db).to(digest);
+        self.config_digests[idx] = digest;
+        self.graph.edit_op(idx, |def| def.config = digest);
         Ok(())
     }
 
@@ -243,7 +264,7 @@ impl Engine {
         inner.steps[idx].code.explicit = version;
         let code = inner.strategy.op_code_version(&inner.steps[idx]);
         self.code_versions[idx] = code;
-        self.graph.ops[idx].set_code(&mut self.graph.db).to(code);
+        self.graph.edit_op(idx, |def| def.code = code);
         Ok(())
     }
 
@@ -286,7 +307,7 @@ impl Engine {
     pub fn output_versions(&self, step: &str) -> Result<Option<Vec<OutputVersion>>, PlanError> {
         let idx = self.step_idx(step)?;
         Ok(match self.graph.op_version(idx) {
-            OpVersion::Versioned(v) => Some(self.cached_output_versions(idx, v)),
+            OpVersion::Versioned(v) => Some(self.cached_output_versions(idx, v).to_vec()),
             _ => None,
         })
     }
@@ -316,16 +337,16 @@ impl Engine {
 
     /// The output versions of a step at op version `v`, recomputed only
     /// when the op version changed since they were last asked for.
-    pub(crate) fn cached_output_versions(&self, idx: StepIdx, v: Digest) -> Vec<OutputVersion> {
+    pub(crate) fn cached_output_versions(&self, idx: StepIdx, v: Digest) -> Arc<[OutputVersion]> {
         let mut cache = self.output_versions_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.len() != self.job.len() {
             cache.resize(self.job.len(), None);
         }
         match &cache[idx] {
-            Some((op, outputs)) if *op == v => outputs.clone(),
+            Some((op, outputs)) if *op == v => Arc::clone(outputs),
             _ => {
                 let outputs = self.output_versions_of(idx, v);
-                cache[idx] = Some((v, outputs.clone()));
+                cache[idx] = Some((v, Arc::clone(&outputs)));
                 outputs
             }
         }
@@ -335,7 +356,7 @@ impl Engine {
         &self,
         idx: StepIdx,
         op_version: Digest,
-    ) -> Vec<OutputVersion> {
+    ) -> Arc<[OutputVersion]> {
         self.job
             .step(idx)
             .outputs()
@@ -371,6 +392,44 @@ impl Engine {
 
     /// What went into a step's version, for traces and explanations. Input
     /// versions are those known now (unknown ones are left out).
+    ///
+    /// Built afresh each time (a cold run needs each step's once, so a cache
+    /// would only add a copy); names are shared with the job, so this
+    /// allocates the lists, the config text and the explicit code version.
+    /// A step's config as canonical JSON text, made once per distinct config
+    /// (the digest covers the canonical encoding, so equal digests mean equal
+    /// texts).
+    fn config_text(&self, idx: StepIdx) -> Name {
+        let digest = self.config_digests[idx];
+        let mut texts = self.config_texts.lock().unwrap_or_else(|e| e.into_inner());
+        texts
+            .entry(digest)
+            .or_insert_with(|| Name::from(canonical_json(self.job.step(idx).config_value())))
+            .clone()
+    }
+
+    /// The digest an input contributes now, if known: a source's or an
+    /// upstream output's data version, or in lineage mode the upstream
+    /// output's version.
+    fn input_version(&self, edge: InputEdge) -> Option<Digest> {
+        match edge {
+            InputEdge::Source(s) => self.graph.source_data[s].map(|d| d.0),
+            InputEdge::Output(up, out) => {
+                if self.graph.lineage {
+                    match self.graph.op_version(up) {
+                        OpVersion::Versioned(v) => {
+                            let out_name = &self.job.step(up).outputs()[out].name;
+                            Some(compute_output_version(v, out_name).0)
+                        }
+                        _ => None,
+                    }
+                } else {
+                    self.graph.slot_data[up][out].map(|d| d.0)
+                }
+            }
+        }
+    }
+
     pub(crate) fn components(&self, idx: StepIdx) -> VersionComponents {
         let job = &self.job;
         let op = job.step(idx);
@@ -419,46 +478,25 @@ impl Engine {
             .collect();
         env.sort();
         env.dedup();
-        let lineage = job.mode() == VersionMode::Lineage;
-        let mut inputs = Vec::with_capacity(op.inputs().len());
-        for &(input_idx, edge) in job.input_edges(idx) {
+        let edges = job.input_edges(idx);
+        let mut inputs = Vec::with_capacity(edges.len());
+        for (&(input_idx, edge), origin) in edges.iter().zip(job.input_origins(idx)) {
+            let Some(version) = self.input_version(edge) else { continue };
             let spec = &op.inputs()[input_idx];
-            let (from, version) = match edge {
-                InputEdge::Source(s) => {
-                    (format!("source {}", job.sources()[s]), self.graph.source_data[s].map(|d| d.0))
-                }
-                InputEdge::Output(up, out) => {
-                    let up_op = job.step(up);
-                    let out_name = &up_op.outputs()[out].name;
-                    let version = if lineage {
-                        match self.graph.op_version(up) {
-                            OpVersion::Versioned(v) => Some(compute_output_version(v, out_name).0),
-                            _ => None,
-                        }
-                    } else {
-                        self.graph.slot_data[up][out].map(|d| d.0)
-                    };
-                    (format!("{}.{}", up_op.name(), out_name), version)
-                }
-            };
-            if let Some(version) = version {
-                inputs.push(InputComponent {
-                    name: spec.name.clone(),
-                    from,
-                    path: spec.path.clone(),
-                    version,
-                });
-            }
+            inputs.push(InputComponent {
+                name: spec.name.clone(),
+                from: origin.clone(),
+                path: spec.path.clone(),
+                version,
+            });
         }
-        let mut outputs: Vec<(String, Option<String>)> =
+        let mut outputs: Vec<(Name, Option<String>)> =
             op.outputs().iter().map(|o| (o.name.clone(), o.path.clone())).collect();
         outputs.sort();
         VersionComponents {
             scheme: SCHEME_VERSION,
             code,
-            config: self.config_texts[idx]
-                .get_or_init(|| canonical_json(op.config_value()))
-                .clone(),
+            config: self.config_text(idx),
             resources,
             env,
             inputs,
@@ -467,7 +505,7 @@ impl Engine {
     }
 }
 
-fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Digest {
+fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Option<Digest> {
     let mut env: Vec<(&str, Option<&str>)> =
         names.iter().map(|n| (n.as_str(), values.get(n).and_then(|v| v.as_deref()))).collect();
     env.sort();

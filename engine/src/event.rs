@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::name::Name;
 use crate::plan::RerunReason;
 use crate::version::DataVersion;
 
@@ -79,52 +80,52 @@ pub enum RunEvent {
     /// A step's outputs are stored at its version: skipped.
     Hit {
         /// The step.
-        step: String,
+        step: Name,
         /// Outputs whose workspace copy was restored.
         restored: Vec<String>,
     },
     /// A waiting step turned out unchanged after its upstream re-ran.
     CutOff {
         /// The step.
-        step: String,
+        step: Name,
         /// Outputs whose workspace copy was restored.
         restored: Vec<String>,
     },
     /// A step started.
     Started {
         /// The step.
-        step: String,
+        step: Name,
         /// Why it runs.
         reasons: Vec<RerunReason>,
     },
     /// A step finished and its outputs are stored.
     Finished {
         /// The step.
-        step: String,
+        step: Name,
         /// How long it ran.
         duration: Duration,
         /// Its outputs' data versions.
-        outputs: Vec<(String, DataVersion)>,
+        outputs: Vec<(Name, DataVersion)>,
     },
     /// A step failed.
     Failed {
         /// The step.
-        step: String,
+        step: Name,
         /// Why.
         message: String,
     },
     /// A step was not run because an upstream step failed.
     Skipped {
         /// The step.
-        step: String,
+        step: Name,
         /// The failed upstream step.
-        failed_upstream: String,
+        failed_upstream: Name,
     },
     /// A stored output was unusable (corrupt or missing) and will be
     /// produced again.
     Warning {
         /// The step.
-        step: String,
+        step: Name,
         /// What happened.
         message: String,
     },
@@ -170,7 +171,7 @@ pub enum StepOutcome {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepReport {
     /// The step.
-    pub step: String,
+    pub step: Name,
     /// How it ended.
     pub outcome: StepOutcome,
 }

@@ -13,6 +13,7 @@
 //! op wrote at its declared workspace path.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Mutex;
 
@@ -151,27 +152,144 @@ pub trait IoManager: Send + Sync {
     }
 }
 
-/// One stored output: its name, what is on record about it, and its bytes.
+/// One stored output: whose it is, what is on record about it, and its bytes.
 #[derive(Debug)]
 struct MemoryEntry {
-    output: Box<str>,
+    /// The step's name followed by the output's name.
+    names: Names,
+    /// Where the step's name ends in `names`.
+    step_len: usize,
     stored: StoredOutput,
     bytes: Vec<u8>,
+    /// Whether `bytes` are exactly the bytes `stored.data_version` was
+    /// computed from in [`IoManager::handle_output`]. Entries are never
+    /// mutated in place except by [`MemoryIoManager::overwrite`], which
+    /// clears this; while it holds, `stored.data_version == blake3(bytes)` by
+    /// construction, and verification compares data versions instead of
+    /// hashing the bytes again (see [`MemoryIoManager::verified_bytes`]).
+    pristine: bool,
 }
 
-/// Outputs by step, then version, then output name. A version can be shared
-/// by outputs of different steps (two ops with the same code version string,
-/// config and inputs), so the step is part of the identifier, like
-/// [`OutputContext::identifier`].
-type MemoryOutputs = HashMap<String, ByVersion>;
+/// Up to 30 bytes of names are kept in the entry itself: checking an entry's
+/// names then reads no other memory (at 100k outputs, following a pointer
+/// per lookup was a cache miss each).
+const INLINE_NAMES: usize = 30;
 
-/// Outputs of one step by version. Versions are blake3 digests, already
-/// uniformly distributed: their first bytes are the hash.
-type ByVersion = HashMap<OutputVersion, Vec<MemoryEntry>, BuildHasherDefault<DigestHasher>>;
+/// A step name followed by an output name.
+#[derive(Debug)]
+enum Names {
+    Inline { len: u8, bytes: [u8; INLINE_NAMES] },
+    Heap(Box<str>),
+}
+
+impl Names {
+    fn new(step: &str, output: &str) -> Names {
+        let len = step.len() + output.len();
+        match u8::try_from(len) {
+            Ok(short) if len <= INLINE_NAMES => {
+                let mut bytes = [0u8; INLINE_NAMES];
+                bytes[..step.len()].copy_from_slice(step.as_bytes());
+                bytes[step.len()..len].copy_from_slice(output.as_bytes());
+                Names::Inline { len: short, bytes }
+            }
+            _ => {
+                let mut names = String::with_capacity(len);
+                names.push_str(step);
+                names.push_str(output);
+                Names::Heap(names.into_boxed_str())
+            }
+        }
+    }
+
+    fn as_bytes(&self) -> &[u8] {
+        match self {
+            Names::Inline { len, bytes } => &bytes[..usize::from(*len)],
+            Names::Heap(names) => names.as_bytes(),
+        }
+    }
+}
+
+impl MemoryEntry {
+    fn new(ctx: &OutputContext<'_>, stored: StoredOutput, bytes: Vec<u8>) -> MemoryEntry {
+        MemoryEntry {
+            names: Names::new(ctx.step, ctx.output),
+            step_len: ctx.step.len(),
+            stored,
+            bytes,
+            pristine: true,
+        }
+    }
+
+    fn step(&self) -> &[u8] {
+        &self.names.as_bytes()[..self.step_len]
+    }
+
+    fn output(&self) -> &[u8] {
+        &self.names.as_bytes()[self.step_len..]
+    }
+
+    fn is(&self, step: &str, output: &str) -> bool {
+        self.step_len == step.len()
+            && self.step() == step.as_bytes()
+            && self.output() == output.as_bytes()
+    }
+}
+
+/// The outputs stored at one version: one, unless a caller reuses a version
+/// for another output (then the others follow, and names tell them apart).
+#[derive(Debug)]
+struct VersionSlot {
+    version: OutputVersion,
+    first: MemoryEntry,
+    others: Vec<MemoryEntry>,
+}
+
+impl VersionSlot {
+    fn iter(&self) -> impl Iterator<Item = &MemoryEntry> {
+        std::iter::once(&self.first).chain(&self.others)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut MemoryEntry> {
+        std::iter::once(&mut self.first).chain(&mut self.others)
+    }
+}
+
+/// Outputs by version. The version of an output covers its step's name and
+/// the output's name, so different outputs at one version do not happen in a
+/// job; the step and output names are still compared, so a caller that
+/// reuses a version for another output never reads the wrong bytes.
+///
+/// The slots live in a list and the map holds their positions: a map of the
+/// slots themselves moved every one of them each time it grew.
+#[derive(Debug, Default)]
+struct MemoryOutputs {
+    slots: Vec<VersionSlot>,
+    index: HashMap<OutputVersion, usize, BuildHasherDefault<DigestHasher>>,
+}
+
+impl MemoryOutputs {
+    fn get(&self, version: &OutputVersion) -> Option<&VersionSlot> {
+        self.index.get(version).map(|&i| &self.slots[i])
+    }
+
+    fn get_mut(&mut self, version: &OutputVersion) -> Option<&mut VersionSlot> {
+        self.index.get(version).map(|&i| &mut self.slots[i])
+    }
+
+    fn remove(&mut self, version: &OutputVersion) {
+        if let Some(i) = self.index.remove(version) {
+            self.slots.swap_remove(i);
+            if let Some(moved) = self.slots.get(i) {
+                self.index.insert(moved.version, i);
+            }
+        }
+    }
+}
 
 /// A hasher for keys that are digests: folds the bytes it is given.
+/// Versions are blake3 digests, already uniformly distributed.
 #[derive(Default)]
-struct DigestHasher(u64);
+pub(crate) struct DigestHasher(u64);
 
 impl Hasher for DigestHasher {
     fn finish(&self) -> u64 {
@@ -201,7 +319,7 @@ fn find<'m>(
     output: &str,
     version: &OutputVersion,
 ) -> Option<&'m MemoryEntry> {
-    outputs.get(step)?.get(version)?.iter().find(|e| &*e.output == output)
+    outputs.get(version)?.iter().find(|e| e.is(step, output))
 }
 
 impl MemoryIoManager {
@@ -214,7 +332,7 @@ impl MemoryIoManager {
     pub fn len(&self) -> usize {
         self.outputs
             .lock()
-            .map(|m| m.values().flat_map(|v| v.values()).map(Vec::len).sum())
+            .map(|m| m.slots.iter().map(|slot| 1 + slot.others.len()).sum())
             .unwrap_or(0)
     }
 
@@ -223,14 +341,15 @@ impl MemoryIoManager {
         self.len() == 0
     }
 
-    /// The bytes stored at a version (by any step).
+    /// The bytes stored at a version (by any step; the first step by name if
+    /// several share it).
     pub fn get(&self, version: &OutputVersion) -> Option<Vec<u8>> {
         let outputs = self.outputs.lock().ok()?;
-        let mut steps: Vec<&String> = outputs.keys().collect();
-        steps.sort();
-        steps.into_iter().find_map(|step| {
-            outputs[step].get(version).and_then(|e| e.first()).map(|e| e.bytes.clone())
-        })
+        outputs
+            .get(version)?
+            .iter()
+            .min_by(|a, b| (a.step(), a.output()).cmp(&(b.step(), b.output())))
+            .map(|e| e.bytes.clone())
     }
 
     /// The bytes of one step's output stored at a version.
@@ -243,10 +362,9 @@ impl MemoryIoManager {
     /// (tests use it to simulate corruption).
     pub fn overwrite(&self, version: OutputVersion, bytes: Vec<u8>) {
         if let Ok(mut m) = self.outputs.lock() {
-            for versions in m.values_mut() {
-                for entry in versions.get_mut(&version).into_iter().flatten() {
-                    entry.bytes.clone_from(&bytes);
-                }
+            for entry in m.get_mut(&version).into_iter().flat_map(VersionSlot::iter_mut) {
+                entry.bytes.clone_from(&bytes);
+                entry.pristine = false;
             }
         }
     }
@@ -254,9 +372,7 @@ impl MemoryIoManager {
     /// Forgets a stored output.
     pub fn remove(&self, version: &OutputVersion) {
         if let Ok(mut m) = self.outputs.lock() {
-            for versions in m.values_mut() {
-                versions.remove(version);
-            }
+            m.remove(version);
         }
     }
 
@@ -265,6 +381,36 @@ impl MemoryIoManager {
             context: "memory io manager".into(),
             message: "a thread panicked while holding the lock".into(),
         })
+    }
+
+    /// The entry's bytes if they match the data version the caller expects,
+    /// [`IoError::Corrupt`] otherwise (invariant 4: never served).
+    ///
+    /// A pristine entry's bytes are the ones its data version was computed
+    /// from when they were stored, and nothing has written them since, so
+    /// comparing the recorded data version with the expected one is the
+    /// same check as hashing the bytes again, without the hash. An entry
+    /// written by [`MemoryIoManager::overwrite`] is hashed again. (The file
+    /// IO manager of the store crate always hashes what it reads: files
+    /// can change behind its back; these bytes cannot.)
+    fn verified_bytes<'e>(
+        ctx: &OutputContext<'_>,
+        entry: &'e MemoryEntry,
+        stored: &StoredOutput,
+    ) -> Result<&'e [u8], IoError> {
+        let found = if entry.pristine {
+            entry.stored.data_version
+        } else {
+            DataVersion::of_bytes(&entry.bytes)
+        };
+        if found != stored.data_version {
+            return Err(IoError::Corrupt {
+                identifier: ctx.identifier(),
+                expected: stored.data_version.to_hex(),
+                found: found.to_hex(),
+            });
+        }
+        Ok(&entry.bytes)
     }
 }
 
@@ -289,18 +435,27 @@ impl IoManager for MemoryIoManager {
         };
         let stored =
             StoredOutput { data_version: DataVersion::of_bytes(&bytes), size: bytes.len() as u64 };
-        let mut outputs = self.lock()?;
-        let versions = match outputs.get_mut(ctx.step) {
-            Some(versions) => versions,
-            None => outputs.entry(ctx.step.to_owned()).or_default(),
-        };
-        let entries = versions.entry(ctx.version).or_default();
-        match entries.iter_mut().find(|e| &*e.output == ctx.output) {
-            Some(entry) => {
-                entry.stored = stored;
-                entry.bytes = bytes;
+        let mut guard = self.lock()?;
+        let outputs = &mut *guard;
+        match outputs.index.entry(ctx.version) {
+            Entry::Vacant(vacant) => {
+                vacant.insert(outputs.slots.len());
+                outputs.slots.push(VersionSlot {
+                    version: ctx.version,
+                    first: MemoryEntry::new(ctx, stored, bytes),
+                    others: Vec::new(),
+                });
             }
-            None => entries.push(MemoryEntry { output: ctx.output.into(), stored, bytes }),
+            Entry::Occupied(occupied) => {
+                let slot = &mut outputs.slots[*occupied.get()];
+                if let Some(entry) = slot.iter_mut().find(|e| e.is(ctx.step, ctx.output)) {
+                    entry.stored = stored;
+                    entry.bytes = bytes;
+                    entry.pristine = true;
+                } else {
+                    slot.others.push(MemoryEntry::new(ctx, stored, bytes));
+                }
+            }
         }
         Ok(stored)
     }
@@ -310,18 +465,10 @@ impl IoManager for MemoryIoManager {
         ctx: &OutputContext<'_>,
         stored: &StoredOutput,
     ) -> Result<OutputValue, IoError> {
-        let bytes = find(&*self.lock()?, ctx.step, ctx.output, &ctx.version)
-            .map(|e| e.bytes.clone())
+        let outputs = self.lock()?;
+        let entry = find(&outputs, ctx.step, ctx.output, &ctx.version)
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
-        let found = DataVersion::of_bytes(&bytes);
-        if found != stored.data_version {
-            return Err(IoError::Corrupt {
-                identifier: ctx.identifier(),
-                expected: stored.data_version.to_hex(),
-                found: found.to_hex(),
-            });
-        }
-        Ok(OutputValue::Bytes(bytes))
+        Ok(OutputValue::Bytes(Self::verified_bytes(ctx, entry, stored)?.to_vec()))
     }
 
     /// On a hit: the bytes are checked against their data version, so a
@@ -330,14 +477,96 @@ impl IoManager for MemoryIoManager {
         let outputs = self.lock()?;
         let entry = find(&outputs, ctx.step, ctx.output, &ctx.version)
             .ok_or_else(|| IoError::Missing { identifier: ctx.identifier() })?;
-        let found = DataVersion::of_bytes(&entry.bytes);
-        if found != stored.data_version {
-            return Err(IoError::Corrupt {
-                identifier: ctx.identifier(),
-                expected: stored.data_version.to_hex(),
-                found: found.to_hex(),
-            });
-        }
+        Self::verified_bytes(ctx, entry, stored)?;
         Ok(Restore::Present)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{IoError, IoManager, MemoryIoManager, OutputContext, OutputValue};
+    use crate::version::{DataVersion, Digest, OutputVersion};
+
+    fn ctx(step: &'static str, output: &'static str) -> OutputContext<'static> {
+        let version = OutputVersion(Digest([7; 32]));
+        OutputContext { step, output, version, path: None, run_id: "r" }
+    }
+
+    #[test]
+    fn loads_are_checked_against_the_expected_data_version() {
+        let io = MemoryIoManager::new();
+        let a = ctx("a", "out");
+        let stored = io.handle_output(&a, OutputValue::Bytes(b"good".to_vec())).unwrap();
+        assert_eq!(stored.data_version, DataVersion::of_bytes(b"good"));
+        assert_eq!(io.load_input(&a, &stored).unwrap(), OutputValue::Bytes(b"good".to_vec()));
+        // A caller expecting other bytes is refused, pristine or not.
+        let mut stale = stored;
+        stale.data_version = DataVersion::of_bytes(b"other");
+        assert!(matches!(io.load_input(&a, &stale), Err(IoError::Corrupt { .. })));
+        assert!(matches!(io.restore(&a, &stale), Err(IoError::Corrupt { .. })));
+        // Overwritten bytes are hashed again and refused.
+        io.overwrite(a.version, b"evil".to_vec());
+        assert!(matches!(io.load_input(&a, &stored), Err(IoError::Corrupt { .. })));
+        assert!(matches!(io.restore(&a, &stored), Err(IoError::Corrupt { .. })));
+        // Overwriting with the same bytes is not corruption.
+        io.overwrite(a.version, b"good".to_vec());
+        assert!(io.load_input(&a, &stored).is_ok());
+        // Storing again makes the entry pristine.
+        let again = io.handle_output(&a, OutputValue::Bytes(b"new".to_vec())).unwrap();
+        assert!(io.load_input(&a, &again).is_ok());
+        assert!(matches!(io.load_input(&a, &stored), Err(IoError::Corrupt { .. })));
+    }
+
+    #[test]
+    fn removing_an_output_keeps_the_others_reachable() {
+        let io = MemoryIoManager::new();
+        let at = |i: u8| OutputContext {
+            step: "s",
+            output: "out",
+            version: OutputVersion(Digest([i; 32])),
+            path: None,
+            run_id: "r",
+        };
+        let stored: Vec<_> = (0..5)
+            .map(|i| io.handle_output(&at(i), OutputValue::Bytes(vec![i])).unwrap())
+            .collect();
+        io.remove(&at(1).version);
+        io.remove(&at(4).version);
+        assert_eq!(io.len(), 3);
+        for i in [0, 2, 3] {
+            let value = io.load_input(&at(i), &stored[usize::from(i)]).unwrap();
+            assert_eq!(value, OutputValue::Bytes(vec![i]));
+        }
+        assert_eq!(io.has_output(&at(1)).unwrap(), None);
+        assert_eq!(io.has_output(&at(4)).unwrap(), None);
+    }
+
+    #[test]
+    fn outputs_sharing_a_version_stay_apart() {
+        let io = MemoryIoManager::new();
+        let (a, b) = (ctx("a", "out"), ctx("b", "out"));
+        let sa = io.handle_output(&a, OutputValue::Bytes(b"A".to_vec())).unwrap();
+        let sb = io.handle_output(&b, OutputValue::Bytes(b"B".to_vec())).unwrap();
+        assert_eq!(io.len(), 2);
+        assert_eq!(io.load_input(&a, &sa).unwrap(), OutputValue::Bytes(b"A".to_vec()));
+        assert_eq!(io.load_input(&b, &sb).unwrap(), OutputValue::Bytes(b"B".to_vec()));
+        assert!(matches!(io.load_input(&a, &sb), Err(IoError::Corrupt { .. })));
+        assert_eq!(io.get(&a.version), Some(b"A".to_vec()));
+        assert_eq!(io.has_output(&ctx("c", "out")).unwrap(), None);
+        // Names are kept apart where they meet: `ab`+`c` is not `a`+`bc`.
+        let (abc, a_bc) = (ctx("ab", "c"), ctx("a", "bc"));
+        let s1 = io.handle_output(&abc, OutputValue::Bytes(b"1".to_vec())).unwrap();
+        assert_eq!(io.has_output(&a_bc).unwrap(), None);
+        let s2 = io.handle_output(&a_bc, OutputValue::Bytes(b"2".to_vec())).unwrap();
+        assert_eq!(io.load_input(&abc, &s1).unwrap(), OutputValue::Bytes(b"1".to_vec()));
+        assert_eq!(io.load_input(&a_bc, &s2).unwrap(), OutputValue::Bytes(b"2".to_vec()));
+        assert_eq!(io.len(), 4);
+        // Names too long to keep inline are kept apart the same way.
+        let long = "a-step-name-longer-than-thirty-bytes";
+        let (l1, l2) = (ctx(long, "x"), ctx(long, "xy"));
+        let s3 = io.handle_output(&l1, OutputValue::Bytes(b"3".to_vec())).unwrap();
+        assert_eq!(io.has_output(&l2).unwrap(), None);
+        assert_eq!(io.load_input(&l1, &s3).unwrap(), OutputValue::Bytes(b"3".to_vec()));
+        assert_eq!(io.len(), 5);
     }
 }

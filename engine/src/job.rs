@@ -13,6 +13,8 @@ mod validate;
 pub use validate::find_cycle;
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::Arc;
 
 pub use op::{
@@ -21,6 +23,7 @@ pub use op::{
 };
 pub use resource::Resource;
 
+use crate::name::{FxHasher, Name};
 use crate::version::{DefaultStrategy, VersionStrategy};
 
 /// How inputs contribute to downstream versions.
@@ -141,6 +144,77 @@ pub enum InputEdge {
     Output(StepIdx, usize),
 }
 
+/// Step names to step indices, for every lookup by name (the engine's public
+/// calls take names). The names sit back to back in one string and the map
+/// holds only each name's FxHash: a lookup probes the map and compares a few
+/// bytes that neighbouring steps share, instead of following a pointer to a
+/// separate allocation per name (at 100k steps that cache miss was most of a
+/// re-version after an edit). Two names with one hash, which a job is
+/// unlikely ever to have, go to a plain map.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct StepIndex {
+    names: String,
+    /// Where each step's name ends in `names`.
+    ends: Vec<usize>,
+    by_hash: HashMap<u64, StepIdx, BuildHasherDefault<HashedKey>>,
+    collided: HashMap<String, StepIdx>,
+}
+
+impl StepIndex {
+    /// Indexes names given in step order (they are unique: validated).
+    pub(crate) fn new<'n>(names: impl Iterator<Item = &'n str>) -> StepIndex {
+        let mut index = StepIndex::default();
+        for (idx, name) in names.enumerate() {
+            index.names.push_str(name);
+            index.ends.push(index.names.len());
+            match index.by_hash.entry(FxHasher::hash_str(name)) {
+                Entry::Vacant(slot) => {
+                    slot.insert(idx);
+                }
+                Entry::Occupied(_) => {
+                    index.collided.insert(name.to_owned(), idx);
+                }
+            }
+        }
+        index
+    }
+
+    fn name(&self, idx: StepIdx) -> &str {
+        let start = if idx == 0 { 0 } else { self.ends[idx - 1] };
+        &self.names[start..self.ends[idx]]
+    }
+
+    /// The index of the step named `name`.
+    pub(crate) fn get(&self, name: &str) -> Option<StepIdx> {
+        if let Some(&idx) = self.by_hash.get(&FxHasher::hash_str(name))
+            && self.name(idx) == name
+        {
+            return Some(idx);
+        }
+        if self.collided.is_empty() { None } else { self.collided.get(name).copied() }
+    }
+}
+
+/// A hasher for keys that are already hashes.
+#[derive(Default)]
+pub(crate) struct HashedKey(u64);
+
+impl Hasher for HashedKey {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
 /// A validated job. Cheap to clone (shared).
 #[derive(Clone)]
 pub struct Job {
@@ -155,11 +229,15 @@ pub(crate) struct JobInner {
     pub(crate) steps: Vec<Op>,
     /// Per step, per input (sorted by input name): the wiring.
     pub(crate) edges: Vec<Vec<(usize, InputEdge)>>,
+    /// Per step, per input (in `edges` order): where it reads, as traces
+    /// and reasons name it (`source NAME` or `STEP.OUTPUT`), made once here
+    /// rather than for every trace.
+    pub(crate) origins: Vec<Vec<Name>>,
     /// Per step: the steps that read one of its outputs (deduplicated).
     pub(crate) downstream: Vec<Vec<StepIdx>>,
     /// Per step: the steps it reads (deduplicated).
     pub(crate) upstream: Vec<Vec<StepIdx>>,
-    pub(crate) step_index: HashMap<String, StepIdx>,
+    pub(crate) step_index: StepIndex,
     /// Resources in topological order (dependencies first).
     pub(crate) resources: Vec<Resource>,
     pub(crate) resource_index: HashMap<String, usize>,
@@ -218,7 +296,7 @@ impl Job {
     }
     /// The index of a step by name.
     pub fn step_index(&self, name: &str) -> Option<StepIdx> {
-        self.inner.step_index.get(name).copied()
+        self.inner.step_index.get(name)
     }
     /// A step by index.
     pub fn step(&self, idx: StepIdx) -> &Op {
@@ -228,6 +306,11 @@ impl Job {
     /// sorted by input name.
     pub fn input_edges(&self, idx: StepIdx) -> &[(usize, InputEdge)] {
         &self.inner.edges[idx]
+    }
+    /// Where each input of a step reads, in [`Job::input_edges`] order:
+    /// `source NAME` or `STEP.OUTPUT`.
+    pub fn input_origins(&self, idx: StepIdx) -> &[Name] {
+        &self.inner.origins[idx]
     }
     /// The steps that read outputs of `idx`.
     pub fn downstream(&self, idx: StepIdx) -> &[StepIdx] {

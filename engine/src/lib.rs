@@ -41,6 +41,7 @@ pub mod error;
 pub mod event;
 pub mod io_manager;
 pub mod job;
+pub mod name;
 pub mod plan;
 mod schedule;
 pub mod trace;
@@ -59,6 +60,7 @@ pub use job::{
     CodeSpec, InputEdge, InputFrom, InputSpec, Job, JobBuilder, JobError, Op, OpContext, OpFailure,
     OpFn, OutputSpec, Resource, SourceFn, SourceText, StepIdx, VersionMode,
 };
+pub use name::Name;
 pub use plan::{
     FileChange, Plan, PlannedStep, RerunReason, ResourceCause, StepPlan, compute_reasons,
 };

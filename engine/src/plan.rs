@@ -11,6 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::name::Name;
 use crate::trace::{Trace, VersionComponents};
 use crate::version::{DataVersion, OutputVersion};
 
@@ -179,7 +180,7 @@ pub enum StepPlan {
     /// All outputs are stored at their versions: the step is skipped.
     Hit {
         /// The outputs' versions and data versions.
-        outputs: Vec<(String, OutputVersion, DataVersion)>,
+        outputs: Vec<(Name, OutputVersion, DataVersion)>,
     },
     /// The step must run, for these reasons.
     Run(Vec<RerunReason>),
@@ -195,7 +196,7 @@ pub enum StepPlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PlannedStep {
     /// The step.
-    pub step: String,
+    pub step: Name,
     /// Its plan.
     pub plan: StepPlan,
 }
@@ -409,21 +410,21 @@ pub fn compute_reasons(previous: Option<&Trace>, now: &VersionComponents) -> Vec
         old.inputs.iter().map(|i| (i.name.as_str(), i)).collect();
     for input in &now.inputs {
         match old_in.get(input.name.as_str()) {
-            None => reasons.push(RerunReason::InputAdded { input: input.name.clone() }),
+            None => reasons.push(RerunReason::InputAdded { input: input.name.to_string() }),
             Some(o) if o.from != input.from || o.path != input.path => {
                 let show = |i: &crate::trace::InputComponent| match &i.path {
                     Some(p) => format!("{} ({p})", i.from),
-                    None => i.from.clone(),
+                    None => i.from.to_string(),
                 };
                 reasons.push(RerunReason::InputRewired {
-                    input: input.name.clone(),
+                    input: input.name.to_string(),
                     old: show(o),
                     new: show(input),
                 });
             }
             Some(o) if o.version != input.version => reasons.push(RerunReason::InputChanged {
-                input: input.name.clone(),
-                from: input.from.clone(),
+                input: input.name.to_string(),
+                from: input.from.to_string(),
                 path: input.path.clone(),
             }),
             Some(_) => {}
@@ -431,16 +432,16 @@ pub fn compute_reasons(previous: Option<&Trace>, now: &VersionComponents) -> Vec
     }
     for input in &old.inputs {
         if !now.inputs.iter().any(|i| i.name == input.name) {
-            reasons.push(RerunReason::InputRemoved { input: input.name.clone() });
+            reasons.push(RerunReason::InputRemoved { input: input.name.to_string() });
         }
     }
     // Outputs.
     if old.outputs != now.outputs {
-        let show = |list: &[(String, Option<String>)]| {
+        let show = |list: &[(Name, Option<String>)]| {
             list.iter()
                 .map(|(n, p)| match p {
                     Some(p) => format!("{n}={p}"),
-                    None => n.clone(),
+                    None => n.to_string(),
                 })
                 .collect::<Vec<_>>()
         };

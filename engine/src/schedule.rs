@@ -16,10 +16,11 @@
 //! on (unless fail-fast), and every success stays recorded.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap};
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -32,6 +33,7 @@ use crate::event::{
 };
 use crate::io_manager::{IoManager, OutputContext, OutputValue, Restore, StoredOutput};
 use crate::job::{InputEdge, Job, OpContext, StepIdx, VersionMode};
+use crate::name::Name;
 use crate::plan::{Plan, PlannedStep, RerunReason, StepPlan, compute_reasons};
 use crate::trace::{
     StepFailure, StepLog, Trace, TraceError, TraceOutput, TraceStore, VersionComponents,
@@ -83,6 +85,38 @@ enum WorkerResult {
     },
 }
 
+/// Hashes step indices (small integers the runner made, not user data) with
+/// one multiplication instead of SipHash.
+#[derive(Default)]
+struct IdxHasher(u64);
+
+impl Hasher for IdxHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(b)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        }
+    }
+
+    fn write_usize(&mut self, n: usize) {
+        self.0 = (n as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Why a step's stored outputs cannot be used.
+enum Miss {
+    /// A step without outputs has no trace at this version.
+    NoTrace,
+    /// The output at this index is not stored (its name is copied only if
+    /// this becomes the reason shown).
+    Missing(usize),
+    /// A stored output failed verification.
+    Corrupt(RerunReason),
+}
+
 /// What a worker needs to run one step.
 struct StepWork {
     idx: StepIdx,
@@ -90,7 +124,7 @@ struct StepWork {
     /// stored)`.
     inputs: Vec<(usize, StepIdx, usize, OutputVersion, StoredOutput)>,
     /// Output versions, in declaration order.
-    outputs: Vec<OutputVersion>,
+    outputs: Arc<[OutputVersion]>,
     env: BTreeMap<String, Option<String>>,
 }
 
@@ -104,10 +138,16 @@ struct Runner<'a> {
     state: Vec<State>,
     op_versions: Vec<Option<(Digest, bool)>>,
     /// Per resolved step: its outputs' versions, in declaration order.
-    versions: Vec<Vec<OutputVersion>>,
+    versions: Vec<Arc<[OutputVersion]>>,
     reasons: Vec<Vec<RerunReason>>,
-    components: Vec<Option<VersionComponents>>,
-    stored: Vec<Vec<Option<StoredOutput>>>,
+    /// Version components of steps resolved to run and not yet finished
+    /// (a map, not a slot per step: a few hundred bytes per step of a large
+    /// job would be allocated and zeroed up front for nothing).
+    components: HashMap<StepIdx, VersionComponents, BuildHasherDefault<IdxHasher>>,
+    /// What the IO manager holds of each output, all steps' outputs in one
+    /// list: step `idx`'s outputs start at `first_output[idx]`.
+    stored: Vec<Option<StoredOutput>>,
+    first_output: Vec<usize>,
     unresolved_up: Vec<u32>,
     ran_upstream: Vec<bool>,
     restored: Vec<Vec<String>>,
@@ -121,6 +161,8 @@ struct Runner<'a> {
     ready: BinaryHeap<Reverse<StepIdx>>,
     outcomes: Vec<Option<StepOutcome>>,
     counts: RunCounts,
+    /// The run id, shared by every trace of the run.
+    run_id: Name,
 }
 
 fn output_ctx<'j>(
@@ -161,6 +203,14 @@ impl<'a> Runner<'a> {
             }
         }
         let lineage = job.mode() == VersionMode::Lineage;
+        let mut first_output = Vec::with_capacity(n + 1);
+        let mut n_outputs = 0;
+        for op in job.steps() {
+            first_output.push(n_outputs);
+            n_outputs += op.outputs().len();
+        }
+        first_output.push(n_outputs);
+        let no_versions: Arc<[OutputVersion]> = Arc::new([]);
         Ok(Runner {
             engine,
             io,
@@ -170,10 +220,11 @@ impl<'a> Runner<'a> {
             lineage,
             state,
             op_versions: vec![None; n],
-            versions: vec![Vec::new(); n],
+            versions: vec![no_versions; n],
             reasons: vec![Vec::new(); n],
-            components: vec![None; n],
-            stored: job.steps().iter().map(|op| vec![None; op.outputs().len()]).collect(),
+            components: HashMap::default(),
+            stored: vec![None; n_outputs],
+            first_output,
             unresolved_up,
             ran_upstream: vec![false; n],
             restored: vec![Vec::new(); n],
@@ -181,8 +232,11 @@ impl<'a> Runner<'a> {
             rerun_after_hit: vec![false; n],
             to_resolve: BinaryHeap::new(),
             ready: BinaryHeap::new(),
-            outcomes: vec![None; n],
+            // Outcomes are for runs (a plan reads only states): a plan of a
+            // large job does not allocate and fill one slot per step.
+            outcomes: if execute { vec![None; n] } else { Vec::new() },
             counts: RunCounts::default(),
+            run_id: Name::from(opts.run_id.as_str()),
         })
     }
 
@@ -218,6 +272,15 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
+    /// What the IO manager holds of a step's outputs, in declaration order.
+    fn stored(&self, idx: StepIdx) -> &[Option<StoredOutput>] {
+        &self.stored[self.first_output[idx]..self.first_output[idx + 1]]
+    }
+
+    fn stored_mut(&mut self, idx: StepIdx) -> &mut [Option<StoredOutput>] {
+        &mut self.stored[self.first_output[idx]..self.first_output[idx + 1]]
+    }
+
     /// The output versions of a resolved step (computed once, in `resolve`).
     fn output_versions(&self, idx: StepIdx) -> &[OutputVersion] {
         &self.versions[idx]
@@ -247,7 +310,7 @@ impl<'a> Runner<'a> {
         } else {
             self.engine.cached_output_versions(idx, op_version)
         };
-        self.components[idx] = None;
+        self.components.remove(&idx);
         let reasons = if unversioned {
             vec![RerunReason::Unversioned]
         } else if self.opts.force.contains(name) {
@@ -255,8 +318,11 @@ impl<'a> Runner<'a> {
         } else if !self.opts.memoize {
             vec![RerunReason::MemoDisabled]
         } else {
-            let versions = self.versions[idx].clone();
-            let mut stored = Vec::with_capacity(versions.len());
+            let versions = Arc::clone(&self.versions[idx]);
+            // Found outputs go straight into the step's slots (empty until
+            // now: a step is resolved only while pending, before it has hit
+            // or run in this run); a miss empties them again.
+            let base = self.first_output[idx];
             let mut missing = None;
             let mut previous = None;
             if versions.is_empty() {
@@ -267,24 +333,23 @@ impl<'a> Runner<'a> {
                     .latest_trace(name)
                     .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?;
                 if !trace.as_ref().is_some_and(|t| !t.unversioned && t.op_version == op_version) {
-                    missing = Some(RerunReason::VersionChanged);
+                    missing = Some(Miss::NoTrace);
                 }
                 previous = Some(trace);
             }
             for (out, &version) in versions.iter().enumerate() {
                 let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
                 match self.io.has_output(&ctx) {
-                    Ok(Some(s)) => stored.push(s),
+                    Ok(Some(s)) => self.stored[base + out] = Some(s),
                     Ok(None) => {
-                        missing =
-                            Some(RerunReason::OutputMissing { output: ctx.output.to_owned() });
+                        missing = Some(Miss::Missing(out));
                         break;
                     }
                     Err(e) if e.is_miss() => {
-                        missing = Some(RerunReason::OutputCorrupt {
+                        missing = Some(Miss::Corrupt(RerunReason::OutputCorrupt {
                             output: ctx.output.to_owned(),
                             detail: e.to_string(),
-                        });
+                        }));
                         break;
                     }
                     Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
@@ -293,18 +358,23 @@ impl<'a> Runner<'a> {
             if missing.is_none() && self.execute {
                 for (out, &version) in versions.iter().enumerate() {
                     let ctx = output_ctx(&job, idx, out, version, &self.opts.run_id);
-                    match self.io.restore(&ctx, &stored[out]) {
+                    let Some(stored) = self.stored[base + out] else {
+                        return Err(PlanError::Internal(format!(
+                            "step `{name}` output {out} found but not recorded"
+                        )));
+                    };
+                    match self.io.restore(&ctx, &stored) {
                         Ok(Restore::Present) => {}
                         Ok(Restore::Restored) => self.restored[idx].push(ctx.output.to_owned()),
                         Err(e) if e.is_miss() => {
                             events(&RunEvent::Warning {
-                                step: name.to_owned(),
+                                step: job.step(idx).shared_name().clone(),
                                 message: format!("{e}; the step runs again"),
                             });
-                            missing = Some(RerunReason::OutputCorrupt {
+                            missing = Some(Miss::Corrupt(RerunReason::OutputCorrupt {
                                 output: ctx.output.to_owned(),
                                 detail: e.to_string(),
-                            });
+                            }));
                             break;
                         }
                         Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
@@ -313,10 +383,11 @@ impl<'a> Runner<'a> {
             }
             match missing {
                 None => {
-                    self.mark_hit(idx, stored, events);
+                    self.mark_hit(idx, events);
                     return Ok(());
                 }
                 Some(missing) => {
+                    self.stored_mut(idx).fill(None);
                     let components = self.engine.components(idx);
                     let previous = match previous {
                         Some(trace) => trace,
@@ -326,9 +397,9 @@ impl<'a> Runner<'a> {
                             .map_err(|source| PlanError::Trace { step: name.to_owned(), source })?,
                     };
                     let mut reasons = compute_reasons(previous.as_ref(), &components);
-                    self.components[idx] = Some(components);
-                    if matches!(missing, RerunReason::OutputCorrupt { .. }) {
-                        reasons.push(missing);
+                    self.components.insert(idx, components);
+                    if let Miss::Corrupt(corrupt) = missing {
+                        reasons.push(corrupt);
                     } else if reasons.is_empty() {
                         // The components read the same: either the version is
                         // the traced one and an output is gone, or something
@@ -336,18 +407,19 @@ impl<'a> Runner<'a> {
                         let same_version = previous
                             .as_ref()
                             .is_some_and(|t| !t.unversioned && t.op_version == op_version);
-                        reasons.push(if same_version {
-                            missing
-                        } else {
-                            RerunReason::VersionChanged
+                        reasons.push(match missing {
+                            Miss::Missing(out) if same_version => RerunReason::OutputMissing {
+                                output: job.step(idx).outputs()[out].name.to_string(),
+                            },
+                            _ => RerunReason::VersionChanged,
                         });
                     }
                     reasons
                 }
             }
         };
-        if self.components[idx].is_none() {
-            self.components[idx] = Some(self.engine.components(idx));
+        if !self.components.contains_key(&idx) {
+            self.components.insert(idx, self.engine.components(idx));
         }
         self.reasons[idx] = reasons;
         self.state[idx] = State::NeedsRun;
@@ -358,18 +430,15 @@ impl<'a> Runner<'a> {
         Ok(())
     }
 
-    fn mark_hit(
-        &mut self,
-        idx: StepIdx,
-        stored: Vec<StoredOutput>,
-        events: &mut dyn FnMut(&RunEvent),
-    ) {
+    /// A resolved step whose outputs are all stored (recorded in its slots).
+    fn mark_hit(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
         let restored = std::mem::take(&mut self.restored[idx]);
         self.counts.restored += restored.len();
         let cut_off = self.ran_upstream[idx];
-        for (out, s) in stored.iter().enumerate() {
-            self.stored[idx][out] = Some(*s);
-            self.engine.graph.set_slot(idx, out, Some(s.data_version));
+        let base = self.first_output[idx];
+        for out in 0..self.first_output[idx + 1] - base {
+            let data = self.stored[base + out].map(|s| s.data_version);
+            self.engine.graph.set_slot(idx, out, data);
         }
         if cut_off {
             self.state[idx] = State::CutOff;
@@ -380,7 +449,7 @@ impl<'a> Runner<'a> {
         }
         // Events and outcomes are for runs; a plan only needs the states.
         if self.execute {
-            let step = self.engine.job.step(idx).name().to_owned();
+            let step = self.engine.job.step(idx).shared_name().clone();
             // The restored list goes into the event and on to the outcome.
             let event = if cut_off {
                 RunEvent::CutOff { step, restored }
@@ -448,7 +517,7 @@ impl<'a> Runner<'a> {
 
     fn plan(&self) -> Plan {
         let job = &self.engine.job;
-        let mut steps = Vec::new();
+        let mut steps = Vec::with_capacity(self.state.len());
         for idx in 0..self.state.len() {
             let plan = match self.state[idx] {
                 State::Unselected => continue,
@@ -460,7 +529,7 @@ impl<'a> Runner<'a> {
                             .outputs()
                             .iter()
                             .zip(versions.iter().copied())
-                            .zip(&self.stored[idx])
+                            .zip(self.stored(idx))
                             .filter_map(|((o, v), s)| {
                                 s.map(|s| (o.name.clone(), v, s.data_version))
                             })
@@ -477,7 +546,7 @@ impl<'a> Runner<'a> {
                 },
                 _ => StepPlan::Run(self.reasons[idx].clone()),
             };
-            steps.push(PlannedStep { step: job.step(idx).name().to_owned(), plan });
+            steps.push(PlannedStep { step: job.step(idx).shared_name().clone(), plan });
         }
         Plan { steps }
     }
@@ -488,7 +557,7 @@ impl<'a> Runner<'a> {
         let mut inputs = Vec::with_capacity(op.inputs().len());
         for &(input_idx, edge) in job.input_edges(idx) {
             if let InputEdge::Output(up, out) = edge
-                && let Some(stored) = self.stored[up][out]
+                && let Some(stored) = self.stored(up)[out]
             {
                 inputs.push((input_idx, up, out, self.output_versions(up)[out], stored));
             }
@@ -498,22 +567,23 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|n| (n.clone(), self.engine.env_values.get(n).cloned().flatten()))
             .collect();
-        StepWork { idx, inputs, outputs: self.output_versions(idx).to_vec(), env }
+        StepWork { idx, inputs, outputs: Arc::clone(&self.versions[idx]), env }
     }
 
     fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
         let job = self.job();
-        let failed = job.step(idx).name().to_owned();
+        let failed = job.step(idx).shared_name().clone();
         let mut stack: Vec<StepIdx> = job.downstream(idx).to_vec();
         while let Some(d) = stack.pop() {
             if matches!(self.state[d], State::Pending | State::NeedsRun | State::Queued) {
                 self.state[d] = State::Skipped;
                 self.counts.skipped += 1;
                 events(&RunEvent::Skipped {
-                    step: job.step(d).name().to_owned(),
+                    step: job.step(d).shared_name().clone(),
                     failed_upstream: failed.clone(),
                 });
-                self.outcomes[d] = Some(StepOutcome::Skipped { failed_upstream: failed.clone() });
+                self.outcomes[d] =
+                    Some(StepOutcome::Skipped { failed_upstream: failed.to_string() });
                 stack.extend_from_slice(job.downstream(d));
             }
         }
@@ -528,32 +598,31 @@ impl<'a> Runner<'a> {
         let job = self.job();
         match result {
             WorkerResult::Done { idx, stored, duration, log } => {
-                let name = job.step(idx).name().to_owned();
-                let versions = self.versions[idx].clone();
+                let op = job.step(idx);
                 let (op_version, unversioned) =
                     self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
                 let mut outputs = Vec::with_capacity(stored.len());
                 let mut data = Vec::with_capacity(stored.len());
                 for (out, s) in stored.iter().enumerate() {
-                    self.stored[idx][out] = Some(*s);
+                    self.stored_mut(idx)[out] = Some(*s);
                     self.engine.graph.set_slot(idx, out, Some(s.data_version));
-                    let spec = &job.step(idx).outputs()[out];
+                    let spec = &op.outputs()[out];
                     outputs.push(TraceOutput {
                         name: spec.name.clone(),
-                        version: versions[out],
+                        version: self.versions[idx][out],
                         data_version: s.data_version,
                         size: s.size,
                     });
                     data.push((spec.name.clone(), s.data_version));
                 }
-                let components = match self.components[idx].take() {
+                let components = match self.components.remove(&idx) {
                     Some(c) => c,
                     None => self.engine.components(idx),
                 };
                 let duration_ns = nanos(duration);
                 let trace = Trace {
-                    step: name.clone(),
-                    run_id: self.opts.run_id.clone(),
+                    step: op.shared_name().clone(),
+                    run_id: self.run_id.clone(),
                     op_version,
                     unversioned,
                     components,
@@ -562,29 +631,33 @@ impl<'a> Runner<'a> {
                 };
                 self.traces
                     .commit_trace(trace, log)
-                    .map_err(|source| PlanError::Trace { step: name.clone(), source })?;
+                    .map_err(|source| PlanError::Trace { step: op.name().to_owned(), source })?;
                 self.state[idx] = State::Done;
                 self.counts.ran += 1;
                 self.outcomes[idx] = Some(StepOutcome::Ran {
                     reasons: std::mem::take(&mut self.reasons[idx]),
                     duration_ns,
                 });
-                events(&RunEvent::Finished { step: name, duration, outputs: data });
+                events(&RunEvent::Finished {
+                    step: op.shared_name().clone(),
+                    duration,
+                    outputs: data,
+                });
                 self.propagate(idx, true);
                 Ok(false)
             }
             WorkerResult::Failed { idx, message, exit_code, duration, log } => {
-                let name = job.step(idx).name().to_owned();
+                let name = job.step(idx).shared_name().clone();
                 let failure = StepFailure {
                     step: name.clone(),
-                    run_id: self.opts.run_id.clone(),
+                    run_id: self.run_id.clone(),
                     message: message.clone(),
                     exit_code,
                     duration_ns: nanos(duration),
                 };
                 self.traces
                     .record_failure(failure, log)
-                    .map_err(|source| PlanError::Trace { step: name.clone(), source })?;
+                    .map_err(|source| PlanError::Trace { step: name.to_string(), source })?;
                 self.state[idx] = State::Failed;
                 self.counts.failed += 1;
                 self.outcomes[idx] =
@@ -594,7 +667,7 @@ impl<'a> Runner<'a> {
                 Ok(self.opts.fail_fast)
             }
             WorkerResult::InputMiss { idx, upstream, output, message } => {
-                let up_name = job.step(upstream).name().to_owned();
+                let up_name = job.step(upstream).shared_name().clone();
                 events(&RunEvent::Warning {
                     step: up_name.clone(),
                     message: format!("{message}; the step runs again"),
@@ -609,10 +682,10 @@ impl<'a> Runner<'a> {
                         }
                         self.state[upstream] = State::Queued;
                         self.reasons[upstream] = vec![RerunReason::OutputCorrupt {
-                            output: job.step(upstream).outputs()[output].name.clone(),
+                            output: job.step(upstream).outputs()[output].name.to_string(),
                             detail: message,
                         }];
-                        self.components[upstream] = Some(self.engine.components(upstream));
+                        self.components.insert(upstream, self.engine.components(upstream));
                         self.rerun_after_hit[upstream] = true;
                         self.ready.push(Reverse(upstream));
                         self.rewait.entry(upstream).or_default().push(idx);
@@ -648,7 +721,7 @@ impl<'a> Runner<'a> {
         self.state[idx] = State::Running;
         // The reasons go into the event and come back: no copy.
         let started = RunEvent::Started {
-            step: self.engine.job.step(idx).name().to_owned(),
+            step: self.engine.job.step(idx).shared_name().clone(),
             reasons: std::mem::take(&mut self.reasons[idx]),
         };
         events(&started);
@@ -684,7 +757,7 @@ impl<'a> Runner<'a> {
 
     fn report(mut self, status: RunStatus, started: Instant) -> RunReport {
         let job = self.job();
-        let mut steps = Vec::new();
+        let mut steps = Vec::with_capacity(self.state.len());
         for idx in 0..self.state.len() {
             if self.state[idx] == State::Unselected {
                 continue;
@@ -696,7 +769,7 @@ impl<'a> Runner<'a> {
                     StepOutcome::NotRun
                 }
             };
-            steps.push(StepReport { step: job.step(idx).name().to_owned(), outcome });
+            steps.push(StepReport { step: job.step(idx).shared_name().clone(), outcome });
         }
         RunReport {
             run_id: self.opts.run_id.clone(),
@@ -812,14 +885,12 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
             StepLog::default(),
         );
     };
-    let mut inputs = BTreeMap::new();
+    let mut inputs = Vec::with_capacity(op.inputs().len());
     for &(input_idx, up, out, version, ref stored) in &work.inputs {
         let name = op.inputs()[input_idx].name.as_str();
         let ctx = output_ctx(job, up, out, version, run_id);
         match io.load_input(&ctx, stored) {
-            Ok(value) => {
-                inputs.insert(name, value);
-            }
+            Ok(value) => inputs.push((name, value)),
             Err(e) if e.is_miss() => {
                 return WorkerResult::InputMiss {
                     idx,
@@ -841,9 +912,11 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         if let InputEdge::Source(s) = edge {
             let spec = &op.inputs()[input_idx];
             let path = spec.path.clone().unwrap_or_else(|| job.sources()[s].clone());
-            inputs.insert(spec.name.as_str(), OutputValue::File(path));
+            inputs.push((spec.name.as_str(), OutputValue::File(path)));
         }
     }
+    // Input names are unique within an op (the job is validated).
+    inputs.sort_unstable_by(|a, b| a.0.cmp(b.0));
     let resources: BTreeMap<&str, &Value> = job
         .step_resources(idx)
         .iter()
@@ -856,7 +929,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         run_id,
         op,
         inputs,
-        outputs: BTreeMap::new(),
+        outputs: Vec::new(),
         resources,
         env,
         stdout: Vec::new(),
@@ -891,7 +964,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
     }
     let mut stored = Vec::with_capacity(op.outputs().len());
     for (out, spec) in op.outputs().iter().enumerate() {
-        let value = match produced.remove(spec.name.as_str()) {
+        let value = match produced.get_mut(out).and_then(Option::take) {
             Some(v) => v,
             None => match &spec.path {
                 Some(path) => OutputValue::File(path.clone()),

@@ -7,10 +7,13 @@
 //! persists them in redb, [`MemoryTraceStore`] keeps them in memory.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
+use crate::name::{FxHasher, Name};
 use crate::version::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
 /// The code component of a version, as recorded.
@@ -47,9 +50,9 @@ pub struct ResourceComponent {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InputComponent {
     /// The input name.
-    pub name: String,
+    pub name: Name,
     /// Where it reads: `source NAME` or `STEP.OUTPUT`.
-    pub from: String,
+    pub from: Name,
     /// The workspace path it is read at, if any.
     pub path: Option<String>,
     /// The digest it contributed: a data version (sources, early cutoff) or an
@@ -65,7 +68,7 @@ pub struct VersionComponents {
     /// Code.
     pub code: CodeComponent,
     /// Config as canonical JSON text (keys sorted).
-    pub config: String,
+    pub config: Name,
     /// The closure of required resources, sorted by name.
     pub resources: Vec<ResourceComponent>,
     /// Declared environment, sorted by name (`None`: unset).
@@ -73,14 +76,14 @@ pub struct VersionComponents {
     /// Inputs, sorted by name.
     pub inputs: Vec<InputComponent>,
     /// Outputs `(name, path)`, sorted by name.
-    pub outputs: Vec<(String, Option<String>)>,
+    pub outputs: Vec<(Name, Option<String>)>,
 }
 
 /// One output of a trace.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TraceOutput {
     /// The output name.
-    pub name: String,
+    pub name: Name,
     /// Its version.
     pub version: OutputVersion,
     /// blake3 of its bytes.
@@ -93,9 +96,9 @@ pub struct TraceOutput {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trace {
     /// The step.
-    pub step: String,
+    pub step: Name,
     /// The run that executed it.
-    pub run_id: String,
+    pub run_id: Name,
     /// The op version (for an unversioned op, unique to the run).
     pub op_version: Digest,
     /// Whether the op was unversioned.
@@ -122,9 +125,9 @@ pub struct StepLog {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepFailure {
     /// The step.
-    pub step: String,
+    pub step: Name,
     /// The run.
-    pub run_id: String,
+    pub run_id: Name,
     /// What went wrong.
     pub message: String,
     /// The exit code of a failed command.
@@ -174,9 +177,15 @@ pub struct MemoryTraceStore {
 
 #[derive(Debug, Default)]
 struct MemoryTraces {
-    latest: HashMap<String, Trace>,
+    /// The latest trace of each step, in first-commit order, and where each
+    /// step's is: a trace is a few hundred bytes, and a map of them moves
+    /// every one each time it grows (a list grows in place). The index uses
+    /// FxHash: SipHash cost more than the rest of a commit, mostly when the
+    /// index grows and every name is hashed again.
+    latest: Vec<Trace>,
+    latest_index: HashMap<Name, usize, BuildHasherDefault<FxHasher>>,
     failures: Vec<StepFailure>,
-    logs: HashMap<String, StepLog>,
+    logs: HashMap<Name, StepLog>,
 }
 
 impl MemoryTraceStore {
@@ -196,7 +205,7 @@ impl MemoryTraceStore {
         let inner = self.inner.lock().ok()?;
         match inner.logs.get(step) {
             Some(log) => Some(log.clone()),
-            None => inner.latest.contains_key(step).then(StepLog::default),
+            None => inner.latest_index.contains_key(step).then(StepLog::default),
         }
     }
 
@@ -207,21 +216,29 @@ impl MemoryTraceStore {
 
 impl TraceStore for MemoryTraceStore {
     fn latest_trace(&self, step: &str) -> Result<Option<Trace>, TraceError> {
-        Ok(self.lock()?.latest.get(step).cloned())
+        let inner = self.lock()?;
+        Ok(inner.latest_index.get(step).map(|&i| inner.latest[i].clone()))
     }
 
     fn commit_trace(&self, trace: Trace, log: StepLog) -> Result<(), TraceError> {
         let mut inner = self.lock()?;
         if log.stdout.is_empty() && log.stderr.is_empty() {
             // An empty log replaces an older one without storing anything.
-            inner.logs.remove(&trace.step);
+            if !inner.logs.is_empty() {
+                inner.logs.remove(&trace.step);
+            }
         } else {
             inner.logs.insert(trace.step.clone(), log);
         }
-        match inner.latest.get_mut(&trace.step) {
-            Some(slot) => *slot = trace,
-            None => {
-                inner.latest.insert(trace.step.clone(), trace);
+        let next = inner.latest.len();
+        match inner.latest_index.entry(trace.step.clone()) {
+            Entry::Occupied(slot) => {
+                let i = *slot.get();
+                inner.latest[i] = trace;
+            }
+            Entry::Vacant(slot) => {
+                slot.insert(next);
+                inner.latest.push(trace);
             }
         }
         Ok(())

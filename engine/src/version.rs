@@ -28,10 +28,12 @@
 //! - No absolute paths: only workspace-relative paths given by the caller.
 //! - No map order: every map is encoded sorted by key.
 //! - No host names, user names, clocks or process ids.
-//! - Every field is domain-separated (a per-kind blake3 key derivation
-//!   context) and length-prefixed, so no two different component lists
-//!   encode to the same bytes; input *names* are part of the encoding, so
-//!   swapping two inputs' versions changes the result.
+//! - Every kind of version is domain-separated (keyed blake3 under a key
+//!   derived from a per-kind context and the scheme version) and every
+//!   variable-length field is length-prefixed, so no two different component
+//!   lists encode to the same bytes; input *names* are part of the encoding,
+//!   so swapping two inputs' versions changes the result. See
+//!   [`encode`] for the layout.
 //!
 //! Changing the encoding requires bumping [`SCHEME_VERSION`]; the versions
 //! pinned in hex in `tests/it/pins.rs` catch accidental changes.

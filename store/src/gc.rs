@@ -204,7 +204,8 @@ pub(crate) fn gc(store: &Store, policy: &GcPolicy) -> Result<GcReport, StoreErro
             if protected.contains(&op) {
                 continue;
             }
-            let by_runs = policy.keep_runs.is_some() && !kept_runs.contains(&t.trace.run_id);
+            let by_runs =
+                policy.keep_runs.is_some() && !kept_runs.contains(t.trace.run_id.as_str());
             let by_age = cutoff.is_some_and(|c| t.committed_ms < c);
             if by_runs || by_age {
                 removed_traces.insert(op);

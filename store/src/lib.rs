@@ -730,7 +730,7 @@ impl Store {
                 for (step, rec) in &st.latest {
                     let latest = LatestRecord {
                         op_version: rec.trace.op_version,
-                        run_id: rec.trace.run_id.clone(),
+                        run_id: rec.trace.run_id.to_string(),
                     };
                     t.insert(step.as_bytes(), encode(RecordKind::Latest, &latest).as_slice())
                         .map_err(|x| e(&x))?;
@@ -1238,7 +1238,7 @@ impl Store {
         };
         let trace = self.latest_trace_record(step).ok().flatten();
         Ok(match (log, trace) {
-            (Some(log), Some(t)) if t.trace.run_id > log.run_id => Some(empty_log(&t)),
+            (Some(log), Some(t)) if *t.trace.run_id > *log.run_id => Some(empty_log(&t)),
             (Some(log), _) => Some(log),
             (None, Some(t)) => Some(empty_log(&t)),
             (None, None) => None,
@@ -1422,8 +1422,8 @@ fn create_db(
 
 fn empty_log(t: &TraceRecord) -> StepLogRecord {
     StepLogRecord {
-        step: t.trace.step.clone(),
-        run_id: t.trace.run_id.clone(),
+        step: t.trace.step.to_string(),
+        run_id: t.trace.run_id.to_string(),
         failure: None,
         exit_code: None,
         stdout: Vec::new(),
@@ -1510,7 +1510,7 @@ impl TraceStore for Store {
     fn commit_trace(&self, trace: Trace, log: StepLog) -> Result<(), TraceError> {
         let to_err = |e: StoreError| TraceError::Store(e.to_string());
         let mut st = self.staged().map_err(to_err)?;
-        let step = trace.step.clone();
+        let step = trace.step.to_string();
         let pending = st.pending.remove(&step).unwrap_or_default();
         for out in &trace.outputs {
             if let Some((v, rec)) = pending.iter().find(|(v, _)| *v == out.version) {
@@ -1523,7 +1523,7 @@ impl TraceStore for Store {
         if !log.stdout.is_empty() || !log.stderr.is_empty() || st.logs.contains_key(&step) {
             let rec = StepLogRecord {
                 step: step.clone(),
-                run_id: trace.run_id.clone(),
+                run_id: trace.run_id.to_string(),
                 failure: None,
                 exit_code: None,
                 stdout: log.stdout,
@@ -1543,17 +1543,17 @@ impl TraceStore for Store {
     fn record_failure(&self, failure: StepFailure, log: StepLog) -> Result<(), TraceError> {
         let to_err = |e: StoreError| TraceError::Store(e.to_string());
         let mut st = self.staged().map_err(to_err)?;
-        st.pending.remove(&failure.step);
+        st.pending.remove(failure.step.as_str());
         let rec = StepLogRecord {
-            step: failure.step.clone(),
-            run_id: failure.run_id,
+            step: failure.step.to_string(),
+            run_id: failure.run_id.to_string(),
             failure: Some(failure.message),
             exit_code: failure.exit_code,
             stdout: log.stdout,
             stderr: log.stderr,
             at_ms: now_ms(),
         };
-        st.logs.insert(failure.step, rec);
+        st.logs.insert(failure.step.to_string(), rec);
         st.steps += 1;
         st.since.get_or_insert_with(Instant::now);
         self.maybe_commit(&mut st).map_err(to_err)

@@ -17,7 +17,7 @@ use trove::{
 fn op(name: &str, inputs: &[&str]) -> Op {
     let mut op = Op::new(name).output("out").code_version("1").compute(|ctx| {
         let mut bytes = ctx.config().to_string().into_bytes();
-        let names: Vec<String> = ctx.op().inputs().iter().map(|i| i.name.clone()).collect();
+        let names: Vec<String> = ctx.op().inputs().iter().map(|i| i.name.to_string()).collect();
         for name in names {
             bytes.extend_from_slice(b"|");
             bytes.extend_from_slice(ctx.input_bytes(&name)?);
@@ -77,7 +77,7 @@ fn started(events: &[RunEvent]) -> Vec<String> {
     events
         .iter()
         .filter_map(|e| match e {
-            RunEvent::Started { step, .. } => Some(step.clone()),
+            RunEvent::Started { step, .. } => Some(step.to_string()),
             _ => None,
         })
         .collect()
@@ -366,7 +366,7 @@ fn events_come_in_order() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(finished_a, [("out".to_owned(), DataVersion::of_bytes(b"null"))]);
+    assert_eq!(finished_a, [("out".into(), DataVersion::of_bytes(b"null"))]);
     assert!(matches!(events.last(), Some(RunEvent::CutOff { step, .. }) if step == "b"));
     assert!(matches!(events[0], RunEvent::Planned { total: 2, hits: 0, to_run: 1, waiting: 1 }));
 }

@@ -19,7 +19,8 @@ fn pipeline(mode: VersionMode) -> Job {
     let hash_inputs = |name: &'static str| {
         move |ctx: &mut trove::OpContext<'_>| {
             let mut bytes = format!("{name} {} ", ctx.config()).into_bytes();
-            let inputs: Vec<String> = ctx.op().inputs().iter().map(|i| i.name.clone()).collect();
+            let inputs: Vec<String> =
+                ctx.op().inputs().iter().map(|i| i.name.to_string()).collect();
             for input in inputs {
                 if let Ok(b) = ctx.input_bytes(&input) {
                     bytes.extend_from_slice(b);

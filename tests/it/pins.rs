@@ -17,14 +17,14 @@ use trove::{
 
 #[test]
 fn scheme_version_is_pinned() {
-    assert_eq!(SCHEME_VERSION, 2);
+    assert_eq!(SCHEME_VERSION, 3);
 }
 
 #[test]
 fn explicit_code_version_is_pinned() {
     assert_eq!(
         compute_explicit_code_version("op", "v1.2").to_hex(),
-        "836d672ca0ab6dd6bb7267c7bc68b256992b1202ea6c5c6209862ba7a10cc633"
+        "c9ab522f91a78f47a957cacc3ee2674760beece8733420e90e616b6dc11bdf33"
     );
 }
 
@@ -33,7 +33,7 @@ fn source_hash_code_version_is_pinned() {
     let files = [("scripts/train.py".to_owned(), DataVersion::of_bytes(b"print('hi')\n"))];
     assert_eq!(
         compute_source_code_version("op", "python scripts/train.py {lr}", &files).to_hex(),
-        "33dafb5aae5790bc41844a515e266abf7158177948b3e1f3125df8ea8a1d7c4f"
+        "9aa32d5fabfb2d1fc739f8f0d4a151a9b30bf9cb681b30e9eb813b6834031839"
     );
 }
 
@@ -43,7 +43,7 @@ fn config_digest_is_pinned() {
         json!({"lr": 0.1, "layers": [64, 32], "name": "mlp", "debug": false, "seed": null});
     assert_eq!(
         config_digest(&config).to_hex(),
-        "4aafb6f7a6bdee8bea8a2b14a2d5d55ca060900e77108821a3641e48223e1ca2"
+        "49e5408a0c564cfed84a2772d1a10b1308f122e7f50873bf1f770b076cebd24a"
     );
 }
 
@@ -87,12 +87,12 @@ fn resource_op_and_output_versions_are_pinned() {
     engine.set_env("LANG", Some("C.UTF-8".into()));
     assert_eq!(
         engine.resource_version("libc").unwrap().unwrap().to_hex(),
-        "0e5cd540af3ffd4221f77a67a039a9db53a0e848229064880304632b2c6dacd6"
+        "20fcb27627e1494234e41f3032993fadea647e25cde5a2db2273e7fab4f82dd8"
     );
     // `python` depends on `libc`: its version covers libc's.
     assert_eq!(
         engine.resource_version("python").unwrap().unwrap().to_hex(),
-        "8f1323adae01e92a7f272bc68c065567861dd63a6617e7fbb874ab468c52e83c"
+        "e9cc87fc22dc24fff9df0d89fd49d64d79d94591cfe056a6a8c311f147a73ddf"
     );
 
     let io = MemoryIoManager::new();
@@ -103,11 +103,11 @@ fn resource_op_and_output_versions_are_pinned() {
     let load = traces.latest_trace("load").unwrap().unwrap();
     assert_eq!(
         load.op_version.to_hex(),
-        "56504256e8b69d23ac9e04ac27a8b338f1165286c76768e85c499a95bbef52b1"
+        "f704e7dd13195f0feab86dc14c8b7b5b916e2137dff496c8b7680b653a32ae83"
     );
     assert_eq!(
         load.outputs[0].version.to_hex(),
-        "ff9494482bc3a543861b28b02840353a289f601a21b4d405619cc1e71d168fb5"
+        "71001d864260a1601b03b8c46e5ab73b693d17930a82ae4a60bc5ca090e2ae41"
     );
     assert_eq!(engine.op_version("load").unwrap(), trove::OpVersion::Versioned(load.op_version));
 
@@ -115,15 +115,15 @@ fn resource_op_and_output_versions_are_pinned() {
     let fit = traces.latest_trace("fit").unwrap().unwrap();
     assert_eq!(
         fit.op_version.to_hex(),
-        "d264ef8b2c431fcceffda479dd362aed3d77ed432ff53869f801c736fac55bff"
+        "87853ed8e9e41721d0c6c79620fb43129cc275dd92bdd5e12f5f41894d5f8b94"
     );
     let outputs = engine.output_versions("fit").unwrap().unwrap();
     assert_eq!(
         outputs[0].to_hex(),
-        "90be6cdc75dea6030caa46cce95f5948488714271d1474dae517c7d912a3716e"
+        "cedc5513b196fb94a1f02e397127fa08760d75ee0b742fe8e1551ca7fb2ec177"
     );
     assert_eq!(
         outputs[1].to_hex(),
-        "79ba555155bca855dba4c443f88547605a9c807d8fad99de48c5219361409b5e"
+        "581a54501ac72291d76e165e4255bbfe9ba9402b69ef4aeb7d286612d2992fd9"
     );
 }

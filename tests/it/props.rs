@@ -331,7 +331,7 @@ fn compute(
                     .ok_or_else(|| OpFailure::new(format!("no source {name}")))?,
                 InputFrom::Output { .. } => ctx.input_bytes(&input.name)?.to_vec(),
             };
-            inputs.push((input.name.clone(), bytes));
+            inputs.push((input.name.to_string(), bytes));
         }
         inputs.sort();
         for (out_idx, output) in op.outputs().iter().enumerate() {

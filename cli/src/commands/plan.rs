@@ -25,7 +25,7 @@ pub fn exec(args: PlanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         if matches!(s.plan, StepPlan::Waiting { .. })
             && loaded.store.latest_trace(&s.step)?.is_none()
         {
-            untraced.push(s.step.clone());
+            untraced.push(s.step.to_string());
         }
     }
     if args.json {

@@ -19,7 +19,7 @@ pub fn exec(args: WhyArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let io = loaded.store.io_manager(&loaded.ws.root);
     let plan = loaded.engine.plan(&io, &loaded.store, &opts)?;
-    let last_run = loaded.store.latest_trace(&args.step)?.map(|t| t.run_id);
+    let last_run = loaded.store.latest_trace(&args.step)?.map(|t| t.run_id.to_string());
     if args.json {
         let doc = json::why(&plan, &args.step, last_run)
             .ok_or_else(|| anyhow::anyhow!("step `{}` is not in the plan", args.step))?;

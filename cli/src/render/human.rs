@@ -202,7 +202,7 @@ pub fn plan(plan: &Plan, untraced: &[String]) -> String {
         let line = match &s.plan {
             StepPlan::Hit { .. } => "memoized".to_owned(),
             StepPlan::Run(r) => format!("run: {}", reasons(r)),
-            StepPlan::Waiting { on } if untraced.contains(&s.step) => format!(
+            StepPlan::Waiting { on } if untraced.iter().any(|u| *u == s.step) => format!(
                 "run: no previous run (after {})",
                 on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
             ),

@@ -184,7 +184,7 @@ pub fn plan(job: &str, plan: &Plan, untraced: &[String]) -> PlanJson {
         .iter()
         .map(|s| {
             let mut p = planned(&s.step, &s.plan);
-            if untraced.contains(&s.step) {
+            if untraced.iter().any(|u| *u == s.step) {
                 p.action = "run";
                 p.reasons = reasons(&[RerunReason::NoPreviousTrace]);
             }

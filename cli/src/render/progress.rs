@@ -123,13 +123,13 @@ impl Progress {
                 }
             }
             RunEvent::Started { step, reasons } => {
-                self.running.insert(step.clone());
+                self.running.insert(step.to_string());
                 if verbose {
                     self.line(&format!("run      {step}: {}", human::reasons(reasons)));
                 }
             }
             RunEvent::Finished { step, duration, .. } => {
-                self.running.remove(step);
+                self.running.remove(step.as_str());
                 self.done += 1;
                 if self.mode == Mode::Lines {
                     self.line(&format!(
@@ -139,7 +139,7 @@ impl Progress {
                 }
             }
             RunEvent::Failed { step, message } => {
-                self.running.remove(step);
+                self.running.remove(step.as_str());
                 self.done += 1;
                 if verbose {
                     self.line(&format!(

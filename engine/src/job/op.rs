@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::io_manager::OutputValue;
+use crate::name::Name;
 use crate::version::DataVersion;
 
 /// Where an input's data comes from.
@@ -41,7 +42,7 @@ impl InputFrom {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InputSpec {
     /// The input's name, unique within the op.
-    pub name: String,
+    pub name: Name,
     /// Where its data comes from.
     pub from: InputFrom,
     /// The workspace-relative path the op reads it at, if it is a file. Part
@@ -53,7 +54,7 @@ pub struct InputSpec {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct OutputSpec {
     /// The output's name, unique within the op.
-    pub name: String,
+    pub name: Name,
     /// The workspace-relative path of a file or directory output. Part of the
     /// version: renaming an output re-runs the op.
     pub path: Option<String>,
@@ -139,7 +140,7 @@ macro_rules! source_fn {
 /// environment, code. Built with [`Op::new`] and its chained methods.
 #[derive(Clone)]
 pub struct Op {
-    pub(crate) name: String,
+    pub(crate) name: Name,
     pub(crate) inputs: Vec<InputSpec>,
     pub(crate) outputs: Vec<OutputSpec>,
     pub(crate) config: Value,
@@ -167,7 +168,7 @@ impl Op {
     /// A new op named `name`, with no inputs, outputs or config.
     pub fn new(name: impl Into<String>) -> Op {
         Op {
-            name: name.into(),
+            name: Name::from(name.into()),
             inputs: Vec::new(),
             outputs: Vec::new(),
             config: Value::Null,
@@ -180,7 +181,7 @@ impl Op {
 
     /// Adds a named input.
     pub fn input(mut self, name: impl Into<String>, from: InputFrom) -> Op {
-        self.inputs.push(InputSpec { name: name.into(), from, path: None });
+        self.inputs.push(InputSpec { name: Name::from(name.into()), from, path: None });
         self
     }
 
@@ -191,19 +192,23 @@ impl Op {
         from: InputFrom,
         path: impl Into<String>,
     ) -> Op {
-        self.inputs.push(InputSpec { name: name.into(), from, path: Some(path.into()) });
+        self.inputs.push(InputSpec {
+            name: Name::from(name.into()),
+            from,
+            path: Some(path.into()),
+        });
         self
     }
 
     /// Adds a named in-memory output.
     pub fn output(mut self, name: impl Into<String>) -> Op {
-        self.outputs.push(OutputSpec { name: name.into(), path: None });
+        self.outputs.push(OutputSpec { name: Name::from(name.into()), path: None });
         self
     }
 
     /// Adds a named output written at a workspace-relative path.
     pub fn output_at(mut self, name: impl Into<String>, path: impl Into<String>) -> Op {
-        self.outputs.push(OutputSpec { name: name.into(), path: Some(path.into()) });
+        self.outputs.push(OutputSpec { name: Name::from(name.into()), path: Some(path.into()) });
         self
     }
 
@@ -270,6 +275,10 @@ impl Op {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// The op's name, shared (a copy is a reference count).
+    pub fn shared_name(&self) -> &Name {
+        &self.name
+    }
     /// The op's inputs, in declaration order.
     pub fn inputs(&self) -> &[InputSpec] {
         &self.inputs
@@ -302,8 +311,11 @@ pub struct OpContext<'a> {
     pub(crate) step: &'a str,
     pub(crate) run_id: &'a str,
     pub(crate) op: &'a Op,
-    pub(crate) inputs: BTreeMap<&'a str, OutputValue>,
-    pub(crate) outputs: BTreeMap<&'a str, OutputValue>,
+    /// Loaded inputs, sorted by name (a handful per op: a sorted list is
+    /// cheaper to build and search than a map).
+    pub(crate) inputs: Vec<(&'a str, OutputValue)>,
+    /// Outputs set so far, by position in the op's declared outputs.
+    pub(crate) outputs: Vec<Option<OutputValue>>,
     pub(crate) resources: BTreeMap<&'a str, &'a Value>,
     pub(crate) env: BTreeMap<&'a str, Option<&'a str>>,
     pub(crate) stdout: Vec<u8>,
@@ -339,9 +351,10 @@ impl<'a> OpContext<'a> {
 
     /// A loaded input.
     pub fn input(&self, name: &str) -> Result<&OutputValue, OpFailure> {
-        self.inputs
-            .get(name)
-            .ok_or_else(|| OpFailure::new(format!("op `{}` has no input `{name}`", self.step)))
+        match self.inputs.binary_search_by(|(input, _)| (*input).cmp(name)) {
+            Ok(i) => Ok(&self.inputs[i].1),
+            Err(_) => Err(OpFailure::new(format!("op `{}` has no input `{name}`", self.step))),
+        }
     }
 
     /// An input's bytes (in-memory outputs only).
@@ -374,14 +387,16 @@ impl<'a> OpContext<'a> {
 
     /// Sets an output.
     pub fn set_output(&mut self, name: &str, value: OutputValue) -> Result<(), OpFailure> {
-        let op: &'a Op = self.op;
-        let Some(spec) = op.outputs.iter().find(|o| o.name == name) else {
+        let Some(out) = self.op.outputs.iter().position(|o| o.name == name) else {
             return Err(OpFailure::new(format!(
                 "op `{}` set undeclared output `{name}`",
                 self.step
             )));
         };
-        self.outputs.insert(spec.name.as_str(), value);
+        if self.outputs.len() < self.op.outputs.len() {
+            self.outputs.resize(self.op.outputs.len(), None);
+        }
+        self.outputs[out] = Some(value);
         Ok(())
     }
 

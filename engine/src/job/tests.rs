@@ -143,3 +143,30 @@ fn sources_are_collected_sorted() {
         .unwrap();
     assert_eq!(job.sources(), ["alpha", "zeta"]);
 }
+
+#[test]
+fn step_index_finds_every_name_and_only_those() {
+    use super::StepIndex;
+    let names = ["op1", "op10", "op100", "a", "é", "op"];
+    let index = StepIndex::new(names.iter().copied());
+    for (idx, name) in names.iter().enumerate() {
+        assert_eq!(index.get(name), Some(idx), "{name}");
+    }
+    for unknown in ["op2", "", "op1000", "A", "e"] {
+        assert_eq!(index.get(unknown), None, "{unknown}");
+    }
+}
+
+#[test]
+fn step_index_resolves_names_that_share_a_hash() {
+    use crate::name::FxHasher;
+
+    use super::StepIndex;
+    // Simulate a collision: `b`'s hash already points at `a`.
+    let mut index = StepIndex::new(["a", "b"].into_iter());
+    index.by_hash.insert(FxHasher::hash_str("b"), 0);
+    index.collided.insert("b".to_owned(), 1);
+    assert_eq!(index.get("a"), Some(0));
+    assert_eq!(index.get("b"), Some(1));
+    assert_eq!(index.get("c"), None);
+}

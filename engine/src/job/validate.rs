@@ -5,7 +5,10 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
-use super::{InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, VersionMode};
+use super::{
+    InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, StepIndex, VersionMode,
+};
+use crate::name::Name;
 use crate::version::VersionStrategy;
 
 fn check_name(kind: &'static str, name: &str) -> Result<(), JobError> {
@@ -85,6 +88,17 @@ fn dedup_sorted(mut v: Vec<usize>) -> Vec<usize> {
     v
 }
 
+/// Where an input reads, as traces and reasons name it: `source NAME` or
+/// `STEP.OUTPUT`.
+fn input_origin(steps: &[Op], sources: &[String], edge: InputEdge) -> Name {
+    match edge {
+        InputEdge::Source(s) => Name::from(format!("source {}", sources[s])),
+        InputEdge::Output(up, out) => {
+            Name::from(format!("{}.{}", steps[up].name, steps[up].outputs[out].name))
+        }
+    }
+}
+
 pub(super) fn build(
     name: String,
     ops: Vec<Op>,
@@ -146,8 +160,8 @@ pub(super) fn build(
     let mut op_decl: HashMap<String, usize> = HashMap::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         check_name("op", &op.name)?;
-        if op_decl.insert(op.name.clone(), i).is_some() {
-            return Err(JobError::DuplicateOp { op: op.name.clone() });
+        if op_decl.insert(op.name.to_string(), i).is_some() {
+            return Err(JobError::DuplicateOp { op: op.name.to_string() });
         }
     }
     let mut sources: BTreeSet<String> = BTreeSet::new();
@@ -158,8 +172,8 @@ pub(super) fn build(
             check_name("input", &input.name)?;
             if !seen.insert(input.name.as_str()) {
                 return Err(JobError::DuplicateInput {
-                    step: op.name.clone(),
-                    input: input.name.clone(),
+                    step: op.name.to_string(),
+                    input: input.name.to_string(),
                 });
             }
         }
@@ -168,15 +182,15 @@ pub(super) fn build(
             check_name("output", &output.name)?;
             if !seen.insert(output.name.as_str()) {
                 return Err(JobError::DuplicateOutput {
-                    step: op.name.clone(),
-                    output: output.name.clone(),
+                    step: op.name.to_string(),
+                    output: output.name.to_string(),
                 });
             }
         }
         for res in &op.resources {
             if !res_decl.contains_key(res.as_str()) {
                 return Err(JobError::UnknownResource {
-                    step: op.name.clone(),
+                    step: op.name.to_string(),
                     resource: res.clone(),
                 });
             }
@@ -189,14 +203,14 @@ pub(super) fn build(
                 }
                 InputFrom::Output { step, output } => {
                     let &up = op_decl.get(step.as_str()).ok_or_else(|| JobError::UnknownStep {
-                        step: op.name.clone(),
-                        input: input.name.clone(),
+                        step: op.name.to_string(),
+                        input: input.name.to_string(),
                         upstream: step.clone(),
                     })?;
                     if !ops[up].outputs.iter().any(|o| &o.name == output) {
                         return Err(JobError::UnknownOutput {
-                            step: op.name.clone(),
-                            input: input.name.clone(),
+                            step: op.name.to_string(),
+                            input: input.name.to_string(),
                             upstream: step.clone(),
                             output: output.clone(),
                         });
@@ -228,10 +242,10 @@ pub(super) fn build(
 
     let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
     let steps: Vec<Op> = order.iter().filter_map(|&old| slots[old].take()).collect();
-    let step_index: HashMap<String, StepIdx> =
-        steps.iter().enumerate().map(|(i, op)| (op.name.clone(), i)).collect();
+    let step_index = StepIndex::new(steps.iter().map(|op| op.name()));
 
     let mut edges = Vec::with_capacity(steps.len());
+    let mut origins = Vec::with_capacity(steps.len());
     let mut upstream = Vec::with_capacity(steps.len());
     let mut downstream: Vec<Vec<StepIdx>> = vec![Vec::new(); steps.len()];
     let mut step_resources = Vec::with_capacity(steps.len());
@@ -242,7 +256,11 @@ pub(super) fn build(
             let edge = match &input.from {
                 InputFrom::Source(source) => InputEdge::Source(source_index[source.as_str()]),
                 InputFrom::Output { step, output } => {
-                    let up = step_index[step.as_str()];
+                    let up = step_index.get(step).ok_or_else(|| JobError::UnknownStep {
+                        step: op.name.to_string(),
+                        input: input.name.to_string(),
+                        upstream: step.clone(),
+                    })?;
                     let out = steps[up].outputs.iter().position(|o| &o.name == output).unwrap_or(0);
                     ups.push(up);
                     InputEdge::Output(up, out)
@@ -251,6 +269,8 @@ pub(super) fn build(
             op_edges.push((input_idx, edge));
         }
         op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
+        origins
+            .push(op_edges.iter().map(|&(_, edge)| input_origin(&steps, &sources, edge)).collect());
         let ups = dedup_sorted(ups);
         for &u in &ups {
             downstream[u].push(idx);
@@ -268,6 +288,7 @@ pub(super) fn build(
         mode,
         steps,
         edges,
+        origins,
         downstream,
         upstream,
         step_index,

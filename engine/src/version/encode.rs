@@ -1,10 +1,21 @@
 //! Canonical, domain-separated, length-prefixed encodings behind every version.
 //!
-//! Each kind of version hashes with its own blake3 key-derivation context
-//! (the domain), so a config digest can never collide with an op version even
-//! if their field bytes were equal. Every field is written as
-//! `len(tag) tag len(value) value` with little-endian `u64` lengths, and
-//! maps are written sorted by key with their entry count first.
+//! Each kind of version hashes with its own blake3 key (the domain): the key
+//! is derived once per process with `blake3::derive_key` from a per-kind
+//! context string and the scheme version, and every encoding of that kind is
+//! a `blake3::keyed_hash` under it. A config digest can therefore never
+//! collide with an op version even if their field bytes were equal, and two
+//! scheme versions never share a version.
+//!
+//! Within a domain an encoding is a fixed sequence of fields, so no field
+//! needs a tag: a digest is its 32 raw bytes, a string or byte string is its
+//! length (unsigned LEB128 of a `u64`) then its bytes, a list is its count
+//! then its items, an optional value is one byte (0 absent, 1 present) then
+//! the value. Every field is self-delimiting, so no two different field
+//! lists encode to the same bytes. Short fields matter: the op version is
+//! computed for every step of every run, and each 64 bytes of encoding is one
+//! blake3 compression (scheme 2's `len(tag) tag len(value) value` fields with
+//! `u64` lengths took 9 compressions for a two-input op, this takes 3).
 
 use std::sync::OnceLock;
 
@@ -14,7 +25,11 @@ use super::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
 /// The version of the encoding scheme. Bump it when any encoding in this
 /// module changes; old traces then simply stop matching (they are misses).
-pub const SCHEME_VERSION: u32 = 2;
+///
+/// Scheme 3: keyed hashing under per-domain derived keys, untagged fields,
+/// LEB128 lengths, an op version without an environment digest when the op
+/// declares no environment.
+pub const SCHEME_VERSION: u32 = 3;
 
 static DOMAIN_CONFIG: Domain = Domain::new("trove 2026-11 config v1");
 static DOMAIN_CODE: Domain = Domain::new("trove 2026-11 code version v1");
@@ -25,112 +40,180 @@ static DOMAIN_ENV: Domain = Domain::new("trove 2026-11 environment v1");
 static DOMAIN_OUTPUTS: Domain = Domain::new("trove 2026-11 output list v1");
 static DOMAIN_UNVERSIONED: Domain = Domain::new("trove 2026-11 unversioned run v1");
 
-/// A blake3 key-derivation context, with the hasher state after the context
-/// and the scheme field computed once per process (deriving the context key
-/// is a full blake3 compression; a clone of the state is a copy).
+/// A blake3 key-derivation context and the key derived from it and the
+/// scheme version, computed once per process (a derivation is two blake3
+/// compressions).
 pub(crate) struct Domain {
     context: &'static str,
-    base: OnceLock<blake3::Hasher>,
+    key: OnceLock<[u8; 32]>,
 }
 
 impl Domain {
     const fn new(context: &'static str) -> Domain {
-        Domain { context, base: OnceLock::new() }
+        Domain { context, key: OnceLock::new() }
     }
 
-    fn hasher(&self) -> blake3::Hasher {
-        self.base
-            .get_or_init(|| {
-                let mut encoder = Encoder {
-                    hasher: blake3::Hasher::new_derive_key(self.context),
-                    buf: [0; BUF],
-                    len: 0,
-                };
-                encoder.u64("scheme", u64::from(SCHEME_VERSION));
-                encoder.flush();
-                encoder.hasher
-            })
-            .clone()
+    fn key(&self) -> &[u8; 32] {
+        self.key.get_or_init(|| {
+            blake3::derive_key(self.context, &u64::from(SCHEME_VERSION).to_le_bytes())
+        })
     }
 }
 
-/// Bytes gathered before they are handed to blake3 in one call: fields are
-/// small, and many tiny `update` calls cost more than the hashing.
-const BUF: usize = 256;
+/// Bytes gathered on the stack before hashing: every encoding of a typical
+/// op fits, and then one `keyed_hash` call hashes it without a streaming
+/// hasher. Longer encodings spill into a streaming hasher (same digest).
+const INLINE: usize = 256;
 
-/// A blake3 hasher that writes tagged, length-prefixed fields.
+/// Copies up to 16 bytes with fixed-size (possibly overlapping) moves: names
+/// and flags are a few bytes, and a `memcpy` call for each (which a plain
+/// loop is turned into) cost ~5% of a cold run of trivial ops.
+#[inline(always)]
+fn copy_small(out: &mut [u8], bytes: &[u8]) {
+    let n = bytes.len();
+    if n >= 8 {
+        let (head, tail) = (word::<8>(&bytes[..8]), word::<8>(&bytes[n - 8..]));
+        out[..8].copy_from_slice(&head);
+        out[n - 8..].copy_from_slice(&tail);
+    } else if n >= 4 {
+        let (head, tail) = (word::<4>(&bytes[..4]), word::<4>(&bytes[n - 4..]));
+        out[..4].copy_from_slice(&head);
+        out[n - 4..].copy_from_slice(&tail);
+    } else {
+        // 0 to 3 bytes: first, middle and last (they coincide when short).
+        if n > 0 {
+            out[0] = bytes[0];
+            out[n / 2] = bytes[n / 2];
+            out[n - 1] = bytes[n - 1];
+        }
+    }
+}
+
+#[inline(always)]
+fn word<const N: usize>(bytes: &[u8]) -> [u8; N] {
+    let mut word = [0u8; N];
+    word.copy_from_slice(&bytes[..N]);
+    word
+}
+
+/// Writes self-delimiting fields and hashes them under a domain's key.
 pub(crate) struct Encoder {
-    hasher: blake3::Hasher,
-    buf: [u8; BUF],
+    key: &'static [u8; 32],
+    buf: [u8; INLINE],
     len: usize,
+    spilled: Option<Box<blake3::Hasher>>,
 }
 
 impl Encoder {
     pub(crate) fn new(domain: &'static Domain) -> Encoder {
-        Encoder { hasher: domain.hasher(), buf: [0; BUF], len: 0 }
+        Encoder { key: domain.key(), buf: [0; INLINE], len: 0, spilled: None }
     }
 
-    fn flush(&mut self) {
-        self.hasher.update(&self.buf[..self.len]);
-        self.len = 0;
-    }
-
+    // Inlined so that fixed-size fields (digests, flags) copy with a couple
+    // of moves instead of a call to `memcpy`.
+    #[inline(always)]
     fn write(&mut self, bytes: &[u8]) {
-        if self.len + bytes.len() > BUF {
-            self.flush();
-            if bytes.len() > BUF {
-                self.hasher.update(bytes);
-                return;
-            }
+        if self.len + bytes.len() > INLINE {
+            self.spill(bytes);
+            return;
         }
-        self.buf[self.len..self.len + bytes.len()].copy_from_slice(bytes);
+        let out = &mut self.buf[self.len..self.len + bytes.len()];
+        if bytes.len() <= 16 {
+            copy_small(out, bytes);
+        } else {
+            out.copy_from_slice(bytes);
+        }
         self.len += bytes.len();
     }
 
-    fn len(&mut self, n: usize) {
-        // u64 regardless of platform: encodings must not depend on usize width.
-        self.write(&(n as u64).to_le_bytes());
+    /// The buffer is full: hash it (and `bytes`, if they would not fit
+    /// either) into the streaming hasher.
+    #[cold]
+    fn spill(&mut self, bytes: &[u8]) {
+        let hasher =
+            self.spilled.get_or_insert_with(|| Box::new(blake3::Hasher::new_keyed(self.key)));
+        hasher.update(&self.buf[..self.len]);
+        self.len = 0;
+        if bytes.len() > INLINE {
+            hasher.update(bytes);
+        } else {
+            self.buf[..bytes.len()].copy_from_slice(bytes);
+            self.len = bytes.len();
+        }
     }
 
-    pub(crate) fn bytes(&mut self, tag: &str, value: &[u8]) {
-        self.len(tag.len());
-        self.write(tag.as_bytes());
-        self.len(value.len());
+    /// One byte: a flag or a small kind number.
+    #[inline]
+    pub(crate) fn byte(&mut self, value: u8) {
+        self.write(&[value]);
+    }
+
+    /// A length or count: unsigned LEB128 of a `u64` (never `usize` bytes,
+    /// so the encoding does not depend on the platform).
+    #[inline]
+    pub(crate) fn count(&mut self, n: usize) {
+        let mut n = n as u64;
+        let mut out = [0u8; 10];
+        let mut i = 0;
+        loop {
+            let low = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out[i] = low;
+                i += 1;
+                break;
+            }
+            out[i] = low | 0x80;
+            i += 1;
+        }
+        self.write(&out[..i]);
+    }
+
+    #[inline]
+    pub(crate) fn bytes(&mut self, value: &[u8]) {
+        self.count(value.len());
         self.write(value);
     }
 
-    pub(crate) fn str(&mut self, tag: &str, value: &str) {
-        self.bytes(tag, value.as_bytes());
+    #[inline]
+    pub(crate) fn str(&mut self, value: &str) {
+        self.bytes(value.as_bytes());
     }
 
-    pub(crate) fn u64(&mut self, tag: &str, value: u64) {
-        self.bytes(tag, &value.to_le_bytes());
+    #[inline]
+    pub(crate) fn digest(&mut self, value: &Digest) {
+        self.write(&value.0);
     }
 
-    pub(crate) fn digest(&mut self, tag: &str, value: &Digest) {
-        self.bytes(tag, &value.0);
-    }
-
-    pub(crate) fn opt_str(&mut self, tag: &str, value: Option<&str>) {
+    pub(crate) fn opt_str(&mut self, value: Option<&str>) {
         match value {
-            None => self.bytes(tag, &[0]),
+            None => self.byte(0),
             Some(text) => {
-                self.len(tag.len());
-                self.write(tag.as_bytes());
-                self.len(text.len() + 1);
-                self.write(&[1]);
-                self.write(text.as_bytes());
+                self.byte(1);
+                self.str(text);
             }
         }
     }
 
-    pub(crate) fn count(&mut self, tag: &str, n: usize) {
-        self.u64(tag, n as u64);
+    pub(crate) fn opt_digest(&mut self, value: Option<&Digest>) {
+        match value {
+            None => self.byte(0),
+            Some(digest) => {
+                self.byte(1);
+                self.digest(digest);
+            }
+        }
     }
 
-    pub(crate) fn finish(mut self) -> Digest {
-        self.flush();
-        Digest(*self.hasher.finalize().as_bytes())
+    pub(crate) fn finish(self) -> Digest {
+        let hash = match self.spilled {
+            None => blake3::keyed_hash(self.key, &self.buf[..self.len]),
+            Some(mut hasher) => {
+                hasher.update(&self.buf[..self.len]);
+                hasher.finalize()
+            }
+        };
+        Digest(*hash.as_bytes())
     }
 }
 
@@ -194,16 +277,20 @@ pub fn config_digest(value: &Value) -> Digest {
     let mut buf = Vec::new();
     canonical_config(value, &mut buf);
     let mut encoder = Encoder::new(&DOMAIN_CONFIG);
-    encoder.bytes("config", &buf);
+    encoder.bytes(&buf);
     encoder.finish()
 }
+
+/// Code version strategies, so two strategies never give the same version.
+const STRATEGY_EXPLICIT: u8 = 1;
+const STRATEGY_SOURCE: u8 = 2;
 
 /// A code version from an explicit version string.
 pub fn compute_explicit_code_version(kind: &str, version: &str) -> CodeVersion {
     let mut encoder = Encoder::new(&DOMAIN_CODE);
-    encoder.str("strategy", "explicit");
-    encoder.str("kind", kind);
-    encoder.str("version", version);
+    encoder.byte(STRATEGY_EXPLICIT);
+    encoder.str(kind);
+    encoder.str(version);
     CodeVersion(encoder.finish())
 }
 
@@ -215,15 +302,15 @@ pub fn compute_source_code_version(
     files: &[(String, DataVersion)],
 ) -> CodeVersion {
     let mut encoder = Encoder::new(&DOMAIN_CODE);
-    encoder.str("strategy", "source");
-    encoder.str("kind", kind);
-    encoder.str("text", text);
+    encoder.byte(STRATEGY_SOURCE);
+    encoder.str(kind);
+    encoder.str(text);
     let mut sorted: Vec<&(String, DataVersion)> = files.iter().collect();
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
-    encoder.count("files", sorted.len());
+    encoder.count(sorted.len());
     for (path, data) in sorted {
-        encoder.str("file", path);
-        encoder.digest("data", &data.0);
+        encoder.str(path);
+        encoder.digest(&data.0);
     }
     CodeVersion(encoder.finish())
 }
@@ -237,26 +324,31 @@ pub fn compute_resource_version(
     depends_on: &[(&str, ResourceVersion)],
 ) -> ResourceVersion {
     let mut encoder = Encoder::new(&DOMAIN_RESOURCE);
-    encoder.digest("code", &code.0);
-    encoder.digest("config", &config);
-    encoder.count("depends_on", depends_on.len());
+    encoder.digest(&code.0);
+    encoder.digest(&config);
+    encoder.count(depends_on.len());
     for (name, version) in depends_on {
-        encoder.str("name", name);
-        encoder.digest("version", &version.0);
+        encoder.str(name);
+        encoder.digest(&version.0);
     }
     ResourceVersion(encoder.finish())
 }
 
 /// The digest of a declared environment: `(name, value)` sorted by name;
-/// `None` is an unset variable, which differs from an empty one.
-pub fn compute_env_digest(env: &[(&str, Option<&str>)]) -> Digest {
-    let mut encoder = Encoder::new(&DOMAIN_ENV);
-    encoder.count("env", env.len());
-    for (name, value) in env {
-        encoder.str("name", name);
-        encoder.opt_str("value", *value);
+/// `None` is an unset variable, which differs from an empty one. An op that
+/// declares no environment has no environment digest (`None`), and its op
+/// version says so with one byte.
+pub fn compute_env_digest(env: &[(&str, Option<&str>)]) -> Option<Digest> {
+    if env.is_empty() {
+        return None;
     }
-    encoder.finish()
+    let mut encoder = Encoder::new(&DOMAIN_ENV);
+    encoder.count(env.len());
+    for (name, value) in env {
+        encoder.str(name);
+        encoder.opt_str(*value);
+    }
+    Some(encoder.finish())
 }
 
 /// The digest of a step's identity and output list: the step's name, then
@@ -266,11 +358,11 @@ pub fn compute_env_digest(env: &[(&str, Option<&str>)]) -> Digest {
 /// so it costs a shared cache nothing.
 pub fn compute_outputs_digest(step: &str, outputs: &[(&str, Option<&str>)]) -> Digest {
     let mut encoder = Encoder::new(&DOMAIN_OUTPUTS);
-    encoder.str("step", step);
-    encoder.count("outputs", outputs.len());
+    encoder.str(step);
+    encoder.count(outputs.len());
     for (name, path) in outputs {
-        encoder.str("name", name);
-        encoder.opt_str("path", *path);
+        encoder.str(name);
+        encoder.opt_str(*path);
     }
     encoder.finish()
 }
@@ -287,7 +379,7 @@ pub enum InputContribution {
 }
 
 impl InputContribution {
-    fn kind(&self) -> u64 {
+    fn kind(&self) -> u8 {
         match self {
             InputContribution::Source(_) => 1,
             InputContribution::Data(_) => 2,
@@ -311,33 +403,38 @@ pub(crate) struct OpVersionEncoder {
 }
 
 impl OpVersionEncoder {
-    pub(crate) fn new(code: CodeVersion, config: Digest, env: Digest, outputs: Digest) -> Self {
+    pub(crate) fn new(
+        code: CodeVersion,
+        config: Digest,
+        env: Option<Digest>,
+        outputs: Digest,
+    ) -> Self {
         let mut encoder = Encoder::new(&DOMAIN_OP);
-        encoder.digest("code", &code.0);
-        encoder.digest("config", &config);
-        encoder.digest("env", &env);
-        encoder.digest("outputs", &outputs);
+        encoder.digest(&code.0);
+        encoder.digest(&config);
+        encoder.opt_digest(env.as_ref());
+        encoder.digest(&outputs);
         OpVersionEncoder { encoder }
     }
 
     pub(crate) fn resources(&mut self, n: usize) {
-        self.encoder.count("resources", n);
+        self.encoder.count(n);
     }
 
     pub(crate) fn resource(&mut self, name: &str, version: ResourceVersion) {
-        self.encoder.str("resource", name);
-        self.encoder.digest("version", &version.0);
+        self.encoder.str(name);
+        self.encoder.digest(&version.0);
     }
 
     pub(crate) fn inputs(&mut self, n: usize) {
-        self.encoder.count("inputs", n);
+        self.encoder.count(n);
     }
 
     pub(crate) fn input(&mut self, name: &str, path: Option<&str>, value: InputContribution) {
-        self.encoder.str("input", name);
-        self.encoder.opt_str("path", path);
-        self.encoder.u64("kind", value.kind());
-        self.encoder.digest("version", &value.digest());
+        self.encoder.str(name);
+        self.encoder.opt_str(path);
+        self.encoder.byte(value.kind());
+        self.encoder.digest(&value.digest());
     }
 
     pub(crate) fn finish(self) -> Digest {
@@ -346,14 +443,15 @@ impl OpVersionEncoder {
 }
 
 /// The version of an op from its components: code version, config digest,
-/// environment digest ([`compute_env_digest`]), output list digest
-/// ([`compute_outputs_digest`]), required resources `(name, version)` sorted
-/// by name, and inputs `(name, path, contribution)` sorted by name. This is
-/// what [`crate::db::op_version`] computes inside the version graph.
+/// environment digest ([`compute_env_digest`], `None` when the op declares
+/// no environment), output list digest ([`compute_outputs_digest`]),
+/// required resources `(name, version)` sorted by name, and inputs
+/// `(name, path, contribution)` sorted by name. This is what
+/// [`crate::db::op_version`] computes inside the version graph.
 pub fn compute_op_version(
     code: CodeVersion,
     config: Digest,
-    env: Digest,
+    env: Option<Digest>,
     outputs: Digest,
     resources: &[(&str, ResourceVersion)],
     inputs: &[(&str, Option<&str>, InputContribution)],
@@ -373,8 +471,8 @@ pub fn compute_op_version(
 /// The version of one named output of an op whose version is `op_version`.
 pub fn compute_output_version(op_version: Digest, output: &str) -> OutputVersion {
     let mut encoder = Encoder::new(&DOMAIN_OUTPUT);
-    encoder.digest("op", &op_version);
-    encoder.str("output", output);
+    encoder.digest(&op_version);
+    encoder.str(output);
     OutputVersion(encoder.finish())
 }
 
@@ -382,7 +480,79 @@ pub fn compute_output_version(op_version: Digest, output: &str) -> OutputVersion
 /// step, so it never matches a stored output.
 pub fn compute_unversioned_op_version(run_id: &str, step: &str) -> Digest {
     let mut encoder = Encoder::new(&DOMAIN_UNVERSIONED);
-    encoder.str("run", run_id);
-    encoder.str("step", step);
+    encoder.str(run_id);
+    encoder.str(step);
     encoder.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{DOMAIN_OP, Encoder, INLINE};
+
+    /// An encoding longer than the inline buffer streams through a hasher
+    /// and must give the same digest as hashing it in one piece.
+    #[test]
+    fn spilled_encodings_hash_like_inline_ones() {
+        for len in [0, 1, INLINE - 1, INLINE, INLINE + 1, 3 * INLINE + 7] {
+            let text: String = (0..len).map(|i| char::from(b'a' + (i % 26) as u8)).collect();
+            let mut spilled = Encoder::new(&DOMAIN_OP);
+            for chunk in text.as_bytes().chunks(100) {
+                spilled.write(chunk);
+            }
+            spilled.write(&[7; INLINE + 3]);
+            let mut whole = text.as_bytes().to_vec();
+            whole.extend_from_slice(&[7; INLINE + 3]);
+            let expected = blake3::keyed_hash(DOMAIN_OP.key(), &whole);
+            assert_eq!(spilled.finish().0, *expected.as_bytes(), "length {len}");
+        }
+    }
+
+    /// The layout the module docs describe, byte by byte, for one encoding.
+    #[test]
+    fn explicit_code_version_is_a_keyed_hash_of_the_documented_fields() {
+        let key = blake3::derive_key("trove 2026-11 code version v1", &3u64.to_le_bytes());
+        // strategy 1 (explicit), "op", "v1.2", each string length-prefixed.
+        let fields = [&[1u8][..], &[2], b"op", &[4], b"v1.2"].concat();
+        assert_eq!(
+            super::compute_explicit_code_version("op", "v1.2").0.0,
+            *blake3::keyed_hash(&key, &fields).as_bytes()
+        );
+    }
+
+    #[test]
+    fn declaring_an_environment_changes_the_op_version() {
+        use super::{CodeVersion, Digest, compute_env_digest, compute_op_version};
+        let code = CodeVersion(Digest([1; 32]));
+        let (config, outputs) = (Digest([2; 32]), Digest([3; 32]));
+        let none = compute_op_version(code, config, None, outputs, &[], &[]);
+        let unset = compute_env_digest(&[("A", None)]);
+        assert!(unset.is_some());
+        assert_ne!(none, compute_op_version(code, config, unset, outputs, &[], &[]));
+        assert_eq!(compute_env_digest(&[]), None);
+    }
+
+    #[test]
+    fn small_copies_copy_every_byte() {
+        for n in 0..=16 {
+            let bytes: Vec<u8> = (1..=n as u8).collect();
+            let mut out = [0u8; 16];
+            super::copy_small(&mut out[..n], &bytes);
+            assert_eq!(&out[..n], &bytes[..], "{n}");
+            assert!(out[n..].iter().all(|&b| b == 0), "{n}");
+        }
+    }
+
+    #[test]
+    fn counts_are_leb128() {
+        for (n, bytes) in [
+            (0usize, vec![0u8]),
+            (127, vec![0x7f]),
+            (128, vec![0x80, 0x01]),
+            (300, vec![0xac, 0x02]),
+        ] {
+            let mut encoder = Encoder::new(&DOMAIN_OP);
+            encoder.count(n);
+            assert_eq!(&encoder.buf[..encoder.len], &bytes[..], "{n}");
+        }
+    }
 }
