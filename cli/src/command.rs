@@ -25,7 +25,7 @@ pub struct ShellOutput {
 /// Runs `script` with `sh -c` in `root`, with extra environment variables.
 #[allow(clippy::disallowed_methods)] // this is the one door
 pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<ShellOutput> {
-    let output = std::process::Command::new("sh")
+    let output = std::process::Command::new(shell())
         .arg("-c")
         .arg(script)
         .current_dir(root)
@@ -33,6 +33,14 @@ pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<Sh
         .stdin(Stdio::null())
         .output()?;
     Ok(ShellOutput { status: output.status, stdout: output.stdout, stderr: output.stderr })
+}
+
+/// The shell: `/bin/sh` where it exists (as ninja and make use it), so a
+/// spawn does not try every `PATH` entry first (8 failed `execve`s per step
+/// here, on the critical path of every command); `sh` from `PATH` otherwise.
+fn shell() -> &'static str {
+    static SHELL: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+    SHELL.get_or_init(|| if Path::new("/bin/sh").is_file() { "/bin/sh" } else { "sh" })
 }
 
 /// A command for another program, with its working directory forced to
