@@ -17,6 +17,7 @@ use crate::uptodate;
 
 /// Runs `trove run`.
 pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
+    let started = std::time::Instant::now();
     let mut tags: std::collections::BTreeMap<String, String> = args.tag.iter().cloned().collect();
     if args.no_memo {
         tags.insert("memoized".into(), "false".into());
@@ -33,7 +34,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             && !args.full_check
             && let Ok((job, steps)) = uptodate::check(&ws, &store)?
         {
-            return up_to_date(&args, ctx, &store, job, steps, tags);
+            return up_to_date(&args, ctx, &store, (job, steps), tags, started);
         }
         let pipeline = ws.parse_cached(&store)?;
         load_with(ws, pipeline, store)?
@@ -114,11 +115,10 @@ fn up_to_date(
     args: &RunArgs,
     ctx: &Ctx,
     store: &trove_store::Store,
-    job: String,
-    steps: Vec<String>,
+    (job, steps): (String, Vec<String>),
     tags: std::collections::BTreeMap<String, String>,
+    started: std::time::Instant,
 ) -> anyhow::Result<ExitCode> {
-    let started = std::time::Instant::now();
     let run_id = trove_store::Store::new_run_id();
     let started_at_ms =
         SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
