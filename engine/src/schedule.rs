@@ -837,6 +837,43 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one step on a worker: load inputs, compute, store outputs.
+/// Starts the flusher. Each finished step sends it a request; it flushes
+/// at once if it has not flushed for `interval`, else when `interval` has
+/// passed, so one commit covers every step that finished meanwhile. It runs
+/// on a thread of its own rather than a job slot (it waits on fsync, not the
+/// CPU), and ends as soon as the requests' sender is dropped: the scheduler
+/// flushes once more itself at the end of the run.
+fn spawn_flusher<'scope>(
+    threads: &'scope std::thread::Scope<'scope, '_>,
+    traces: &'scope dyn TraceStore,
+    interval: Duration,
+    requests: mpsc::Receiver<()>,
+    results: mpsc::Sender<Message>,
+) {
+    threads.spawn(move || {
+        let mut last: Option<Instant> = None;
+        while requests.recv().is_ok() {
+            let due = last.map_or(Duration::ZERO, |t| interval.saturating_sub(t.elapsed()));
+            if !due.is_zero() {
+                let wait_until = Instant::now() + due;
+                loop {
+                    let left = wait_until.saturating_duration_since(Instant::now());
+                    match requests.recv_timeout(left) {
+                        Ok(()) => {}
+                        Err(mpsc::RecvTimeoutError::Timeout) => break,
+                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+                    }
+                }
+            }
+            while requests.try_recv().is_ok() {}
+            last = Some(Instant::now());
+            if results.send(Message::Flushed(traces.flush())).is_err() {
+                return;
+            }
+        }
+    });
+}
+
 /// What the coordinator hears from the pool.
 enum Message {
     /// A step finished.
@@ -845,26 +882,30 @@ enum Message {
     Flushed(Result<(), TraceError>),
 }
 
-/// Books one message: a finished step goes to `absorb` (and needs a
-/// flush), a finished flush clears `flushing`; a failed flush is the error.
+/// Keeps the first error of the background flushes that ended after the
+/// scheduler stopped listening.
+fn drain_flushes(rx: &mpsc::Receiver<Message>, error: &mut Option<PlanError>) {
+    while let Ok(message) = rx.try_recv() {
+        if let Message::Flushed(Err(source)) = message {
+            error.get_or_insert(PlanError::Trace { step: String::new(), source });
+        }
+    }
+}
+
+/// Books one message: a finished step goes to `absorb` (`Ok(true)`); a
+/// failed background flush is the error.
 fn receive(
     message: Message,
     running: &mut usize,
-    flushing: &mut bool,
-    unflushed: &mut bool,
     absorb: &mut dyn FnMut(WorkerResult),
-) -> Result<(), TraceError> {
+) -> Result<bool, TraceError> {
     match message {
         Message::Step(result) => {
             *running -= 1;
-            *unflushed = true;
             absorb(result);
-            Ok(())
+            Ok(true)
         }
-        Message::Flushed(result) => {
-            *flushing = false;
-            result
-        }
+        Message::Flushed(result) => result.map(|()| false),
     }
 }
 
@@ -1028,30 +1069,47 @@ impl Engine {
         let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
         let mut stop = false;
         let mut error = None;
-        let background = traces.flush_in_background();
+        let background = traces.background_flush();
         let flush_err = |source| PlanError::Trace { step: String::new(), source };
         if jobs == 1 {
             // One worker: run each step on this thread, in topological order.
-            // No pool, no channel, no thread wake-ups per step.
-            loop {
-                if cancelled() {
-                    stop = true;
+            // No pool, no thread wake-ups per step (the flusher, if any, is
+            // woken once per flush).
+            let (tx, rx) = mpsc::channel::<Message>();
+            let (flush_tx, flush_rx) = mpsc::channel::<()>();
+            std::thread::scope(|threads| {
+                if let Some(interval) = background {
+                    spawn_flusher(threads, traces, interval, flush_rx, tx.clone());
                 }
-                if stop {
-                    break;
+                loop {
+                    while let Ok(Message::Flushed(flushed)) = rx.try_recv() {
+                        if let Err(e) = flushed {
+                            error.get_or_insert(flush_err(e));
+                            stop = true;
+                        }
+                    }
+                    if cancelled() {
+                        stop = true;
+                    }
+                    if stop {
+                        break;
+                    }
+                    let Some(Reverse(idx)) = runner.ready.pop() else { break };
+                    if runner.state[idx] != State::Queued {
+                        continue;
+                    }
+                    let work = runner.launch(idx, events);
+                    let result = execute_step(&job, io, work, run_id);
+                    runner.absorb(result, events, &mut stop, &mut error);
+                    if background.is_some() {
+                        let _ = flush_tx.send(());
+                    }
                 }
-                let Some(Reverse(idx)) = runner.ready.pop() else { break };
-                if runner.state[idx] != State::Queued {
-                    continue;
-                }
-                let work = runner.launch(idx, events);
-                let result = execute_step(&job, io, work, run_id);
-                runner.absorb(result, events, &mut stop, &mut error);
-                if background && let Err(e) = traces.flush() {
-                    error.get_or_insert(flush_err(e));
-                    stop = true;
-                }
-            }
+                drop(flush_tx);
+            });
+            // A flush that failed after the loop is the run's error (the
+            // store may refuse everything after it).
+            drain_flushes(&rx, &mut error);
         } else {
             // `jobs - 1` pool workers, and this thread runs steps too when
             // the workers have enough queued: `jobs` steps at most run at
@@ -1070,31 +1128,20 @@ impl Engine {
             let (tx, rx) = mpsc::channel::<Message>();
             let (flush_tx, flush_rx) = mpsc::channel::<()>();
             std::thread::scope(|threads| {
-                if background {
-                    // The flusher: one flush per request, on a thread of its own
-                    // rather than a job slot (it waits on fsync, not the CPU).
-                    let tx = tx.clone();
-                    threads.spawn(move || {
-                        for () in flush_rx {
-                            if tx.send(Message::Flushed(traces.flush())).is_err() {
-                                break;
-                            }
-                        }
-                    });
+                if let Some(interval) = background {
+                    spawn_flusher(threads, traces, interval, flush_rx, tx.clone());
                 }
                 pool.in_place_scope(|scope| {
                     let mut running = 0usize;
-                    // A background flush in flight, and whether steps finished
-                    // since the last one started.
-                    let mut flushing = false;
-                    let mut unflushed = false;
+                    // Each finished step asks the flusher (if any) for a flush.
+                    let request_flush = || {
+                        if background.is_some() {
+                            let _ = flush_tx.send(());
+                        }
+                    };
                     loop {
                         if cancelled() {
                             stop = true;
-                        }
-                        if background && unflushed && !flushing && flush_tx.send(()).is_ok() {
-                            flushing = true;
-                            unflushed = false;
                         }
                         // Nothing running and one step ready (a chain, the tail
                         // of a graph): only that step can make another ready, so
@@ -1107,7 +1154,7 @@ impl Engine {
                                 let work = runner.launch(idx, events);
                                 let result = execute_step(&job, io, work, run_id);
                                 runner.absorb(result, events, &mut stop, &mut error);
-                                unflushed = true;
+                                request_flush();
                             }
                             continue;
                         }
@@ -1126,18 +1173,16 @@ impl Engine {
                             running += 1;
                         }
                         while let Ok(message) = rx.try_recv() {
-                            let received = receive(
-                                message,
-                                &mut running,
-                                &mut flushing,
-                                &mut unflushed,
-                                &mut |r| {
-                                    runner.absorb(r, events, &mut stop, &mut error);
-                                },
-                            );
-                            if let Err(e) = received {
-                                error.get_or_insert(flush_err(e));
-                                stop = true;
+                            let received = receive(message, &mut running, &mut |r| {
+                                runner.absorb(r, events, &mut stop, &mut error);
+                            });
+                            match received {
+                                Ok(true) => request_flush(),
+                                Ok(false) => {}
+                                Err(e) => {
+                                    error.get_or_insert(flush_err(e));
+                                    stop = true;
+                                }
                             }
                         }
                         if !stop && running >= max_running {
@@ -1147,12 +1192,12 @@ impl Engine {
                                     let work = runner.launch(idx, events);
                                     let result = execute_step(&job, io, work, run_id);
                                     runner.absorb(result, events, &mut stop, &mut error);
-                                    unflushed = true;
+                                    request_flush();
                                 }
                                 continue;
                             }
                         }
-                        if running == 0 && !flushing {
+                        if running == 0 {
                             if stop || runner.ready.is_empty() {
                                 break;
                             }
@@ -1170,18 +1215,22 @@ impl Engine {
                                 Err(_) => break,
                             }
                         };
-                        let received =
-                            receive(first, &mut running, &mut flushing, &mut unflushed, &mut |r| {
-                                runner.absorb(r, events, &mut stop, &mut error);
-                            });
-                        if let Err(e) = received {
-                            error.get_or_insert(flush_err(e));
-                            stop = true;
+                        let received = receive(first, &mut running, &mut |r| {
+                            runner.absorb(r, events, &mut stop, &mut error);
+                        });
+                        match received {
+                            Ok(true) => request_flush(),
+                            Ok(false) => {}
+                            Err(e) => {
+                                error.get_or_insert(flush_err(e));
+                                stop = true;
+                            }
                         }
                     }
                 });
                 drop(flush_tx);
             });
+            drain_flushes(&rx, &mut error);
         }
         let flushed =
             traces.flush().map_err(|source| PlanError::Trace { step: String::new(), source });

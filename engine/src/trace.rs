@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::hash::BuildHasherDefault;
 use std::sync::Mutex;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -157,15 +158,17 @@ pub trait TraceStore: Send + Sync {
     /// Makes every recorded step durable.
     fn flush(&self) -> Result<(), TraceError>;
 
-    /// Whether the scheduler commits for this store off the critical path:
-    /// [`TraceStore::commit_trace`] only stages, and the scheduler calls
-    /// [`TraceStore::flush`] from a thread of its own (not a job slot) as
-    /// soon as steps have finished, while the next steps run (or after each
-    /// step, with one worker). A durable commit per step then overlaps the next command
-    /// instead of delaying it. Default: `false` (the store commits when it
-    /// sees fit inside `commit_trace`).
-    fn flush_in_background(&self) -> bool {
-        false
+    /// `Some(interval)`: the scheduler commits for this store off the
+    /// critical path. [`TraceStore::commit_trace`] only stages, and the
+    /// scheduler calls [`TraceStore::flush`] from a thread of its own (not a
+    /// job slot) when steps have finished, at most once per `interval`,
+    /// while the next steps run (with one worker: after a step, once
+    /// `interval` has passed since the last flush). A durable commit then
+    /// overlaps the next commands instead of delaying them, and covers every
+    /// step that finished since the last one. `None` (the default): the
+    /// store commits when it sees fit inside `commit_trace`.
+    fn background_flush(&self) -> Option<Duration> {
+        None
     }
 }
 

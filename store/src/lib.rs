@@ -18,8 +18,8 @@
 //! step's records into the current batch, and a batch commits in one redb
 //! write transaction every [`Store::set_batch`] steps or milliseconds and at
 //! `flush` — or, with [`Store::set_background_flush`] (the CLI), whenever the
-//! scheduler flushes from a worker thread after steps finish, so no step
-//! waits for the fsync of the one before. A trace is thus committed only
+//! scheduler flushes from a thread of its own after steps finish (at most
+//! once per interval), so no step waits for an fsync. A trace is thus committed only
 //! after its blobs are durable, and a crash loses at most the uncommitted
 //! batch, whose steps simply run again.
 //!
@@ -62,7 +62,7 @@ pub mod trace_db;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
@@ -201,8 +201,9 @@ pub struct Store {
     staged: Mutex<Staged>,
     batch_max: AtomicUsize,
     batch_delay_ms: AtomicU64,
-    /// The scheduler flushes (see [`Store::set_background_flush`]).
-    background_flush: AtomicBool,
+    /// The scheduler flushes, at most once per this many ms (see
+    /// [`Store::set_background_flush`]); `u64::MAX`: it does not.
+    background_flush_ms: AtomicU64,
     /// Files up to this size are kept inline in their output record.
     inline_file_max: AtomicU64,
     /// Workspace files an up-to-date check of this process found unchanged,
@@ -339,7 +340,7 @@ impl Store {
             staged: Mutex::new(Staged::default()),
             batch_max: AtomicUsize::new(DEFAULT_BATCH_STEPS),
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
-            background_flush: AtomicBool::new(false),
+            background_flush_ms: AtomicU64::new(u64::MAX),
             inline_file_max: AtomicU64::new(INLINE_MAX as u64),
             verified: RwLock::new(HashMap::new()),
             counters: Counters::default(),
@@ -475,14 +476,18 @@ impl Store {
         self.batch_delay_ms.store(max_delay.as_millis() as u64, Ordering::SeqCst);
     }
 
-    /// Leaves commits to the scheduler, which flushes from a worker thread
-    /// as soon as steps finish, while the next steps run
-    /// ([`TraceStore::flush_in_background`]): every finished step is still
-    /// committed durably, one commit at a time, but no step waits for the
-    /// commit of the one before. Off by default (the batch policy of
-    /// [`Store::set_batch`] applies inside `commit_trace`).
-    pub fn set_background_flush(&self, on: bool) {
-        self.background_flush.store(on, Ordering::SeqCst);
+    /// `Some(interval)`: leaves commits to the scheduler, which flushes
+    /// from a thread of its own while the next steps run, at most once per
+    /// `interval` ([`TraceStore::background_flush`]). Every finished step is
+    /// still committed durably, at most `interval` (plus a commit) after it
+    /// finished, but no step waits for a commit, and a commit covers every
+    /// step that finished since the last (each commit rewrites whole B-tree
+    /// pages, so fewer, larger commits write less). `None` (the default):
+    /// the batch policy of [`Store::set_batch`] applies inside
+    /// `commit_trace`.
+    pub fn set_background_flush(&self, interval: Option<Duration>) {
+        let ms = interval.map_or(u64::MAX, |d| d.as_millis().min(u128::from(u64::MAX - 1)) as u64);
+        self.background_flush_ms.store(ms, Ordering::SeqCst);
     }
 
     /// Keeps file outputs up to `bytes` inline in their output record
@@ -1270,7 +1275,7 @@ impl Store {
     }
 
     fn maybe_commit(&self, st: &mut Staged) -> Result<(), StoreError> {
-        if self.background_flush.load(Ordering::Relaxed) {
+        if self.background_flush_ms.load(Ordering::Relaxed) != u64::MAX {
             return Ok(());
         }
         let max = self.batch_max.load(Ordering::Relaxed);
@@ -1563,8 +1568,9 @@ impl TraceStore for Store {
         self.flush_all().map_err(|e| TraceError::Store(e.to_string()))
     }
 
-    fn flush_in_background(&self) -> bool {
-        self.background_flush.load(Ordering::Relaxed)
+    fn background_flush(&self) -> Option<Duration> {
+        let ms = self.background_flush_ms.load(Ordering::Relaxed);
+        (ms != u64::MAX).then(|| Duration::from_millis(ms))
     }
 }
 

@@ -290,7 +290,7 @@ fn full_disk_at_any_write(background: bool) {
         )
         .map_err(|e| e.to_string())
         .and_then(|store| {
-            store.set_background_flush(background);
+            store.set_background_flush(background.then_some(std::time::Duration::ZERO));
             let io = store.io_manager(&w.root);
             let mut engine = Engine::new(chain_job(&w.root, 3, "a", runs.clone()));
             let opts = RunOptions { jobs: if background { 2 } else { 0 }, ..Default::default() };
@@ -848,7 +848,11 @@ fn background_flushes_commit_every_finished_step() {
         let runs = Arc::new(AtomicUsize::new(0));
         {
             let store = open(&w.store_dir);
-            store.set_background_flush(true);
+            store.set_background_flush(Some(std::time::Duration::from_millis(if jobs == 3 {
+                5
+            } else {
+                0
+            })));
             let io = store.io_manager(&w.root);
             let mut engine = Engine::new(chain_job(&w.root, 20, "a", runs.clone()));
             let opts = RunOptions { jobs, ..Default::default() };

@@ -70,11 +70,12 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             memoized: memoize,
         })
         .context("recording the run")?;
-    // Command steps are slow next to a commit: commit each finished step at
-    // once, so a crash mid-run loses only the steps that were running (or
-    // had just finished), from a worker thread, so the next step does not
-    // wait for the commit's fsync.
-    loaded.store.set_background_flush(true);
+    // Commit finished steps from a thread of their own while the next
+    // commands run, at most every 20 ms: no command waits for an fsync, a
+    // commit covers every step finished meanwhile, and a crash loses only
+    // the steps that were running or finished in the last 20 ms (they run
+    // again).
+    loaded.store.set_background_flush(Some(std::time::Duration::from_millis(20)));
     let paths = loaded
         .pipeline
         .ops
