@@ -882,6 +882,24 @@ enum Message {
     Flushed(Result<(), TraceError>),
 }
 
+/// After a message: a finished step asks for a flush; a failed flush stops
+/// the run with its error.
+fn settle(
+    received: Result<bool, TraceError>,
+    request_flush: &dyn Fn(),
+    stop: &mut bool,
+    error: &mut Option<PlanError>,
+) {
+    match received {
+        Ok(true) => request_flush(),
+        Ok(false) => {}
+        Err(source) => {
+            error.get_or_insert(PlanError::Trace { step: String::new(), source });
+            *stop = true;
+        }
+    }
+}
+
 /// Keeps the first error of the background flushes that ended after the
 /// scheduler stopped listening.
 fn drain_flushes(rx: &mpsc::Receiver<Message>, error: &mut Option<PlanError>) {
@@ -1176,14 +1194,7 @@ impl Engine {
                             let received = receive(message, &mut running, &mut |r| {
                                 runner.absorb(r, events, &mut stop, &mut error);
                             });
-                            match received {
-                                Ok(true) => request_flush(),
-                                Ok(false) => {}
-                                Err(e) => {
-                                    error.get_or_insert(flush_err(e));
-                                    stop = true;
-                                }
-                            }
+                            settle(received, &request_flush, &mut stop, &mut error);
                         }
                         if !stop && running >= max_running {
                             // The workers are saturated: run a ready step here.
@@ -1218,14 +1229,7 @@ impl Engine {
                         let received = receive(first, &mut running, &mut |r| {
                             runner.absorb(r, events, &mut stop, &mut error);
                         });
-                        match received {
-                            Ok(true) => request_flush(),
-                            Ok(false) => {}
-                            Err(e) => {
-                                error.get_or_insert(flush_err(e));
-                                stop = true;
-                            }
-                        }
+                        settle(received, &request_flush, &mut stop, &mut error);
                     }
                 });
                 drop(flush_tx);

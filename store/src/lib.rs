@@ -133,6 +133,24 @@ pub struct RunInfo {
     pub memoized: bool,
 }
 
+impl RunInfo {
+    /// The record of the run as it starts.
+    fn record(&self) -> RunRecord {
+        RunRecord {
+            run_id: self.run_id.clone(),
+            job: self.job.clone(),
+            tags: self.tags.clone(),
+            command: self.command.clone(),
+            memoized: self.memoized,
+            started_at_ms: self.started_at_ms,
+            ended_at_ms: None,
+            status: RunState::Running,
+            counts: Default::default(),
+            duration_ns: 0,
+        }
+    }
+}
+
 /// Counters of what the store did in this process (tests and benches).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -1066,18 +1084,7 @@ impl Store {
 
     /// Records the start of a run.
     pub fn begin_run(&self, run: &RunInfo) -> Result<(), StoreError> {
-        let rec = RunRecord {
-            run_id: run.run_id.clone(),
-            job: run.job.clone(),
-            tags: run.tags.clone(),
-            command: run.command.clone(),
-            memoized: run.memoized,
-            started_at_ms: run.started_at_ms,
-            ended_at_ms: None,
-            status: RunState::Running,
-            counts: Default::default(),
-            duration_ns: 0,
-        };
+        let rec = run.record();
         self.write_txn(|txn, path| {
             let e = db_err(path);
             txn.open_table(RUNS)
@@ -1134,16 +1141,11 @@ impl Store {
     /// do (answered by an up-to-date stamp) costs one commit.
     pub fn record_run(&self, run: &RunInfo, report: &RunReport) -> Result<(), StoreError> {
         let rec = RunRecord {
-            run_id: run.run_id.clone(),
-            job: run.job.clone(),
-            tags: run.tags.clone(),
-            command: run.command.clone(),
-            memoized: run.memoized,
-            started_at_ms: run.started_at_ms,
             ended_at_ms: Some(now_ms()),
             status: run_state(report.status),
             counts: report.counts,
             duration_ns: report.duration_ns,
+            ..run.record()
         };
         self.write_txn(|txn, path| put_run(txn, path, &rec, report))
     }
