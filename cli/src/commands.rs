@@ -157,14 +157,15 @@ pub fn load_with(
     let built = crate::pipeline::build(&ws, &pipeline, &|rel| {
         store.hash_path(&ws.root, rel).map_err(anyhow::Error::from)
     })?;
-    let stamp = crate::uptodate::StampMaterial::of(&built);
-    let mut engine = trove_engine::Engine::new(built.job);
-    for (source, data) in built.sources {
+    let crate::pipeline::Built { job, sources, env, probes, files } = built;
+    let mut engine = trove_engine::Engine::new(job);
+    for (source, data) in sources {
         engine.set_source(&source, data)?;
     }
-    for (name, value) in built.env {
-        engine.set_env(&name, value);
+    for (name, value) in &env {
+        engine.set_env(name, value.clone());
     }
+    let stamp = crate::uptodate::StampMaterial { env, probes, files };
     Ok(Loaded { ws, pipeline, store, engine, stamp })
 }
 

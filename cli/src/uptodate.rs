@@ -19,7 +19,7 @@ use std::path::Path;
 use trove_engine::{Digest, RunReport, RunStatus};
 use trove_store::{StampCheck, StampInputs, Store};
 
-use crate::pipeline::{Built, Workspace};
+use crate::pipeline::Workspace;
 
 /// Bump when what a stamp key covers changes.
 const STAMP_SCHEME: u32 = 1;
@@ -131,7 +131,7 @@ pub fn stamp_after(
     Ok(())
 }
 
-/// What [`stamp_after`] needs of a [`Built`] job.
+/// What [`stamp_after`] needs of a [`crate::pipeline::Built`] job.
 #[derive(Debug, Clone, Default)]
 pub struct StampMaterial {
     /// Declared environment variables and their values.
@@ -140,17 +140,6 @@ pub struct StampMaterial {
     pub probes: Vec<(String, String)>,
     /// Every file the job reads or writes.
     pub files: Vec<String>,
-}
-
-impl StampMaterial {
-    /// Takes it from a built job.
-    pub fn of(built: &Built) -> StampMaterial {
-        StampMaterial {
-            env: built.env.clone(),
-            probes: built.probes.clone(),
-            files: built.files.clone(),
-        }
-    }
 }
 
 /// The report of a run answered by the stamp: every step a hit.

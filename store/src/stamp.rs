@@ -64,11 +64,6 @@ impl Stamp {
     pub(crate) fn from_parts(inputs: StampInputs, files: Vec<(String, StatEntry)>) -> Stamp {
         Stamp { inputs, files }
     }
-
-    /// The workspace-relative paths it vouches for.
-    pub fn paths(&self) -> impl Iterator<Item = &str> {
-        self.files.iter().map(|(p, _)| p.as_str())
-    }
 }
 
 /// The answer of [`Store::check_stamp`].
