@@ -84,10 +84,10 @@ pub use record::{
 };
 pub use stamp::{Stamp, StampCheck, StampInputs};
 
-use crate::blob::{BlobStore, hash_reader};
+use crate::blob::BlobStore;
 use crate::lock::{WriteLock, now_ms};
 use crate::record::{LatestRecord, RecordKind, decode, encode};
-use crate::stat_cache::{FileStat, is_fresh, now_ns};
+use crate::stat_cache::{FileStat, hash_against, is_fresh, now_ns};
 /// A table opened in a read transaction.
 type RoTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -956,16 +956,15 @@ impl Store {
             self.counters.stat_hits.fetch_add(1, Ordering::Relaxed);
             return Ok((entry.data_version, stat));
         }
-        let started = now_ns();
         let file = std::fs::File::open(full).map_err(|e| missing_or(e, rel, "reading", full))?;
-        let (digest, n) = hash_reader(file).map_err(|e| StoreError::io("hashing", full, e))?;
-        let dv = DataVersion(digest);
+        let hashed =
+            hash_against(file, full, stat).map_err(|e| StoreError::io("hashing", full, e))?;
         self.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
-        self.counters.bytes_hashed.fetch_add(n, Ordering::Relaxed);
-        if FileStat::of(full).ok() == Some(stat) && n == stat.size {
-            self.stage_stat(rel, stat.entry(dv, started));
+        self.counters.bytes_hashed.fetch_add(hashed.bytes, Ordering::Relaxed);
+        if let Some(entry) = hashed.entry {
+            self.stage_stat(rel, entry);
         }
-        Ok((dv, stat))
+        Ok((hashed.data_version, stat))
     }
 
     /// The data version of a source file or directory in the workspace,

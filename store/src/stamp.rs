@@ -26,11 +26,10 @@ use std::path::Path;
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
-use trove_engine::{DataVersion, Digest};
+use trove_engine::Digest;
 
-use crate::blob::hash_reader;
 use crate::record::{RecordKind, StatEntry, StatKind, decode, encode};
-use crate::stat_cache::{FileStat, is_fresh, now_ns, same_stat};
+use crate::stat_cache::{FileStat, hash_against, is_fresh, same_stat};
 use crate::trace_db::{STAMPS, db_err, get_in};
 use crate::{Store, StoreError, check_rel};
 
@@ -211,14 +210,13 @@ fn still_fresh(root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
         return None;
     }
     // Racy: the stat cannot tell a same-tick rewrite apart, the content can.
-    let started = now_ns();
     let file = std::fs::File::open(&full).ok()?;
-    let (digest, n) = hash_reader(file).ok()?;
-    if DataVersion(digest) != entry.data_version || n != stat.size {
+    let hashed = hash_against(file, &full, stat).ok()?;
+    if hashed.data_version != entry.data_version || hashed.bytes != stat.size {
         return None;
     }
-    if FileStat::of(&full).ok() == Some(stat) {
-        *entry = stat.entry(entry.data_version, started);
+    if let Some(fresh) = hashed.entry {
+        *entry = fresh;
     }
     Some(true)
 }
@@ -226,6 +224,7 @@ fn still_fresh(root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use trove_engine::DataVersion;
 
     fn store(dir: &Path) -> Store {
         Store::open(&dir.join(".trove"), &crate::OpenOptions::default(), &mut |_| {})

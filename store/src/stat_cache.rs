@@ -16,6 +16,9 @@ use std::io;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use trove_engine::DataVersion;
+
+use crate::blob::hash_reader;
 use crate::record::{StatEntry, StatKind};
 
 /// The stat fields the cache compares.
@@ -100,6 +103,27 @@ impl FileStat {
             hashed_at_ns,
         }
     }
+}
+
+/// A file hashed against the stat taken just before opening it.
+pub(crate) struct Hashed {
+    /// The data version of what was read.
+    pub(crate) data_version: DataVersion,
+    /// How many bytes were read.
+    pub(crate) bytes: u64,
+    /// The entry to record: `None` if the file changed while it was read
+    /// (its stat after the read differs, or it was not `stat.size` long).
+    pub(crate) entry: Option<StatEntry>,
+}
+
+/// Hashes an opened file whose stat was `stat`; the entry it returns is
+/// stamped with the time the read began (the racy check's reference).
+pub(crate) fn hash_against(file: std::fs::File, full: &Path, stat: FileStat) -> io::Result<Hashed> {
+    let started = now_ns();
+    let (digest, bytes) = hash_reader(file)?;
+    let data_version = DataVersion(digest);
+    let held = bytes == stat.size && FileStat::of(full).ok() == Some(stat);
+    Ok(Hashed { data_version, bytes, entry: held.then(|| stat.entry(data_version, started)) })
 }
 
 /// Whether the entry was recorded so close to the file's modification that
