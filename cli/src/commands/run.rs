@@ -18,6 +18,8 @@ use crate::uptodate;
 /// Runs `trove run`.
 pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let started = std::time::Instant::now();
+    let started_at_ms =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let mut tags: std::collections::BTreeMap<String, String> = args.tag.iter().cloned().collect();
     if args.no_memo {
         tags.insert("memoized".into(), "false".into());
@@ -34,7 +36,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             && !args.full_check
             && let Ok((job, steps)) = uptodate::check(&ws, &store)?
         {
-            return up_to_date(&args, ctx, &store, (job, steps), tags, started);
+            return up_to_date(&args, ctx, &store, (job, steps), tags, (started, started_at_ms));
         }
         let pipeline = ws.parse_cached(&store)?;
         load_with(ws, pipeline, store)?
@@ -56,8 +58,6 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         tags: tags.clone(),
         cancel: Some(interrupt_flag()),
     };
-    let started_at_ms =
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let job = loaded.pipeline.name.clone();
     loaded
         .store
@@ -118,11 +118,9 @@ fn up_to_date(
     store: &trove_store::Store,
     (job, steps): (String, Vec<String>),
     tags: std::collections::BTreeMap<String, String>,
-    started: std::time::Instant,
+    (started, started_at_ms): (std::time::Instant, u64),
 ) -> anyhow::Result<ExitCode> {
     let run_id = trove_store::Store::new_run_id();
-    let started_at_ms =
-        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
     let info = trove_store::RunInfo {
         run_id: run_id.clone(),
         job: job.clone(),
