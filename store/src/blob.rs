@@ -113,6 +113,12 @@ pub(crate) enum BlobReadError {
     Io(StoreError),
 }
 
+impl From<StoreError> for BlobReadError {
+    fn from(e: StoreError) -> Self {
+        BlobReadError::Io(e)
+    }
+}
+
 /// Streams `reader` through blake3; returns the digest and length.
 pub(crate) fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
     thread_local! {
@@ -308,79 +314,60 @@ impl BlobStore {
             Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(BlobReadError::Missing),
             Err(e) => return Err(BlobReadError::Io(StoreError::io("reading", &src, e))),
         };
-        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-        if !parent.as_os_str().is_empty() {
-            self.fs
-                .create_dir_all(&parent)
-                .map_err(|e| BlobReadError::Io(StoreError::io("creating", &parent, e)))?;
-        }
-        let tmp = self.temp_beside(dest, &parent);
-        let res = (|| {
-            let mut to = self
-                .fs
-                .create_new(&tmp)
-                .map_err(|e| BlobReadError::Io(StoreError::io("creating", &tmp, e)))?;
-            self.fs
-                .copy_into(&mut from, &mut to, &tmp)
-                .map_err(|e| BlobReadError::Io(StoreError::io("restoring", dest, e)))?;
+        self.place_at(dest, mode, |tmp| {
+            let io = |action, path: &Path, e| BlobReadError::Io(StoreError::io(action, path, e));
+            let mut to = self.fs.create_new(tmp).map_err(|e| io("creating", tmp, e))?;
+            self.fs.copy_into(&mut from, &mut to, tmp).map_err(|e| io("restoring", dest, e))?;
             drop(to);
-            let (found, _) = hash_reader(
-                File::open(&tmp)
-                    .map_err(|e| BlobReadError::Io(StoreError::io("reading", &tmp, e)))?,
-            )
-            .map_err(|e| BlobReadError::Io(StoreError::io("hashing", &tmp, e)))?;
+            let (found, _) = hash_reader(File::open(tmp).map_err(|e| io("reading", tmp, e))?)
+                .map_err(|e| io("hashing", tmp, e))?;
             if found != *blob {
                 let quarantined = self.quarantine(blob).ok();
                 return Err(BlobReadError::Corrupt { found, quarantined });
             }
+            Ok(())
+        })
+    }
+
+    /// Writes `bytes` to the workspace file `dest` the way [`Self::restore_to`]
+    /// restores a blob: a temp file beside it, renamed over it.
+    pub(crate) fn write_to(&self, bytes: &[u8], dest: &Path, mode: u32) -> Result<(), StoreError> {
+        self.place_at(dest, mode, |tmp| {
+            let mut to = self.fs.create_new(tmp).map_err(|e| StoreError::io("creating", tmp, e))?;
+            self.fs.write_all(&mut to, tmp, bytes).map_err(|e| StoreError::io("writing", tmp, e))
+        })
+    }
+
+    /// Puts a workspace file at `dest` with `mode`: `fill` writes (and may
+    /// check) it under a temp name beside `dest`, which is then renamed over
+    /// `dest` (a directory there is removed first), so `dest` is never seen
+    /// half written. On failure the temp file is removed.
+    fn place_at<E: From<StoreError>>(
+        &self,
+        dest: &Path,
+        mode: u32,
+        fill: impl FnOnce(&Path) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
+        if !parent.as_os_str().is_empty() {
+            self.fs.create_dir_all(&parent).map_err(|e| StoreError::io("creating", &parent, e))?;
+        }
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        let name = dest.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = parent.join(format!(".{name}.trove-{}-{n}", std::process::id()));
+        let res = (|| {
+            fill(&tmp)?;
             set_mode(&tmp, mode);
             if dest.is_dir() && !dest.is_symlink() {
-                std::fs::remove_dir_all(dest)
-                    .map_err(|e| BlobReadError::Io(StoreError::io("replacing", dest, e)))?;
+                std::fs::remove_dir_all(dest).map_err(|e| StoreError::io("replacing", dest, e))?;
             }
-            self.fs
-                .rename(&tmp, dest)
-                .map_err(|e| BlobReadError::Io(StoreError::io("restoring", dest, e)))?;
+            self.fs.rename(&tmp, dest).map_err(|e| StoreError::io("restoring", dest, e))?;
             Ok(())
         })();
         if res.is_err() {
             let _ = std::fs::remove_file(&tmp);
         }
         res
-    }
-
-    /// Writes `bytes` to the workspace file `dest` the way [`Self::restore_to`]
-    /// restores a blob: a temp file beside it, renamed over it.
-    pub(crate) fn write_to(&self, bytes: &[u8], dest: &Path, mode: u32) -> Result<(), StoreError> {
-        let parent = dest.parent().map(Path::to_path_buf).unwrap_or_default();
-        if !parent.as_os_str().is_empty() {
-            self.fs.create_dir_all(&parent).map_err(|e| StoreError::io("creating", &parent, e))?;
-        }
-        let tmp = self.temp_beside(dest, &parent);
-        let res = (|| {
-            let mut to =
-                self.fs.create_new(&tmp).map_err(|e| StoreError::io("creating", &tmp, e))?;
-            self.fs
-                .write_all(&mut to, &tmp, bytes)
-                .map_err(|e| StoreError::io("writing", &tmp, e))?;
-            drop(to);
-            set_mode(&tmp, mode);
-            if dest.is_dir() && !dest.is_symlink() {
-                std::fs::remove_dir_all(dest).map_err(|e| StoreError::io("replacing", dest, e))?;
-            }
-            self.fs.rename(&tmp, dest).map_err(|e| StoreError::io("restoring", dest, e))
-        })();
-        if res.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        res
-    }
-
-    /// A temp name in `parent` for restoring `dest`.
-    fn temp_beside(&self, dest: &Path, parent: &Path) -> PathBuf {
-        let n = self.counter.fetch_add(1, Ordering::Relaxed);
-        let name = dest.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
-        parent.join(format!(".{name}.trove-{}-{n}", std::process::id()))
     }
 
     /// Moves a bad blob out of the way, keeping it for inspection.
