@@ -47,12 +47,8 @@ fn workspace() -> TestWorkspace {
 fn run(ws: &TestWorkspace, greeting: &str, extra: &[&str]) -> Outcome {
     let mut args = vec!["run", "--json"];
     args.extend_from_slice(extra);
-    let out = ws.command(args).env("GREETING", greeting).output().expect("run trove");
-    let outcome = Outcome {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    };
+    let outcome =
+        Outcome::of(ws.command(args).env("GREETING", greeting).output().expect("run trove"));
     outcome.ok();
     outcome
 }

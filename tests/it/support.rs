@@ -32,6 +32,15 @@ pub(crate) struct Outcome {
 }
 
 impl Outcome {
+    /// What a finished process left.
+    pub(crate) fn of(out: std::process::Output) -> Outcome {
+        Outcome {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Asserts the exit code, printing the output if it differs.
     #[track_caller]
     pub(crate) fn code(&self, code: i32) -> &Outcome {
@@ -159,12 +168,7 @@ impl TestWorkspace {
         I: IntoIterator<Item = S>,
         S: AsRef<std::ffi::OsStr>,
     {
-        let out = self.command(args).output().expect("run trove");
-        Outcome {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        Outcome::of(self.command(args).output().expect("run trove"))
     }
 
     /// Waits (bounded) until a file exists.
