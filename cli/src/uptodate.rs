@@ -51,57 +51,29 @@ fn key_of(ws: &Workspace) -> Digest {
     Digest(*h.finalize().as_bytes())
 }
 
-/// Why the shortcut was not taken (for `--json` and tests; the run goes on
-/// the full way).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Miss {
-    /// No stamp: the last run was partial, failed, or changed its files.
-    NoStamp,
-    /// The pipeline file (or trove) changed.
-    Pipeline,
-    /// A declared environment variable changed.
-    Env(String),
-    /// A `version_cmd` printed something else (or failed).
-    Probe(String),
-    /// A file changed.
-    File(String),
-}
-
 /// The job name and its steps in report order, if nothing changed since the
-/// stamped run. The files are checked even when something else changed:
-/// those found unchanged are then not statted again by the full run.
-pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Result<(String, Vec<String>), Miss>> {
+/// stamped run (`None`: the run takes the full path). The files are checked
+/// even when something else changed: those found unchanged are then not
+/// statted again by the full run.
+pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Option<(String, Vec<String>)>> {
     let slot = slot(ws);
     let Some(mut stamp) = store.stamp(&slot)? else {
-        return Ok(Err(Miss::NoStamp));
+        return Ok(None);
     };
-    let mut miss = None;
-    if stamp.inputs.key != key(ws) {
-        miss = Some(Miss::Pipeline);
-    }
-    for (name, value) in &stamp.inputs.env {
-        if miss.is_none() && crate::command::env_var(name) != *value {
-            miss = Some(Miss::Env(name.clone()));
-        }
-    }
-    for (cmd, printed) in &stamp.inputs.probes {
-        if miss.is_none()
-            && crate::command::version_of(&ws.root, cmd).ok().as_ref() != Some(printed)
-        {
-            miss = Some(Miss::Probe(cmd.clone()));
-        }
-    }
+    // Probes run commands: only while nothing else has differed.
+    let same = stamp.inputs.key == key(ws)
+        && stamp.inputs.env.iter().all(|(name, value)| crate::command::env_var(name) == *value)
+        && stamp.inputs.probes.iter().all(|(cmd, printed)| {
+            crate::command::version_of(&ws.root, cmd).ok().as_ref() == Some(printed)
+        });
     match store.check_stamp(&ws.root, &mut stamp) {
-        StampCheck::Changed(paths) => Ok(Err(miss.unwrap_or_else(|| Miss::File(paths.join(", "))))),
-        StampCheck::UpToDate { refreshed } => match miss {
-            Some(miss) => Ok(Err(miss)),
-            None => {
-                if refreshed {
-                    store.refresh_stamp(&slot, &stamp)?;
-                }
-                Ok(Ok((stamp.inputs.job, stamp.inputs.steps)))
+        StampCheck::UpToDate { refreshed } if same => {
+            if refreshed {
+                store.refresh_stamp(&slot, &stamp)?;
             }
-        },
+            Ok(Some((stamp.inputs.job, stamp.inputs.steps)))
+        }
+        _ => Ok(None),
     }
 }
 

@@ -34,7 +34,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         let store = ctx.open_store(&dir, false)?;
         if plain
             && !args.full_check
-            && let Ok((job, steps)) = uptodate::check(&ws, &store)?
+            && let Some((job, steps)) = uptodate::check(&ws, &store)?
         {
             return up_to_date(&args, ctx, &store, (job, steps), tags, (started, started_at_ms));
         }
