@@ -1,11 +1,12 @@
 //! Planning and running: resolves each step to hit or run, then runs stale
 //! steps on rayon as soon as their inputs are ready.
 //!
-//! One coordinator (the calling thread) owns the version graph; workers on a
-//! rayon pool (`jobs - 1` of them; the coordinator runs steps too when they
-//! have enough queued, and runs everything itself when `jobs == 1`) load
-//! inputs, run the op and store outputs through the IO manager, then report
-//! back over a channel. Ready steps start lowest index first, so one worker
+//! One coordinator (the calling thread) owns the version graph; `jobs`
+//! workers on a rayon pool load inputs, run the op and store outputs through
+//! the IO manager, then report back over a channel. The coordinator runs a
+//! step itself only when no other could run beside it (`jobs == 1`, or one
+//! step ready and none running), which saves two thread hand-offs per step
+//! of a chain. Ready steps start lowest index first, so one worker
 //! runs the job in its topological order. The coordinator learns the new
 //! data versions, commits the trace, and re-checks the downstream steps
 //! whose inputs are now all known — a downstream whose version is unchanged
@@ -19,7 +20,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
@@ -837,41 +838,93 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 /// Runs one step on a worker: load inputs, compute, store outputs.
-/// Starts the flusher. Each finished step sends it a request; it flushes
-/// at once if it has not flushed for `interval`, else when `interval` has
-/// passed, so one commit covers every step that finished meanwhile. It runs
-/// on a thread of its own rather than a job slot (it waits on fsync, not the
-/// CPU), and ends as soon as the requests' sender is dropped: the scheduler
-/// flushes once more itself at the end of the run.
-fn spawn_flusher<'scope>(
-    threads: &'scope std::thread::Scope<'scope, '_>,
-    traces: &'scope dyn TraceStore,
-    interval: Duration,
-    requests: mpsc::Receiver<()>,
-    results: mpsc::Sender<Message>,
-) {
-    threads.spawn(move || {
-        let mut last: Option<Instant> = None;
-        while requests.recv().is_ok() {
-            let due = last.map_or(Duration::ZERO, |t| interval.saturating_sub(t.elapsed()));
-            if !due.is_zero() {
-                let wait_until = Instant::now() + due;
-                loop {
-                    let left = wait_until.saturating_duration_since(Instant::now());
-                    match requests.recv_timeout(left) {
-                        Ok(()) => {}
-                        Err(mpsc::RecvTimeoutError::Timeout) => break,
-                        Err(mpsc::RecvTimeoutError::Disconnected) => return,
+/// The background flusher: a thread of its own that commits the trace
+/// store while steps finish, at most once per `interval`. It waits on fsync,
+/// not the CPU, so it takes no job slot. A step that finishes after a quiet
+/// interval is committed at once (it may precede a long step, and a crash
+/// then should not cost it); during a burst, one commit covers every step
+/// of the interval, and a finished step only raises a flag, as a wake-up
+/// per step cost more than a small step. It ends when the scheduler calls
+/// [`Flusher::finish`], which then flushes once more itself.
+struct Flusher {
+    interval: Option<Duration>,
+    /// Steps finished since the last commit.
+    dirty: AtomicBool,
+    /// The thread is parked with nothing to commit: a request wakes it.
+    idle: AtomicBool,
+    done: AtomicBool,
+    thread: std::sync::OnceLock<std::thread::Thread>,
+}
+
+impl Flusher {
+    fn new(interval: Option<Duration>) -> Flusher {
+        Flusher {
+            interval,
+            dirty: AtomicBool::new(false),
+            idle: AtomicBool::new(false),
+            done: AtomicBool::new(false),
+            thread: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// Starts the thread (if the store flushes in the background); each
+    /// flush's result goes to `results`.
+    fn spawn<'scope>(
+        &'scope self,
+        threads: &'scope std::thread::Scope<'scope, '_>,
+        traces: &'scope dyn TraceStore,
+        results: mpsc::Sender<Message>,
+    ) {
+        let Some(interval) = self.interval else { return };
+        threads.spawn(move || {
+            // Set before the first look at `dirty`: a request that finds no
+            // thread to wake is seen by that look.
+            let _ = self.thread.set(std::thread::current());
+            let mut last: Option<Instant> = None;
+            while !self.done.load(Ordering::SeqCst) {
+                if !self.dirty.load(Ordering::SeqCst) {
+                    // Publish `idle` before the last look at `dirty`, so a
+                    // request in between wakes us (`unpark` before `park`
+                    // makes `park` return at once).
+                    self.idle.store(true, Ordering::SeqCst);
+                    if !self.dirty.load(Ordering::SeqCst) && !self.done.load(Ordering::SeqCst) {
+                        std::thread::park();
                     }
+                    self.idle.store(false, Ordering::SeqCst);
+                    continue;
+                }
+                let due = last.map_or(Duration::ZERO, |t| interval.saturating_sub(t.elapsed()));
+                if !due.is_zero() {
+                    std::thread::park_timeout(due);
+                    continue;
+                }
+                self.dirty.store(false, Ordering::SeqCst);
+                last = Some(Instant::now());
+                if results.send(Message::Flushed(traces.flush())).is_err() {
+                    return;
                 }
             }
-            while requests.try_recv().is_ok() {}
-            last = Some(Instant::now());
-            if results.send(Message::Flushed(traces.flush())).is_err() {
-                return;
-            }
+        });
+    }
+
+    /// A step finished: its trace waits in the store's batch.
+    fn request(&self) {
+        if self.interval.is_some()
+            && !self.dirty.swap(true, Ordering::SeqCst)
+            && self.idle.load(Ordering::SeqCst)
+            && let Some(thread) = self.thread.get()
+        {
+            thread.unpark();
         }
-    });
+    }
+
+    /// Stops the thread without waiting for its interval to pass.
+    fn finish(&self) {
+        self.done.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.get() {
+            thread.unpark();
+        }
+    }
 }
 
 /// What the coordinator hears from the pool.
@@ -886,12 +939,12 @@ enum Message {
 /// the run with its error.
 fn settle(
     received: Result<bool, TraceError>,
-    request_flush: &dyn Fn(),
+    flusher: &Flusher,
     stop: &mut bool,
     error: &mut Option<PlanError>,
 ) {
     match received {
-        Ok(true) => request_flush(),
+        Ok(true) => flusher.request(),
         Ok(false) => {}
         Err(source) => {
             error.get_or_insert(PlanError::Trace { step: String::new(), source });
@@ -1091,14 +1144,12 @@ impl Engine {
         let flush_err = |source| PlanError::Trace { step: String::new(), source };
         if jobs == 1 {
             // One worker: run each step on this thread, in topological order.
-            // No pool, no thread wake-ups per step (the flusher, if any, is
-            // woken once per flush).
+            // No pool, no thread wake-ups per step (the flusher, if any,
+            // looks at a flag once per interval).
             let (tx, rx) = mpsc::channel::<Message>();
-            let (flush_tx, flush_rx) = mpsc::channel::<()>();
+            let flusher = Flusher::new(background);
             std::thread::scope(|threads| {
-                if let Some(interval) = background {
-                    spawn_flusher(threads, traces, interval, flush_rx, tx.clone());
-                }
+                flusher.spawn(threads, traces, tx.clone());
                 loop {
                     while let Ok(Message::Flushed(flushed)) = rx.try_recv() {
                         if let Err(e) = flushed {
@@ -1119,44 +1170,33 @@ impl Engine {
                     let work = runner.launch(idx, events);
                     let result = execute_step(&job, io, work, run_id);
                     runner.absorb(result, events, &mut stop, &mut error);
-                    if background.is_some() {
-                        let _ = flush_tx.send(());
-                    }
+                    flusher.request();
                 }
-                drop(flush_tx);
+                flusher.finish();
             });
             // A flush that failed after the loop is the run's error (the
             // store may refuse everything after it).
             drain_flushes(&rx, &mut error);
         } else {
-            // `jobs - 1` pool workers, and this thread runs steps too when
-            // the workers have enough queued: `jobs` steps at most run at
-            // once, and the coordinator sleeps only when it has nothing to
-            // run, so trivial steps do not pay a thread hand-off each.
-            let workers = jobs - 1;
+            // `jobs` pool workers run the steps; this thread only books
+            // results and hands out ready steps, so a finished step's
+            // successors start without waiting for a step this thread runs.
             let pool = rayon::ThreadPoolBuilder::new()
-                .num_threads(workers)
+                .num_threads(jobs)
                 .thread_name(|i| format!("trove-worker-{i}"))
                 .build()
                 .map_err(|e| PlanError::Internal(format!("cannot start worker threads: {e}")))?;
             // A few steps per worker in flight, so workers never wait for the
             // coordinator and results come back in batches; few enough that
-            // cancellation and fail-fast stop promptly.
-            let max_running = workers.saturating_mul(4);
+            // cancellation and fail-fast stop promptly. Only `jobs` run at
+            // once: the pool has that many threads.
+            let max_running = jobs.saturating_mul(4);
             let (tx, rx) = mpsc::channel::<Message>();
-            let (flush_tx, flush_rx) = mpsc::channel::<()>();
+            let flusher = Flusher::new(background);
             std::thread::scope(|threads| {
-                if let Some(interval) = background {
-                    spawn_flusher(threads, traces, interval, flush_rx, tx.clone());
-                }
+                flusher.spawn(threads, traces, tx.clone());
                 pool.in_place_scope(|scope| {
                     let mut running = 0usize;
-                    // Each finished step asks the flusher (if any) for a flush.
-                    let request_flush = || {
-                        if background.is_some() {
-                            let _ = flush_tx.send(());
-                        }
-                    };
                     loop {
                         if cancelled() {
                             stop = true;
@@ -1172,7 +1212,7 @@ impl Engine {
                                 let work = runner.launch(idx, events);
                                 let result = execute_step(&job, io, work, run_id);
                                 runner.absorb(result, events, &mut stop, &mut error);
-                                request_flush();
+                                flusher.request();
                             }
                             continue;
                         }
@@ -1194,19 +1234,7 @@ impl Engine {
                             let received = receive(message, &mut running, &mut |r| {
                                 runner.absorb(r, events, &mut stop, &mut error);
                             });
-                            settle(received, &request_flush, &mut stop, &mut error);
-                        }
-                        if !stop && running >= max_running {
-                            // The workers are saturated: run a ready step here.
-                            if let Some(Reverse(idx)) = runner.ready.pop() {
-                                if runner.state[idx] == State::Queued {
-                                    let work = runner.launch(idx, events);
-                                    let result = execute_step(&job, io, work, run_id);
-                                    runner.absorb(result, events, &mut stop, &mut error);
-                                    request_flush();
-                                }
-                                continue;
-                            }
+                            settle(received, &flusher, &mut stop, &mut error);
                         }
                         if running == 0 {
                             if stop || runner.ready.is_empty() {
@@ -1229,10 +1257,10 @@ impl Engine {
                         let received = receive(first, &mut running, &mut |r| {
                             runner.absorb(r, events, &mut stop, &mut error);
                         });
-                        settle(received, &request_flush, &mut stop, &mut error);
+                        settle(received, &flusher, &mut stop, &mut error);
                     }
                 });
-                drop(flush_tx);
+                flusher.finish();
             });
             drain_flushes(&rx, &mut error);
         }

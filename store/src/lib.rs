@@ -179,7 +179,7 @@ struct Counters {
 }
 
 /// What a step has stored but not yet traced, and what waits to commit.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Staged {
     /// handle_output → commit_trace, by step.
     pending: HashMap<String, Vec<(OutputVersion, OutputRecord)>>,
@@ -204,8 +204,41 @@ impl Staged {
     }
 
     fn clear_committed(&mut self) {
+        drop(self.take_committable());
+    }
+
+    /// Everything a commit writes, leaving behind the outputs of steps
+    /// still running (`pending`).
+    fn take_committable(&mut self) -> Staged {
         let pending = std::mem::take(&mut self.pending);
-        *self = Staged { pending, ..Staged::default() };
+        std::mem::replace(self, Staged { pending, ..Staged::default() })
+    }
+
+    /// Puts back a batch whose commit failed, under what was staged since
+    /// (newer writes of the same key win; older traces go first).
+    fn merge_older(&mut self, older: Staged) {
+        let newer_traces = std::mem::replace(&mut self.traces, older.traces);
+        self.traces.extend(newer_traces);
+        for (k, v) in older.outputs {
+            self.outputs.entry(k).or_insert(v);
+        }
+        for (k, v) in older.latest {
+            self.latest.entry(k).or_insert(v);
+        }
+        for (k, v) in older.logs {
+            self.logs.entry(k).or_insert(v);
+        }
+        for (k, v) in older.stats {
+            self.stats.entry(k).or_insert(v);
+        }
+        for (k, v) in older.blobs {
+            self.blobs.entry(k).or_insert(v);
+        }
+        self.steps += older.steps;
+        self.since = match (self.since, older.since) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
     }
 }
 
@@ -217,6 +250,13 @@ pub struct Store {
     read_only: bool,
     blobs: BlobStore,
     staged: Mutex<Staged>,
+    /// A batch taken out of `staged` whose commit is under way: lookups
+    /// see it until redb does, and staging goes on meanwhile (a commit
+    /// waits on fsync; holding `staged` through it stalled every step).
+    in_flight: Mutex<Option<Arc<Staged>>>,
+    /// Held through every commit, so batches land in the order staged.
+    /// Taken before `staged` (and `staged` before `in_flight`).
+    commit_lock: Mutex<()>,
     batch_max: AtomicUsize,
     batch_delay_ms: AtomicU64,
     /// The scheduler flushes, at most once per this many ms (see
@@ -356,6 +396,8 @@ impl Store {
             read_only: opts.read_only,
             blobs: BlobStore::new(dir, fs),
             staged: Mutex::new(Staged::default()),
+            in_flight: Mutex::new(None),
+            commit_lock: Mutex::new(()),
             batch_max: AtomicUsize::new(DEFAULT_BATCH_STEPS),
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
             background_flush_ms: AtomicU64::new(u64::MAX),
@@ -717,6 +759,17 @@ impl Store {
         self.staged.lock().map_err(|_| StoreError::Internal("staging lock poisoned".into()))
     }
 
+    /// The batch being committed, if any. Lookups check `staged`, then
+    /// this, then redb: a record moves from one to the next while the lock
+    /// of the one it leaves is held, so it is always in one of them.
+    fn in_flight(&self) -> Option<Arc<Staged>> {
+        self.in_flight.lock().ok().and_then(|slot| slot.clone())
+    }
+
+    fn commit_guard(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
+        self.commit_lock.lock().map_err(|_| StoreError::Internal("commit lock poisoned".into()))
+    }
+
     fn corrupt(&self) {
         self.counters.corrupt_records.fetch_add(1, Ordering::Relaxed);
     }
@@ -725,7 +778,7 @@ impl Store {
     /// on failure everything stays staged for the next attempt.
     fn commit_staged(
         &self,
-        st: &mut Staged,
+        st: &Staged,
         extra: impl FnOnce(&redb::WriteTransaction, &Path) -> Result<(), StoreError>,
     ) -> Result<(), StoreError> {
         let n_traces = st.traces.len() as u64;
@@ -793,20 +846,44 @@ impl Store {
         })?;
         self.counters.batches.fetch_add(1, Ordering::Relaxed);
         self.counters.traces.fetch_add(n_traces, Ordering::Relaxed);
-        st.clear_committed();
         Ok(())
     }
 
-    /// Commits everything staged now.
+    /// Commits everything staged now. Steps go on staging while the commit
+    /// waits on the disk; on failure the batch is staged again.
     pub fn flush_all(&self) -> Result<(), StoreError> {
         if self.read_only {
             return Ok(());
         }
+        let _commit = self.commit_guard()?;
+        let batch = {
+            let mut st = self.staged()?;
+            if st.is_empty() {
+                return Ok(());
+            }
+            let batch = Arc::new(st.take_committable());
+            let mut slot = self
+                .in_flight
+                .lock()
+                .map_err(|_| StoreError::Internal("in-flight lock poisoned".into()))?;
+            *slot = Some(Arc::clone(&batch));
+            batch
+        };
+        let committed = self.commit_staged(&batch, |_, _| Ok(()));
+        drop(batch);
         let mut st = self.staged()?;
-        if st.is_empty() {
-            return Ok(());
+        let mut slot = self
+            .in_flight
+            .lock()
+            .map_err(|_| StoreError::Internal("in-flight lock poisoned".into()))?;
+        let batch = slot.take();
+        if committed.is_err()
+            && let Some(batch) = batch
+        {
+            let batch = Arc::try_unwrap(batch).unwrap_or_else(|shared| (*shared).clone());
+            st.merge_older(batch);
         }
-        self.commit_staged(&mut st, |_, _| Ok(()))
+        committed
     }
 
     // ---- outputs -------------------------------------------------------
@@ -817,6 +894,11 @@ impl Store {
         version: &OutputVersion,
     ) -> Result<Option<OutputRecord>, StoreError> {
         if let Some(rec) = self.staged()?.outputs.get(version) {
+            return Ok(Some(rec.clone()));
+        }
+        if let Some(batch) = self.in_flight()
+            && let Some(rec) = batch.outputs.get(version)
+        {
             return Ok(Some(rec.clone()));
         }
         let Some(bytes) = self.cached_get(OUTPUTS, version.0.0.as_slice())? else {
@@ -865,11 +947,18 @@ impl Store {
         &self,
         versions: &[OutputVersion],
     ) -> Result<Vec<Option<trove_engine::StoredOutput>>, StoreError> {
-        let txn = self.read_txn()?;
+        // Staged, then in flight, then a transaction opened after both
+        // were looked at (see `in_flight`).
         let staged = self.staged()?;
+        let flying = self.in_flight();
+        let txn = self.read_txn()?;
         let mut out = Vec::with_capacity(versions.len());
         for v in versions {
-            let rec = match staged.outputs.get(v) {
+            let rec = match staged
+                .outputs
+                .get(v)
+                .or_else(|| flying.as_ref().and_then(|b| b.outputs.get(v)))
+            {
                 Some(r) => Some(r.clone()),
                 None => self.output_in(&txn, v).unwrap_or(None),
             };
@@ -913,6 +1002,11 @@ impl Store {
     fn stat_entry(&self, rel: &str) -> Option<StatEntry> {
         if let Ok(st) = self.staged()
             && let Some(e) = st.stats.get(rel)
+        {
+            return Some(e.clone());
+        }
+        if let Some(batch) = self.in_flight()
+            && let Some(e) = batch.stats.get(rel)
         {
             return Some(e.clone());
         }
@@ -1119,8 +1213,9 @@ impl Store {
         rec.status = run_state(report.status);
         rec.counts = report.counts;
         rec.duration_ns = report.duration_ns;
+        let _commit = self.commit_guard()?;
         let mut st = self.staged()?;
-        self.commit_staged(&mut st, |txn, path| {
+        self.commit_staged(&st, |txn, path| {
             put_run(txn, path, &rec, report)?;
             let e = db_err(path);
             let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
@@ -1132,7 +1227,9 @@ impl Store {
                 meta.remove(b"current_run".as_slice()).map_err(|x| e(&x))?;
             }
             Ok(())
-        })
+        })?;
+        st.clear_committed();
+        Ok(())
     }
 
     /// Records a whole run at once ([`Store::begin_run`] and
@@ -1225,7 +1322,12 @@ impl Store {
 
     /// The latest captured output of a step (success or failure).
     pub fn step_log(&self, step: &str) -> Result<Option<StepLogRecord>, StoreError> {
-        let staged_log = self.staged()?.logs.get(step).cloned();
+        let mut staged_log = self.staged()?.logs.get(step).cloned();
+        if staged_log.is_none()
+            && let Some(batch) = self.in_flight()
+        {
+            staged_log = batch.logs.get(step).cloned();
+        }
         let log = match staged_log {
             Some(l) => Some(l),
             None => {
@@ -1255,6 +1357,11 @@ impl Store {
         if let Some(rec) = self.staged()?.latest.get(step) {
             return Ok(Some(rec.clone()));
         }
+        if let Some(batch) = self.in_flight()
+            && let Some(rec) = batch.latest.get(step)
+        {
+            return Ok(Some(rec.clone()));
+        }
         let txn = self.cached_read()?;
         let Some(bytes) = get_in(&self.db_path, &txn, LATEST, step.as_bytes())? else {
             return Ok(None);
@@ -1275,16 +1382,18 @@ impl Store {
         Ok(Some(rec))
     }
 
-    fn maybe_commit(&self, st: &mut Staged) -> Result<(), StoreError> {
+    /// Commits the staged batch if it is full or old enough (unless the
+    /// scheduler flushes in the background). Takes the staging guard so the
+    /// commit can take the locks in their order.
+    fn maybe_commit(&self, st: MutexGuard<'_, Staged>) -> Result<(), StoreError> {
         if self.background_flush_ms.load(Ordering::Relaxed) != u64::MAX {
             return Ok(());
         }
         let max = self.batch_max.load(Ordering::Relaxed);
         let delay = Duration::from_millis(self.batch_delay_ms.load(Ordering::Relaxed));
-        if st.steps >= max || st.since.is_some_and(|s| s.elapsed() >= delay) {
-            self.commit_staged(st, |_, _| Ok(()))?;
-        }
-        Ok(())
+        let due = st.steps >= max || st.since.is_some_and(|s| s.elapsed() >= delay);
+        drop(st);
+        if due { self.flush_all() } else { Ok(()) }
     }
 
     /// Garbage collection: see [`GcPolicy`].
@@ -1543,7 +1652,7 @@ impl TraceStore for Store {
         st.traces.push(rec);
         st.steps += 1;
         st.since.get_or_insert_with(Instant::now);
-        self.maybe_commit(&mut st).map_err(to_err)
+        self.maybe_commit(st).map_err(to_err)
     }
 
     fn record_failure(&self, failure: StepFailure, log: StepLog) -> Result<(), TraceError> {
@@ -1562,7 +1671,7 @@ impl TraceStore for Store {
         st.logs.insert(failure.step.to_string(), rec);
         st.steps += 1;
         st.since.get_or_insert_with(Instant::now);
-        self.maybe_commit(&mut st).map_err(to_err)
+        self.maybe_commit(st).map_err(to_err)
     }
 
     fn flush(&self) -> Result<(), TraceError> {
@@ -1647,6 +1756,128 @@ mod tests {
         assert_eq!(unique.len(), ids.len());
         assert!(ids.windows(2).all(|w| w[0] < w[1]), "run ids of one process are increasing");
         assert!(ids.iter().all(|id| id.len() == 20));
+    }
+
+    /// A traced output of step `i`, as the IO manager and the scheduler
+    /// leave it: staged by `handle_output`, then traced.
+    fn trace_step(store: &Store, i: usize) -> OutputVersion {
+        let step = format!("s{i}");
+        let version = OutputVersion(Digest::of_bytes(step.as_bytes()));
+        let data_version = DataVersion::of_bytes(&[i as u8]);
+        let rec = OutputRecord {
+            step: step.clone(),
+            output: "o".into(),
+            op_version: Digest::of_bytes(b"op"),
+            run_id: "r".into(),
+            data_version,
+            size: 1,
+            location: Location::Inline(vec![i as u8]),
+            created_ms: 0,
+        };
+        store.stage_output(&step, version, rec).unwrap();
+        let trace = Trace {
+            step: step.as_str().into(),
+            run_id: "r".into(),
+            op_version: Digest::of_bytes(format!("op{i}").as_bytes()),
+            unversioned: false,
+            components: trove_engine::VersionComponents {
+                scheme: 1,
+                code: trove_engine::CodeComponent {
+                    version: None,
+                    explicit: Some("1".into()),
+                    text: None,
+                    files: vec![],
+                },
+                config: "{}".into(),
+                resources: vec![],
+                env: vec![],
+                inputs: vec![],
+                outputs: vec![],
+            },
+            outputs: vec![trove_engine::TraceOutput {
+                name: "o".into(),
+                version,
+                data_version,
+                size: 1,
+            }],
+            duration_ns: 0,
+        };
+        store.commit_trace(trace, StepLog::default()).unwrap();
+        version
+    }
+
+    /// A batch being committed is out of `staged` and not yet in redb: a
+    /// lookup meanwhile must still find it (a false miss re-runs a step).
+    #[test]
+    fn lookups_find_every_traced_output_while_batches_commit() {
+        const STEPS: usize = 300;
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open_rw(&tmp.path().join(".trove")).unwrap();
+        store.set_background_flush(Some(Duration::ZERO)); // only explicit flushes
+        let traced = AtomicUsize::new(0);
+        let versions: Vec<OutputVersion> = (0..STEPS)
+            .map(|i| OutputVersion(Digest::of_bytes(format!("s{i}").as_bytes())))
+            .collect();
+        std::thread::scope(|threads| {
+            threads.spawn(|| {
+                while traced.load(Ordering::SeqCst) < STEPS {
+                    store.flush_all().unwrap();
+                }
+            });
+            threads.spawn(|| {
+                loop {
+                    let n = traced.load(Ordering::SeqCst);
+                    // The newest steps (in staging or in flight) and a
+                    // spread of older ones (committed).
+                    for i in (n.saturating_sub(8)..n).chain((0..n).step_by(37)) {
+                        let found = store.lookup_output(&versions[i]).unwrap();
+                        assert!(found.is_some(), "output of s{i} missed with {n} traced");
+                        let all = store.lookup_outputs(&versions[i..=i]).unwrap();
+                        assert!(all[0].is_some(), "batch lookup of s{i} missed with {n} traced");
+                        let latest = store.latest_trace_record(&format!("s{i}")).unwrap();
+                        assert!(latest.is_some(), "trace of s{i} missed with {n} traced");
+                    }
+                    if n == STEPS {
+                        break;
+                    }
+                }
+            });
+            for i in 0..STEPS {
+                trace_step(&store, i);
+                traced.store(i + 1, Ordering::SeqCst);
+                if i % 30 == 29 {
+                    // Let a commit land before going on, however the
+                    // threads are scheduled.
+                    let before = store.counters.batches.load(Ordering::SeqCst);
+                    while store.counters.batches.load(Ordering::SeqCst) == before {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        });
+    }
+
+    /// A batch whose commit failed goes back under what was staged since:
+    /// its traces first, and the newer record of a key wins.
+    #[test]
+    fn a_failed_batch_is_staged_again_under_newer_writes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = open_rw(&tmp.path().join(".trove")).unwrap();
+        store.set_background_flush(Some(Duration::ZERO));
+        trace_step(&store, 1);
+        trace_step(&store, 2);
+        let older = store.staged().unwrap().take_committable();
+        trace_step(&store, 2);
+        store.staged().unwrap().latest.get_mut("s2").unwrap().committed_ms = u64::MAX;
+        trace_step(&store, 3);
+        let mut st = store.staged().unwrap();
+        st.merge_older(older);
+        let order: Vec<&str> = st.traces.iter().map(|t| t.trace.step.as_str()).collect();
+        assert_eq!(order, ["s1", "s2", "s2", "s3"]);
+        assert_eq!(st.latest["s2"].committed_ms, u64::MAX, "the newer latest record wins");
+        assert_eq!(st.latest.len(), 3);
+        assert_eq!(st.outputs.len(), 3);
+        assert_eq!(st.steps, 4);
     }
 
     #[test]
