@@ -333,6 +333,69 @@ out = { clean = "build/clean.csv" }
     assert!(ws.exists("build"), "parent directories of outputs are created");
 }
 
+/// A stale output is emptied in place before its command runs (a rewrite
+/// is cheaper than a new file): the command never sees the old bytes, one
+/// that does not write it still fails, writing nothing through `> out`
+/// counts, and a link is replaced, never written through.
+#[test]
+fn a_stale_output_is_emptied_before_its_command_and_must_be_written_again() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[ops.append]
+cmd = "cat {out.o} > seen.txt; echo {config.n} >> {out.o}; if [ {config.n} = 3 ]; then :; fi"
+out = { o = "log.txt" }
+config = { n = 1 }
+
+[ops.empty]
+cmd = ": > {out.o}"
+out = { o = "empty.txt" }
+config = { n = 1 }
+
+[ops.linked]
+cmd = "echo {config.n} > {out.o}"
+out = { o = "linked.txt" }
+config = { n = 1 }
+"#,
+        )
+        .file("target.txt", "precious\n");
+    run_json(&ws, &[]).ok();
+    assert_eq!(ws.read("log.txt"), "1\n");
+    let inode = |name: &str| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata(ws.root().join(name)).unwrap().ino()
+    };
+    let log_inode = inode("log.txt");
+    // Stale files in place of two outputs: a symlink to a file that must
+    // not be written through, and a hard link shared with another file.
+    std::fs::remove_file(ws.root().join("linked.txt")).unwrap();
+    std::os::unix::fs::symlink(ws.root().join("target.txt"), ws.root().join("linked.txt")).unwrap();
+    std::fs::hard_link(ws.root().join("empty.txt"), ws.root().join("other-name.txt")).unwrap();
+    std::fs::write(ws.root().join("other-name.txt"), "shared\n").unwrap();
+    let edited = ws.read("trove.toml").replace("n = 1", "n = 2");
+    ws.write("trove.toml", &edited);
+    let second = run_json(&ws, &[]);
+    second.ok();
+    assert_eq!(second.outcomes(), "append:ran empty:ran linked:ran");
+    assert_eq!(ws.read("seen.txt"), "", "the command saw an emptied output");
+    assert_eq!(ws.read("log.txt"), "2\n", "an appending command starts from nothing");
+    assert_eq!(inode("log.txt"), log_inode, "rewritten in place, not created anew");
+    assert_eq!(ws.read("empty.txt"), "");
+    assert_eq!(ws.read("other-name.txt"), "shared\n", "a hard link is not emptied");
+    assert_eq!(ws.read("target.txt"), "precious\n", "a symlink is not written through");
+    assert_eq!(ws.read("linked.txt"), "2\n");
+    // A command that exits 0 without writing its existing output fails.
+    let lazy =
+        ws.read("trove.toml").replace("echo {config.n} >> {out.o}; ", "").replace("n = 2", "n = 3");
+    ws.write("trove.toml", &lazy);
+    let third = run_json(&ws, &[]);
+    third.code(1);
+    assert_eq!(third.outcomes(), "append:failed empty:ran linked:ran");
+    let failed = &third.json()["steps"][0]["message"];
+    assert!(failed.to_string().contains("declared output log.txt was not written"), "{failed}");
+}
+
 #[test]
 fn commands_see_trove_step_and_run_id() {
     let ws = TestWorkspace::new().file(
