@@ -154,7 +154,18 @@ pub fn load_with(
     pipeline: crate::pipeline::Pipeline,
     store: trove_store::Store,
 ) -> anyhow::Result<Loaded> {
-    let built = crate::pipeline::build(&ws, &pipeline, &|rel| {
+    load_cut(ws, pipeline, store, None)
+}
+
+/// [`load_with`], of only the ops `cut` marks (see
+/// [`crate::pipeline::build_cut`]).
+pub fn load_cut(
+    ws: Workspace,
+    pipeline: crate::pipeline::Pipeline,
+    store: trove_store::Store,
+    cut: Option<&[bool]>,
+) -> anyhow::Result<Loaded> {
+    let built = crate::pipeline::build_cut(&ws, &pipeline, cut, &|rel| {
         store.hash_path(&ws.root, rel).map_err(anyhow::Error::from)
     })?;
     let crate::pipeline::Built { job, sources, env, probes, files } = built;

@@ -9,7 +9,7 @@
 
 pub mod parse;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -334,6 +334,22 @@ pub fn build(
     pipeline: &Pipeline,
     hash: &dyn Fn(&str) -> anyhow::Result<DataVersion>,
 ) -> anyhow::Result<Built> {
+    build_cut(ws, pipeline, None, hash)
+}
+
+/// [`build`], of only the ops `cut` marks (all of them with `None`): an
+/// input wired to an op left out reads that op's output from outside the
+/// job ([`trove_engine::InputFrom::Outside`]), its data version hashed like
+/// a source's. The cut must be closed downstream (every reader of a cut op
+/// is cut too), and the pipeline in early-cutoff mode; its ops then get the
+/// versions the whole job gives them. `files` still lists every file of the
+/// whole pipeline.
+pub fn build_cut(
+    ws: &Workspace,
+    pipeline: &Pipeline,
+    cut: Option<&[bool]>,
+    hash: &dyn Fn(&str) -> anyhow::Result<DataVersion>,
+) -> anyhow::Result<Built> {
     let root = Arc::new(ws.root.clone());
     let mut probes = Vec::new();
     let mut code_files: Vec<String> = Vec::new();
@@ -369,7 +385,15 @@ pub fn build(
     // steps stays linear.
     let mut sources: BTreeMap<String, DataVersion> = BTreeMap::new();
     let mut env_names: Vec<String> = Vec::new();
-    for def in &pipeline.ops {
+    let in_cut = |i: usize| cut.is_none_or(|c| c[i]);
+    let cut_index: HashMap<&str, usize> = match cut {
+        Some(_) => pipeline.ops.iter().enumerate().map(|(i, o)| (o.name.as_str(), i)).collect(),
+        None => HashMap::new(),
+    };
+    for (i, def) in pipeline.ops.iter().enumerate() {
+        if !in_cut(i) {
+            continue;
+        }
         let mut op = Op::new(def.name.clone()).config(def.config.clone());
         match &def.version {
             Some(v) => op = op.code_version(v.clone()),
@@ -408,6 +432,14 @@ pub fn build(
                     }
                     InputFrom::source(input.path.clone())
                 }
+                Wire::Output { op: up, .. }
+                    if cut_index.get(up.as_str()).is_some_and(|&u| !in_cut(u)) =>
+                {
+                    if !sources.contains_key(&input.path) {
+                        sources.insert(input.path.clone(), hash(&input.path)?);
+                    }
+                    InputFrom::outside(input.path.clone())
+                }
                 Wire::Output { op, output } => InputFrom::output(op.clone(), output.clone()),
             };
             op = op.input_at(input.name.clone(), from, input.path.clone());
@@ -434,12 +466,89 @@ pub fn build(
     }
     let job = builder.build().with_context(|| format!("building the job of {}", ws.display))?;
     let env = env_names.into_iter().map(|n| (n.clone(), crate::command::env_var(&n))).collect();
-    let mut files: Vec<String> = sources.keys().cloned().collect();
-    files.extend(code_files);
-    files.extend(pipeline.ops.iter().flat_map(|op| op.outputs.iter().map(|o| o.path.clone())));
-    files.sort_unstable();
-    files.dedup();
+    let files = match cut {
+        None => {
+            let mut files: Vec<String> = sources.keys().cloned().collect();
+            files.extend(code_files);
+            files.extend(
+                pipeline.ops.iter().flat_map(|op| op.outputs.iter().map(|o| o.path.clone())),
+            );
+            files.sort_unstable();
+            files.dedup();
+            files
+        }
+        Some(_) => pipeline.files(),
+    };
     Ok(Built { job, sources, env, probes, files })
+}
+
+impl Pipeline {
+    /// Every file the pipeline reads or writes, workspace-relative and
+    /// sorted: sources, code files (of ops versioned by their text) and
+    /// outputs.
+    pub fn files(&self) -> Vec<String> {
+        let mut files: Vec<String> = Vec::new();
+        for op in &self.ops {
+            files.extend(
+                op.inputs.iter().filter(|i| i.from == Wire::Source).map(|i| i.path.clone()),
+            );
+            if op.version.is_none() {
+                files.extend(op.code.iter().map(|(path, _)| path.clone()));
+            }
+            files.extend(op.outputs.iter().map(|o| o.path.clone()));
+        }
+        files.sort_unstable();
+        files.dedup();
+        files
+    }
+
+    /// The ops a change of `changed` (workspace-relative files) can affect:
+    /// those reading one as a source or a code file, and everything
+    /// downstream of them. `None` when that is not a question of ops alone:
+    /// a changed file is an output (its restore is the full path's work),
+    /// or the job is in lineage mode.
+    pub fn affected_by(&self, changed: &[String]) -> Option<Vec<bool>> {
+        if !self.early_cutoff {
+            return None;
+        }
+        let changed: std::collections::HashSet<&str> = changed.iter().map(String::as_str).collect();
+        let mut affected = vec![false; self.ops.len()];
+        for (i, op) in self.ops.iter().enumerate() {
+            if op.outputs.iter().any(|o| changed.contains(o.path.as_str())) {
+                return None;
+            }
+            let reads = op
+                .inputs
+                .iter()
+                .any(|inp| inp.from == Wire::Source && changed.contains(inp.path.as_str()))
+                || (op.version.is_none()
+                    && op.code.iter().any(|(path, _)| changed.contains(path.as_str())));
+            affected[i] = reads;
+        }
+        // Downstream closure, over readers of each op's outputs.
+        let index: HashMap<&str, usize> =
+            self.ops.iter().enumerate().map(|(i, o)| (o.name.as_str(), i)).collect();
+        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.ops.len()];
+        for (i, op) in self.ops.iter().enumerate() {
+            for input in &op.inputs {
+                if let Wire::Output { op: up, .. } = &input.from
+                    && let Some(&u) = index.get(up.as_str())
+                {
+                    readers[u].push(i);
+                }
+            }
+        }
+        let mut stack: Vec<usize> = (0..self.ops.len()).filter(|&i| affected[i]).collect();
+        while let Some(u) = stack.pop() {
+            for &r in &readers[u] {
+                if !affected[r] {
+                    affected[r] = true;
+                    stack.push(r);
+                }
+            }
+        }
+        Some(affected)
+    }
 }
 
 #[cfg(test)]

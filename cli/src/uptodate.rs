@@ -13,11 +13,22 @@
 //! probes, re-stating the files — and only an exact match lets the run be
 //! reported as all hits. Records only disappear through `gc` and `verify`,
 //! which drop every stamp. `--full-check` skips the shortcut.
+//!
+//! When only source and code files differ ([`Answer::Changed`]), the same
+//! argument covers every step those files do not reach: its inputs,
+//! definition and outputs are the stamped run's, so it is a hit. The run
+//! then builds the job of the reached steps alone
+//! ([`crate::pipeline::Pipeline::affected_by`], `build_cut`), reading their
+//! upstream outputs from outside it (`InputFrom::Outside`, which versions
+//! them exactly as the whole job does under early cutoff), and reports the
+//! rest as hits ([`with_untouched_hits`]). A one-file edit then costs the
+//! stamp check plus the steps it reaches, not a build of the whole job.
 
 use std::path::Path;
 
 use trove_engine::{Digest, RunReport, RunStatus};
-use trove_store::{StampCheck, StampInputs, Store};
+pub use trove_store::StampInputs;
+use trove_store::{StampCheck, Store};
 
 use crate::pipeline::Workspace;
 
@@ -51,14 +62,27 @@ fn key_of(ws: &Workspace) -> Digest {
     Digest(*h.finalize().as_bytes())
 }
 
-/// The job name and its steps in report order, if nothing changed since the
-/// stamped run (`None`: the run takes the full path). The files are checked
-/// even when something else changed: those found unchanged are then not
-/// statted again by the full run.
-pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Option<(String, Vec<String>)>> {
+/// What the stamp says of a plain run.
+#[derive(Debug)]
+pub enum Answer {
+    /// Nothing changed since the stamped run: the job name and its steps in
+    /// report order, every one a hit.
+    UpToDate(String, Vec<String>),
+    /// Only these files changed (sorted); everything else the stamped run
+    /// read — the pipeline text, the environment, the probes — is the same,
+    /// so only the steps these files reach can differ from that run.
+    Changed(Box<StampInputs>, Vec<String>),
+    /// No stamp, or something other than files changed: the full path.
+    Full,
+}
+
+/// Checks the stamp of the workspace. The files are checked even when
+/// something else changed: those found unchanged are then not statted again
+/// by the full run.
+pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Answer> {
     let slot = slot(ws);
     let Some(mut stamp) = store.stamp(&slot)? else {
-        return Ok(None);
+        return Ok(Answer::Full);
     };
     // Probes run commands: only while nothing else has differed.
     let same = stamp.inputs.key == key(ws)
@@ -71,10 +95,38 @@ pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Option<(String, Ve
             if refreshed {
                 store.refresh_stamp(&slot, &stamp)?;
             }
-            Ok(Some((stamp.inputs.job, stamp.inputs.steps)))
+            Ok(Answer::UpToDate(stamp.inputs.job, stamp.inputs.steps))
         }
-        _ => Ok(None),
+        StampCheck::Changed(files) if same => Ok(Answer::Changed(Box::new(stamp.inputs), files)),
+        _ => Ok(Answer::Full),
     }
+}
+
+/// The report of a run of the steps a change reaches (`cut`), completed
+/// with the other steps of the stamped run (`steps`, in its report order)
+/// as hits: their inputs, definitions and outputs are all as that run left
+/// them, which the stamp check just proved.
+pub fn with_untouched_hits(mut cut: RunReport, steps: &[String]) -> RunReport {
+    let mut ran: std::collections::HashMap<String, trove_engine::StepReport> =
+        cut.steps.drain(..).map(|s| (s.step.to_string(), s)).collect();
+    let mut untouched = 0;
+    cut.steps = steps
+        .iter()
+        .map(|step| {
+            ran.remove(step).unwrap_or_else(|| {
+                untouched += 1;
+                trove_engine::StepReport {
+                    step: step.as_str().into(),
+                    outcome: trove_engine::StepOutcome::Hit { restored: Vec::new() },
+                }
+            })
+        })
+        .collect();
+    // Every step of the cut is a step of the stamped run (the pipeline text
+    // is the same); should one not be, it is still reported.
+    cut.steps.extend(ran.into_values());
+    cut.counts.hit += untouched;
+    cut
 }
 
 /// After a run: stamps it if it was a plain run of the whole job that

@@ -95,6 +95,8 @@ pub struct OutputSlot {
 pub enum InputNodeEdge {
     /// A source.
     Source(SourceNode),
+    /// An output from outside the job, supplied like a source.
+    Outside(SourceNode),
     /// An upstream output.
     Output {
         /// The upstream op.
@@ -201,6 +203,14 @@ pub fn op_version(db: &dyn salsa::Database, op: OpNode) -> OpVersion {
         let contribution = match &input.edge {
             InputNodeEdge::Source(source) => match source.data(db) {
                 Some(data) => InputContribution::Source(data),
+                None => {
+                    waiting = true;
+                    continue;
+                }
+            },
+            // Exactly what a wired input contributes under early cutoff.
+            InputNodeEdge::Outside(source) => match source.data(db) {
+                Some(data) => InputContribution::Data(data),
                 None => {
                     waiting = true;
                     continue;

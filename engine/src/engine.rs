@@ -153,6 +153,9 @@ impl Engine {
                 .map(|&(input_idx, edge)| {
                     let spec = &op.inputs()[input_idx];
                     let edge = match edge {
+                        InputEdge::Source(s) if job.is_outside(s) => {
+                            InputNodeEdge::Outside(sources[s])
+                        }
                         InputEdge::Source(s) => InputNodeEdge::Source(sources[s]),
                         InputEdge::Output(up, out) => InputNodeEdge::Output {
                             op: ops[up],
@@ -380,7 +383,7 @@ impl Engine {
                     .find(|op| {
                         op.inputs()
                             .iter()
-                            .any(|i| matches!(&i.from, InputFrom::Source(s) if s == source))
+                            .any(|i| matches!(&i.from, InputFrom::Source(s) | InputFrom::Outside(s) if s == source))
                     })
                     .map(|op| op.name().to_owned())
                     .unwrap_or_default();

@@ -52,6 +52,23 @@ pub enum JobError {
         /// The name.
         name: String,
     },
+    /// A name is read both as a source and as an output from outside the
+    /// job ([`InputFrom::Outside`]).
+    #[error("`{name}` is read both as a source and as an output from outside the job")]
+    SourceAndOutside {
+        /// The name.
+        name: String,
+    },
+    /// A lineage-mode job reads an output from outside the job.
+    #[error(
+        "step `{step}` reads `{name}` from outside the job, which only early cutoff can version (the job is in lineage mode)"
+    )]
+    OutsideInLineage {
+        /// The step.
+        step: String,
+        /// The name it reads.
+        name: String,
+    },
     /// Two ops share a name.
     #[error("duplicate op `{op}`")]
     DuplicateOp {
@@ -245,8 +262,11 @@ pub(crate) struct JobInner {
     pub(crate) resource_deps: Vec<Vec<usize>>,
     /// Per step: indices of required resources, sorted by name.
     pub(crate) step_resources: Vec<Vec<usize>>,
-    /// Source names, sorted.
+    /// Source names, sorted (outputs read from outside the job among them).
     pub(crate) sources: Vec<String>,
+    /// Per source: whether it is an output from outside the job
+    /// ([`InputFrom::Outside`]).
+    pub(crate) outside: Vec<bool>,
     pub(crate) source_index: HashMap<String, usize>,
     pub(crate) strategy: Arc<dyn VersionStrategy>,
 }
@@ -331,6 +351,12 @@ impl Job {
     /// The source names read by the job, sorted.
     pub fn sources(&self) -> &[String] {
         &self.inner.sources
+    }
+
+    /// Whether source `s` (an index into [`Job::sources`]) is an output from
+    /// outside the job ([`InputFrom::Outside`]).
+    pub fn is_outside(&self, s: usize) -> bool {
+        self.inner.outside[s]
     }
     /// The version strategy the job was built with.
     pub fn strategy(&self) -> &dyn VersionStrategy {

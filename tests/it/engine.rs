@@ -933,3 +933,46 @@ fn a_version_change_no_component_shows_is_reported_as_such() {
         Engine::new(Job::builder("j").strategy(Fixed).op(op("a", &[])).build().unwrap());
     assert_eq!(reasons(&world.plan(&mut engine), "a"), [RerunReason::VersionChanged]);
 }
+
+/// The steps downstream of an edit, cut out of the job with their upstream
+/// outputs read from outside (`InputFrom::Outside`), get exactly the versions
+/// the whole job gives them: so their stored outputs are hits, and what the
+/// cut runs is stored where the whole job looks.
+#[test]
+fn a_job_cut_out_of_a_larger_one_versions_its_steps_as_the_whole_job_does() {
+    use trove::TraceStore;
+    let world = World::new();
+    let mut whole = Engine::new(diamond().build().unwrap());
+    world.run_default(&mut whole);
+    let data =
+        |step: &str| world.traces.latest_trace(step).unwrap().unwrap().outputs[0].data_version;
+    let cut_d = || {
+        op("d", &[]).input("b", InputFrom::outside("b.out")).input("c", InputFrom::outside("c.out"))
+    };
+    let mut cut = Engine::new(Job::builder("diamond").op(cut_d()).build().unwrap());
+    cut.set_source("b.out", data("b")).unwrap();
+    cut.set_source("c.out", data("c")).unwrap();
+    assert_eq!(cut.op_version("d").unwrap(), whole.op_version("d").unwrap());
+    assert_eq!(cut.output_versions("d").unwrap(), whole.output_versions("d").unwrap());
+    // As a source (not an output) the same data is another version.
+    let as_sources =
+        op("d", &[]).input("b", InputFrom::source("b.out")).input("c", InputFrom::source("c.out"));
+    let mut sourced = Engine::new(Job::builder("diamond").op(as_sources).build().unwrap());
+    sourced.set_source("b.out", data("b")).unwrap();
+    sourced.set_source("c.out", data("c")).unwrap();
+    assert_ne!(sourced.op_version("d").unwrap(), whole.op_version("d").unwrap());
+    // Other upstream bytes, another version.
+    cut.set_source("b.out", DataVersion::of_bytes(b"other")).unwrap();
+    assert_ne!(cut.op_version("d").unwrap(), whole.op_version("d").unwrap());
+
+    // Lineage mode cannot version such an input; one name cannot be both.
+    let lineage = Job::builder("diamond").mode(trove::VersionMode::Lineage).op(cut_d()).build();
+    let err = lineage.unwrap_err().to_string();
+    assert!(err.contains("step `d` reads `b.out` from outside the job"), "{err}");
+    let both = Job::builder("j")
+        .op(op("d", &[]).input("b", InputFrom::outside("x")))
+        .op(op("e", &[]).input("b", InputFrom::source("x")))
+        .build();
+    let err = both.unwrap_err().to_string();
+    assert_eq!(err, "`x` is read both as a source and as an output from outside the job");
+}

@@ -1,9 +1,10 @@
 //! The up-to-date stamp of `trove run` (`cli/src/uptodate.rs`): a no-op
-//! run is answered from file stats, and every kind of change the full path
-//! would see — a source, a code file, the pipeline text, a declared
-//! variable, a `version_cmd`, a deleted or edited output, records removed by
-//! `gc` — makes the run take the full path and do exactly what a
-//! `--full-check` run does.
+//! run is answered from file stats; an edit of sources or code files builds
+//! only the steps it reaches; and every other kind of change the full path
+//! would see — the pipeline text, a declared variable, a `version_cmd`, a
+//! deleted or edited output, records removed by `gc` — makes the run take
+//! the full path. Either way the run does exactly what a `--full-check` run
+//! does.
 
 use crate::support::{Outcome, TestWorkspace};
 
@@ -187,4 +188,150 @@ fn partial_forced_and_failed_runs_are_never_stamped() {
     let fixed = run(&ws, "hi", &[]);
     assert!(!stamped(&fixed));
     assert_eq!(fixed.outcomes(), "compile:memoized link:memoized greet:memoized");
+}
+
+/// When only source or code files changed since the stamped run, the job is
+/// built of the steps they reach alone (their upstream outputs read from
+/// outside it): they get the versions the whole job would give them, the
+/// rest is reported memoized, and a `--full-check` run afterwards agrees.
+#[test]
+fn an_edit_builds_only_the_steps_it_reaches_and_the_full_check_agrees() {
+    let ws = workspace();
+    run(&ws, "hi", &[]);
+    settle(&ws, "hi");
+    ws.write("src/lib.txt", "LIB 2\n");
+    let out = run(&ws, "hi", &[]);
+    assert_eq!(out.outcomes(), "compile:memoized link:ran greet:memoized");
+    assert_eq!(out.json()["counts"]["memoized"], 2, "{}", out.stdout);
+    assert_eq!(ws.read("build/app"), "MAIN\nLIB 2\n");
+    let full = run(&ws, "hi", &["--full-check"]);
+    assert_eq!(full.outcomes(), "compile:memoized link:memoized greet:memoized");
+    // The run after it is answered by the stamp again.
+    let again = run(&ws, "hi", &[]);
+    assert_eq!(again.outcomes(), "compile:memoized link:memoized greet:memoized");
+    // A code file: its op and what reads it.
+    ws.write("build.sh", "tr a-z A-Z < \"$1\" | rev\n");
+    let out = run(&ws, "hi", &[]);
+    assert_eq!(out.outcomes(), "compile:ran link:ran greet:memoized");
+    assert_eq!(ws.read("build/app"), "NIAM\nLIB 2\n");
+    let full = run(&ws, "hi", &["--full-check"]);
+    assert_eq!(full.outcomes(), "compile:memoized link:memoized greet:memoized");
+    // Back to a content built before: a hit, restored, nothing runs.
+    ws.write("src/lib.txt", "lib\n");
+    ws.write("build.sh", "tr a-z A-Z < \"$1\"\n");
+    let out = run(&ws, "hi", &[]);
+    assert_eq!(out.outcomes(), "compile:memoized link:memoized greet:memoized");
+    assert_eq!(ws.read("build/app"), "MAIN\nlib\n");
+}
+
+/// Random pipelines and random edits of their sources and code files: after
+/// every edit the outputs are what the commands make of the current files,
+/// and a `--full-check` run finds nothing to do — the steps an edit reached
+/// were versioned exactly as the whole job versions them.
+#[test]
+fn random_edits_built_as_cuts_match_the_whole_job() {
+    for seed in 1..=3u64 {
+        let mut rng = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        let mut next = move |n: u64| {
+            rng ^= rng << 13;
+            rng ^= rng >> 7;
+            rng ^= rng << 17;
+            rng % n
+        };
+        const OPS: usize = 7;
+        let mut toml = String::from("[job]\nname = \"random\"\n");
+        // Per op: the sources and upstream ops it reads, and its code file.
+        let mut reads: Vec<(Vec<usize>, Vec<usize>, Option<usize>)> = Vec::new();
+        for i in 0..OPS {
+            let sources: Vec<usize> = (0..3).filter(|_| next(3) == 0).collect();
+            let ups: Vec<usize> = (0..i).filter(|_| next(3) == 0).collect();
+            let code = (next(2) == 0).then(|| next(2) as usize);
+            let mut ins = Vec::new();
+            for s in &sources {
+                ins.push(format!("s{s} = \"src/{s}.txt\""));
+            }
+            for u in &ups {
+                ins.push(format!("u{u} = \"out/{u}.txt\""));
+            }
+            let cat: Vec<String> = sources
+                .iter()
+                .map(|s| format!("{{in.s{s}}}"))
+                .chain(ups.iter().map(|u| format!("{{in.u{u}}}")))
+                .collect();
+            let tool = code.map_or("cat".to_owned(), |c| format!("sh tool{c}.sh"));
+            toml.push_str(&format!(
+                "\n[ops.op{i}]\ncmd = \"(echo op{i}; cat {} /dev/null) | {tool} > {{out.o}}\"\nin = {{ {} }}\nout = {{ o = \"out/{i}.txt\" }}\n",
+                cat.join(" "),
+                ins.join(", ")
+            ));
+            if let Some(c) = code {
+                toml.push_str(&format!("code = [\"tool{c}.sh\"]\n"));
+            }
+            reads.push((sources, ups, code));
+        }
+        let mut ws = TestWorkspace::new().file("trove.toml", &toml);
+        let mut files: Vec<(String, String)> = Vec::new();
+        for s in 0..3 {
+            files.push((format!("src/{s}.txt"), format!("source {s}\n")));
+        }
+        for c in 0..2 {
+            files.push((format!("tool{c}.sh"), "cat\n".to_owned()));
+        }
+        for (path, text) in &files {
+            ws = ws.file(path, text);
+        }
+        // What the commands make of the current files.
+        let expected = |files: &[(String, String)]| -> Vec<String> {
+            let get = |p: &str| files.iter().find(|(f, _)| f == p).map(|(_, t)| t.clone()).unwrap();
+            let mut outs: Vec<String> = Vec::new();
+            for (i, (sources, ups, code)) in reads.iter().enumerate() {
+                let mut text = format!("op{i}\n");
+                for s in sources {
+                    text.push_str(&get(&format!("src/{s}.txt")));
+                }
+                for &u in ups {
+                    text.push_str(&outs[u]);
+                }
+                if let Some(c) = code {
+                    // tool scripts are `cat`, optionally followed by `tr`.
+                    if get(&format!("tool{c}.sh")).contains("tr") {
+                        text = text.to_uppercase();
+                    }
+                }
+                outs.push(text);
+            }
+            outs
+        };
+        run(&ws, "hi", &[]);
+        run(&ws, "hi", &[]);
+        for round in 0..8 {
+            // Edit one or two files: new bytes, or back to an older text.
+            for _ in 0..=next(2) {
+                let f = next(files.len() as u64) as usize;
+                let text = if files[f].0.starts_with("tool") {
+                    if next(2) == 0 { "cat\n" } else { "cat | tr a-z A-Z\n" }.to_owned()
+                } else {
+                    format!("source {} v{}\n", files[f].0, next(3))
+                };
+                files[f].1 = text;
+                ws.write(&files[f].0, &files[f].1);
+            }
+            let out = run(&ws, "hi", &[]);
+            let want = expected(&files);
+            for (i, text) in want.iter().enumerate() {
+                assert_eq!(
+                    ws.read(&format!("out/{i}.txt")),
+                    *text,
+                    "seed {seed} round {round} op{i}\n{toml}"
+                );
+            }
+            let full = run(&ws, "hi", &["--full-check"]);
+            assert!(
+                !full.outcomes().contains(":ran"),
+                "seed {seed} round {round}: the full check re-ran {}\nafter {}\n{toml}",
+                full.outcomes(),
+                out.outcomes()
+            );
+        }
+    }
 }

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use trove_engine::{RunOptions, RunStatus, Selection};
 
 use crate::args::RunArgs;
-use crate::commands::{Ctx, check_steps, load_with};
+use crate::commands::{Ctx, check_steps, load_cut, load_with};
 use crate::render::{self, human, json, progress};
 use crate::uptodate;
 
@@ -30,16 +30,31 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plain = memoize && args.steps.is_empty() && args.force.is_empty();
     let ws = ctx.workspace()?;
     let dir = ctx.store_dir(&ws);
+    // The stamped run this one completes, when only a few files changed
+    // since it: only the steps they reach are built into the job.
+    let mut stamped: Option<Box<uptodate::StampInputs>> = None;
     let mut loaded = if uptodate::store_exists(&dir) {
         let store = ctx.open_store(&dir, false)?;
-        if plain
-            && !args.full_check
-            && let Some((job, steps)) = uptodate::check(&ws, &store)?
-        {
-            return up_to_date(&args, ctx, &store, (job, steps), tags, (started, started_at_ms));
+        let mut changed = Vec::new();
+        if plain && !args.full_check {
+            match uptodate::check(&ws, &store)? {
+                uptodate::Answer::UpToDate(job, steps) => {
+                    let times = (started, started_at_ms);
+                    return up_to_date(&args, ctx, &store, (job, steps), tags, times);
+                }
+                uptodate::Answer::Changed(inputs, files) => {
+                    stamped = Some(inputs);
+                    changed = files;
+                }
+                uptodate::Answer::Full => {}
+            }
         }
         let pipeline = ws.parse_cached(&store)?;
-        load_with(ws, pipeline, store)?
+        let cut = stamped.as_ref().and_then(|_| pipeline.affected_by(&changed));
+        if cut.is_none() {
+            stamped = None;
+        }
+        load_cut(ws, pipeline, store, cut.as_deref())?
     } else {
         // No store yet: a pipeline error is reported before one is made.
         let pipeline = ws.parse()?;
@@ -88,7 +103,14 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let io = loaded.store.io_manager(&loaded.ws.root);
     let result = loaded.engine.run(&io, &loaded.store, &opts, &mut |e| progress.event(e));
     progress.finish();
-    let report = result.context("running the job")?;
+    let mut report = result.context("running the job")?;
+    if let Some(inputs) = &stamped {
+        // The steps the change does not reach are the stamped run's hits;
+        // the stamp's environment and probes are still what it read.
+        report = uptodate::with_untouched_hits(report, &inputs.steps);
+        loaded.stamp.env.clone_from(&inputs.env);
+        loaded.stamp.probes.clone_from(&inputs.probes);
+    }
     loaded.store.finish_run(&report).context("recording the end of the run")?;
     uptodate::stamp_after(&loaded.ws, &loaded.store, &job, &loaded.stamp, &report, plain)
         .context("recording the up-to-date stamp")?;

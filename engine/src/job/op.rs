@@ -24,6 +24,15 @@ pub enum InputFrom {
         /// Its output name.
         output: String,
     },
+    /// The output of a step outside this job, named like a source (by its
+    /// path) and with its data version supplied like a source's. It
+    /// contributes to the version as a wired input does under early cutoff
+    /// (the upstream output's data version), so a job cut out of a larger
+    /// one — the steps downstream of an edit, with their upstream outputs
+    /// read from outside — versions its steps exactly as the whole job
+    /// would. Early cutoff only: under lineage an input contributes its
+    /// upstream's version, which only the whole job knows.
+    Outside(String),
 }
 
 impl InputFrom {
@@ -35,6 +44,12 @@ impl InputFrom {
     /// An input wired to `step`'s output `output`.
     pub fn output(step: impl Into<String>, output: impl Into<String>) -> InputFrom {
         InputFrom::Output { step: step.into(), output: output.into() }
+    }
+
+    /// An input read from the output of a step outside this job, named
+    /// `name` (see [`InputFrom::Outside`]).
+    pub fn outside(name: impl Into<String>) -> InputFrom {
+        InputFrom::Outside(name.into())
     }
 }
 

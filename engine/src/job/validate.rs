@@ -90,8 +90,9 @@ fn dedup_sorted(mut v: Vec<usize>) -> Vec<usize> {
 
 /// Where an input reads, as traces and reasons name it: `source NAME` or
 /// `STEP.OUTPUT`.
-fn input_origin(steps: &[Op], sources: &[String], edge: InputEdge) -> Name {
+fn input_origin(steps: &[Op], sources: &[String], outside: &[bool], edge: InputEdge) -> Name {
     match edge {
+        InputEdge::Source(s) if outside[s] => Name::from(format!("output {}", sources[s])),
         InputEdge::Source(s) => Name::from(format!("source {}", sources[s])),
         InputEdge::Output(up, out) => {
             Name::from(format!("{}.{}", steps[up].name, steps[up].outputs[out].name))
@@ -165,6 +166,7 @@ pub(super) fn build(
         }
     }
     let mut sources: BTreeSet<String> = BTreeSet::new();
+    let mut outside: BTreeSet<String> = BTreeSet::new();
     let mut preds: Vec<Vec<usize>> = Vec::with_capacity(ops.len());
     for op in &ops {
         let mut seen = BTreeSet::new();
@@ -201,6 +203,15 @@ pub(super) fn build(
                 InputFrom::Source(source) => {
                     sources.insert(source.clone());
                 }
+                InputFrom::Outside(name) => {
+                    if mode == VersionMode::Lineage {
+                        return Err(JobError::OutsideInLineage {
+                            step: op.name.to_string(),
+                            name: name.clone(),
+                        });
+                    }
+                    outside.insert(name.clone());
+                }
                 InputFrom::Output { step, output } => {
                     let &up = op_decl.get(step.as_str()).ok_or_else(|| JobError::UnknownStep {
                         step: op.name.to_string(),
@@ -236,7 +247,11 @@ pub(super) fn build(
         }
     };
 
-    let sources: Vec<String> = sources.into_iter().collect();
+    if let Some(name) = sources.intersection(&outside).next() {
+        return Err(JobError::SourceAndOutside { name: name.clone() });
+    }
+    let sources: Vec<String> = sources.union(&outside).cloned().collect();
+    let outside: Vec<bool> = sources.iter().map(|s| outside.contains(s)).collect();
     let source_index: HashMap<String, usize> =
         sources.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
 
@@ -254,7 +269,9 @@ pub(super) fn build(
         let mut ups = Vec::new();
         for (input_idx, input) in op.inputs.iter().enumerate() {
             let edge = match &input.from {
-                InputFrom::Source(source) => InputEdge::Source(source_index[source.as_str()]),
+                InputFrom::Source(source) | InputFrom::Outside(source) => {
+                    InputEdge::Source(source_index[source.as_str()])
+                }
                 InputFrom::Output { step, output } => {
                     let up = step_index.get(step).ok_or_else(|| JobError::UnknownStep {
                         step: op.name.to_string(),
@@ -269,8 +286,12 @@ pub(super) fn build(
             op_edges.push((input_idx, edge));
         }
         op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
-        origins
-            .push(op_edges.iter().map(|&(_, edge)| input_origin(&steps, &sources, edge)).collect());
+        origins.push(
+            op_edges
+                .iter()
+                .map(|&(_, edge)| input_origin(&steps, &sources, &outside, edge))
+                .collect(),
+        );
         let ups = dedup_sorted(ups);
         for &u in &ups {
             downstream[u].push(idx);
@@ -297,6 +318,7 @@ pub(super) fn build(
         resource_deps,
         step_resources,
         sources,
+        outside,
         source_index,
         strategy,
     })
