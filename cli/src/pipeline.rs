@@ -432,13 +432,13 @@ pub fn build_cut(
                     }
                     InputFrom::source(input.path.clone())
                 }
-                Wire::Output { op: up, .. }
+                Wire::Output { op: up, output }
                     if cut_index.get(up.as_str()).is_some_and(|&u| !in_cut(u)) =>
                 {
                     if !sources.contains_key(&input.path) {
                         sources.insert(input.path.clone(), hash(&input.path)?);
                     }
-                    InputFrom::outside(input.path.clone())
+                    InputFrom::outside(input.path.clone(), up.clone(), output.clone())
                 }
                 Wire::Output { op, output } => InputFrom::output(op.clone(), output.clone()),
             };

@@ -383,7 +383,7 @@ impl Engine {
                     .find(|op| {
                         op.inputs()
                             .iter()
-                            .any(|i| matches!(&i.from, InputFrom::Source(s) | InputFrom::Outside(s) if s == source))
+                            .any(|i| matches!(&i.from, InputFrom::Source(s) | InputFrom::Outside { name: s, .. } if s == source))
                     })
                     .map(|op| op.name().to_owned())
                     .unwrap_or_default();

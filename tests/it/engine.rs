@@ -947,7 +947,9 @@ fn a_job_cut_out_of_a_larger_one_versions_its_steps_as_the_whole_job_does() {
     let data =
         |step: &str| world.traces.latest_trace(step).unwrap().unwrap().outputs[0].data_version;
     let cut_d = || {
-        op("d", &[]).input("b", InputFrom::outside("b.out")).input("c", InputFrom::outside("c.out"))
+        op("d", &[])
+            .input("b", InputFrom::outside("b.out", "b", "out"))
+            .input("c", InputFrom::outside("c.out", "c", "out"))
     };
     let mut cut = Engine::new(Job::builder("diamond").op(cut_d()).build().unwrap());
     cut.set_source("b.out", data("b")).unwrap();
@@ -970,7 +972,7 @@ fn a_job_cut_out_of_a_larger_one_versions_its_steps_as_the_whole_job_does() {
     let err = lineage.unwrap_err().to_string();
     assert!(err.contains("step `d` reads `b.out` from outside the job"), "{err}");
     let both = Job::builder("j")
-        .op(op("d", &[]).input("b", InputFrom::outside("x")))
+        .op(op("d", &[]).input("b", InputFrom::outside("x", "b", "out")))
         .op(op("e", &[]).input("b", InputFrom::source("x")))
         .build();
     let err = both.unwrap_err().to_string();

@@ -323,7 +323,7 @@ fn compute(
         let mut inputs: Vec<(String, Vec<u8>)> = Vec::new();
         for input in op.inputs() {
             let bytes = match &input.from {
-                InputFrom::Source(name) | InputFrom::Outside(name) => workspace
+                InputFrom::Source(name) | InputFrom::Outside { name, .. } => workspace
                     .lock()
                     .unwrap()
                     .get(name)

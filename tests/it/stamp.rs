@@ -214,6 +214,10 @@ fn an_edit_builds_only_the_steps_it_reaches_and_the_full_check_agrees() {
     let out = run(&ws, "hi", &[]);
     assert_eq!(out.outcomes(), "compile:ran link:ran greet:memoized");
     assert_eq!(ws.read("build/app"), "NIAM\nLIB 2\n");
+    // Traces of a cut name their inputs as the whole job does: `link` read
+    // `compile.obj` from outside the last cut and from inside this one.
+    let reasons = out.json()["steps"][1]["reasons"].to_string();
+    assert!(reasons.contains("obj") && !reasons.contains("now reads"), "{reasons}");
     let full = run(&ws, "hi", &["--full-check"]);
     assert_eq!(full.outcomes(), "compile:memoized link:memoized greet:memoized");
     // Back to a content built before: a hit, restored, nothing runs.

@@ -32,7 +32,14 @@ pub enum InputFrom {
     /// read from outside — versions its steps exactly as the whole job
     /// would. Early cutoff only: under lineage an input contributes its
     /// upstream's version, which only the whole job knows.
-    Outside(String),
+    Outside {
+        /// The name its data version is supplied under (like a source's).
+        name: String,
+        /// The step outside the job that writes it.
+        step: String,
+        /// That step's output name.
+        output: String,
+    },
 }
 
 impl InputFrom {
@@ -46,10 +53,15 @@ impl InputFrom {
         InputFrom::Output { step: step.into(), output: output.into() }
     }
 
-    /// An input read from the output of a step outside this job, named
-    /// `name` (see [`InputFrom::Outside`]).
-    pub fn outside(name: impl Into<String>) -> InputFrom {
-        InputFrom::Outside(name.into())
+    /// An input read from output `output` of `step`, a step outside this
+    /// job, its data version supplied under `name` (see
+    /// [`InputFrom::Outside`]).
+    pub fn outside(
+        name: impl Into<String>,
+        step: impl Into<String>,
+        output: impl Into<String>,
+    ) -> InputFrom {
+        InputFrom::Outside { name: name.into(), step: step.into(), output: output.into() }
     }
 }
 

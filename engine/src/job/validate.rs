@@ -89,10 +89,13 @@ fn dedup_sorted(mut v: Vec<usize>) -> Vec<usize> {
 }
 
 /// Where an input reads, as traces and reasons name it: `source NAME` or
-/// `STEP.OUTPUT`.
-fn input_origin(steps: &[Op], sources: &[String], outside: &[bool], edge: InputEdge) -> Name {
+/// `STEP.OUTPUT` (for a step outside the job too, as the whole job names
+/// it).
+fn input_origin(steps: &[Op], sources: &[String], op: &Op, input: usize, edge: InputEdge) -> Name {
+    if let InputFrom::Outside { step, output, .. } = &op.inputs[input].from {
+        return Name::from(format!("{step}.{output}"));
+    }
     match edge {
-        InputEdge::Source(s) if outside[s] => Name::from(format!("output {}", sources[s])),
         InputEdge::Source(s) => Name::from(format!("source {}", sources[s])),
         InputEdge::Output(up, out) => {
             Name::from(format!("{}.{}", steps[up].name, steps[up].outputs[out].name))
@@ -203,7 +206,7 @@ pub(super) fn build(
                 InputFrom::Source(source) => {
                     sources.insert(source.clone());
                 }
-                InputFrom::Outside(name) => {
+                InputFrom::Outside { name, .. } => {
                     if mode == VersionMode::Lineage {
                         return Err(JobError::OutsideInLineage {
                             step: op.name.to_string(),
@@ -269,7 +272,7 @@ pub(super) fn build(
         let mut ups = Vec::new();
         for (input_idx, input) in op.inputs.iter().enumerate() {
             let edge = match &input.from {
-                InputFrom::Source(source) | InputFrom::Outside(source) => {
+                InputFrom::Source(source) | InputFrom::Outside { name: source, .. } => {
                     InputEdge::Source(source_index[source.as_str()])
                 }
                 InputFrom::Output { step, output } => {
@@ -287,10 +290,7 @@ pub(super) fn build(
         }
         op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
         origins.push(
-            op_edges
-                .iter()
-                .map(|&(_, edge)| input_origin(&steps, &sources, &outside, edge))
-                .collect(),
+            op_edges.iter().map(|&(i, edge)| input_origin(&steps, &sources, op, i, edge)).collect(),
         );
         let ups = dedup_sorted(ups);
         for &u in &ups {
