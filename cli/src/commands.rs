@@ -163,7 +163,7 @@ pub fn load_cut(
     ws: Workspace,
     pipeline: crate::pipeline::Pipeline,
     store: trove_store::Store,
-    cut: Option<&[bool]>,
+    cut: Option<&crate::pipeline::Cut<'_>>,
 ) -> anyhow::Result<Loaded> {
     let built = crate::pipeline::build_cut(&ws, &pipeline, cut, &|rel| {
         store.hash_path(&ws.root, rel).map_err(anyhow::Error::from)

@@ -326,6 +326,17 @@ pub struct Built {
     pub files: Vec<String>,
 }
 
+/// What a cut build ([`build_cut`]) takes from the stamped run it
+/// completes.
+#[derive(Debug)]
+pub struct Cut<'a> {
+    /// The ops to build, closed downstream ([`Pipeline::affected_by`]).
+    pub ops: &'a [bool],
+    /// `version_cmd`s and what they printed, as the stamp check re-ran and
+    /// compared them moments ago: not run a second time.
+    pub probes: &'a [(String, String)],
+}
+
 /// Builds the job: runs `version_cmd`s, hashes code files and sources with
 /// `hash` (workspace-relative path → data version), and makes each op run its
 /// command.
@@ -347,9 +358,10 @@ pub fn build(
 pub fn build_cut(
     ws: &Workspace,
     pipeline: &Pipeline,
-    cut: Option<&[bool]>,
+    cut: Option<&Cut<'_>>,
     hash: &dyn Fn(&str) -> anyhow::Result<DataVersion>,
 ) -> anyhow::Result<Built> {
+    let known = cut.map_or(&[][..], |c| c.probes);
     let root = Arc::new(ws.root.clone());
     let mut probes = Vec::new();
     let mut code_files: Vec<String> = Vec::new();
@@ -363,6 +375,15 @@ pub fn build_cut(
         r = match &res.version {
             VersionSource::None => r.source_text(""),
             VersionSource::Fixed(v) => r.code_version(v.clone()),
+            VersionSource::Command(cmd, _) if known.iter().any(|(c, _)| c == cmd) => {
+                let version = known
+                    .iter()
+                    .find(|(c, _)| c == cmd)
+                    .map(|(_, v)| v.clone())
+                    .unwrap_or_default();
+                probes.push((cmd.clone(), version.clone()));
+                r.code_version(version)
+            }
             VersionSource::Command(cmd, span) => {
                 let version = crate::command::version_of(&ws.root, cmd).map_err(|e| {
                     let mut d = Diagnostic::new(
@@ -385,7 +406,7 @@ pub fn build_cut(
     // steps stays linear.
     let mut sources: BTreeMap<String, DataVersion> = BTreeMap::new();
     let mut env_names: Vec<String> = Vec::new();
-    let in_cut = |i: usize| cut.is_none_or(|c| c[i]);
+    let in_cut = |i: usize| cut.is_none_or(|c| c.ops[i]);
     let cut_index: HashMap<&str, usize> = match cut {
         Some(_) => pipeline.ops.iter().enumerate().map(|(i, o)| (o.name.as_str(), i)).collect(),
         None => HashMap::new(),

@@ -339,3 +339,44 @@ fn random_edits_built_as_cuts_match_the_whole_job() {
         }
     }
 }
+
+/// A cut takes the resources' `version_cmd` outputs the stamp check just
+/// re-ran and compared: each probe runs once per run, not twice.
+#[test]
+fn a_cut_runs_each_version_cmd_once() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[resources.tool]
+version_cmd = "echo probed >> probes.log; echo tool 1"
+
+[ops.a]
+cmd = "cat {in.src} > {out.o}"
+in = { src = "src.txt" }
+out = { o = "a.txt" }
+resources = ["tool"]
+
+[ops.b]
+cmd = "cat {in.a} {in.other} > {out.o}"
+in = { a = "a.txt", other = "other.txt" }
+out = { o = "b.txt" }
+"#,
+        )
+        .file("src.txt", "1\n")
+        .file("other.txt", "x\n");
+    let probes = || ws.read("probes.log").lines().count();
+    run(&ws, "hi", &[]);
+    run(&ws, "hi", &[]);
+    let before = probes();
+    ws.write("other.txt", "y\n");
+    let out = run(&ws, "hi", &[]);
+    assert_eq!(out.outcomes(), "a:memoized b:ran");
+    assert_eq!(probes(), before + 1, "the stamp check's run only");
+    ws.write("src.txt", "2\n");
+    let out = run(&ws, "hi", &[]);
+    assert_eq!(out.outcomes(), "a:ran b:ran");
+    assert_eq!(ws.read("b.txt"), "2\ny\n");
+    let full = run(&ws, "hi", &["--full-check"]);
+    assert_eq!(full.outcomes(), "a:memoized b:memoized");
+}

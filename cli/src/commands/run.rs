@@ -50,11 +50,15 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             }
         }
         let pipeline = ws.parse_cached(&store)?;
-        let cut = stamped.as_ref().and_then(|_| pipeline.affected_by(&changed));
-        if cut.is_none() {
+        let ops = stamped.as_ref().and_then(|_| pipeline.affected_by(&changed));
+        if ops.is_none() {
             stamped = None;
         }
-        load_cut(ws, pipeline, store, cut.as_deref())?
+        let cut = ops
+            .as_deref()
+            .zip(stamped.as_deref())
+            .map(|(ops, inputs)| crate::pipeline::Cut { ops, probes: &inputs.probes });
+        load_cut(ws, pipeline, store, cut.as_ref())?
     } else {
         // No store yet: a pipeline error is reported before one is made.
         let pipeline = ws.parse()?;
