@@ -7,9 +7,12 @@
 //! store's stat cache) and turning each op into an engine [`Op`] whose
 //! computation runs its command through [`crate::command`].
 
+mod cache;
 pub mod parse;
 
-use std::collections::{BTreeMap, HashMap};
+pub use cache::Reached;
+
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -276,18 +279,42 @@ impl Workspace {
         let slot = format!("pipeline:{}", self.file.display());
         let key = crate::uptodate::key(self);
         if let Ok(Some(bytes)) = store.cached(&slot, &key)
-            && let Ok(pipeline) = postcard::from_bytes::<Pipeline>(&bytes)
+            && let Some(pipeline) = cache::decode(&bytes)
         {
             return Ok(pipeline);
         }
         let pipeline = self.parse()?;
         if !store.is_read_only()
-            && let Ok(bytes) = postcard::to_allocvec(&pipeline)
+            && let Some(bytes) = cache::encode(&pipeline)
         {
             // A cache that cannot be written only costs the next run a parse.
             let _ = store.put_cached(&slot, &key, &bytes);
         }
         Ok(pipeline)
+    }
+
+    /// The ops an edit of `changed` reaches, decoded alone from the parse
+    /// cache (see [`Reached`]); `None` if the cache does not hold this text's
+    /// pipeline or the edit is not one of sources and code files only.
+    pub fn reached_cached(
+        &self,
+        store: &trove_store::Store,
+        changed: &[String],
+    ) -> Option<Reached> {
+        let slot = format!("pipeline:{}", self.file.display());
+        let bytes = match store.cached(&slot, &crate::uptodate::key(self)) {
+            Ok(Some(bytes)) => bytes,
+            // Not cached yet (the runs since the text changed were answered
+            // by the stamp): parse and cache it now.
+            _ => {
+                let bytes = cache::encode(&self.parse().ok()?)?;
+                if !store.is_read_only() {
+                    let _ = store.put_cached(&slot, &crate::uptodate::key(self), &bytes);
+                }
+                bytes
+            }
+        };
+        cache::reached(&bytes, changed)
     }
 
     /// Parses the file; diagnostics become a [`PipelineError`].
@@ -330,8 +357,6 @@ pub struct Built {
 /// completes.
 #[derive(Debug)]
 pub struct Cut<'a> {
-    /// The ops to build, closed downstream ([`Pipeline::affected_by`]).
-    pub ops: &'a [bool],
     /// `version_cmd`s and what they printed, as the stamp check re-ran and
     /// compared them moments ago: not run a second time.
     pub probes: &'a [(String, String)],
@@ -348,13 +373,12 @@ pub fn build(
     build_cut(ws, pipeline, None, hash)
 }
 
-/// [`build`], of only the ops `cut` marks (all of them with `None`): an
-/// input wired to an op left out reads that op's output from outside the
+/// [`build`], of a pipeline cut out of a larger one ([`Reached`]): an input
+/// wired to an op not in `pipeline` reads that op's output from outside the
 /// job ([`trove_engine::InputFrom::Outside`]), its data version hashed like
 /// a source's. The cut must be closed downstream (every reader of a cut op
 /// is cut too), and the pipeline in early-cutoff mode; its ops then get the
-/// versions the whole job gives them. `files` still lists every file of the
-/// whole pipeline.
+/// versions the whole job gives them. `files` lists the cut's files only.
 pub fn build_cut(
     ws: &Workspace,
     pipeline: &Pipeline,
@@ -362,6 +386,10 @@ pub fn build_cut(
     hash: &dyn Fn(&str) -> anyhow::Result<DataVersion>,
 ) -> anyhow::Result<Built> {
     let known = cut.map_or(&[][..], |c| c.probes);
+    let in_pipeline: std::collections::HashSet<&str> = match cut {
+        Some(_) => pipeline.ops.iter().map(|o| o.name.as_str()).collect(),
+        None => std::collections::HashSet::new(),
+    };
     let root = Arc::new(ws.root.clone());
     let mut probes = Vec::new();
     let mut code_files: Vec<String> = Vec::new();
@@ -406,15 +434,7 @@ pub fn build_cut(
     // steps stays linear.
     let mut sources: BTreeMap<String, DataVersion> = BTreeMap::new();
     let mut env_names: Vec<String> = Vec::new();
-    let in_cut = |i: usize| cut.is_none_or(|c| c.ops[i]);
-    let cut_index: HashMap<&str, usize> = match cut {
-        Some(_) => pipeline.ops.iter().enumerate().map(|(i, o)| (o.name.as_str(), i)).collect(),
-        None => HashMap::new(),
-    };
-    for (i, def) in pipeline.ops.iter().enumerate() {
-        if !in_cut(i) {
-            continue;
-        }
+    for def in &pipeline.ops {
         let mut op = Op::new(def.name.clone()).config(def.config.clone());
         match &def.version {
             Some(v) => op = op.code_version(v.clone()),
@@ -454,7 +474,7 @@ pub fn build_cut(
                     InputFrom::source(input.path.clone())
                 }
                 Wire::Output { op: up, output }
-                    if cut_index.get(up.as_str()).is_some_and(|&u| !in_cut(u)) =>
+                    if cut.is_some() && !in_pipeline.contains(up.as_str()) =>
                 {
                     if !sources.contains_key(&input.path) {
                         sources.insert(input.path.clone(), hash(&input.path)?);
@@ -487,19 +507,11 @@ pub fn build_cut(
     }
     let job = builder.build().with_context(|| format!("building the job of {}", ws.display))?;
     let env = env_names.into_iter().map(|n| (n.clone(), crate::command::env_var(&n))).collect();
-    let files = match cut {
-        None => {
-            let mut files: Vec<String> = sources.keys().cloned().collect();
-            files.extend(code_files);
-            files.extend(
-                pipeline.ops.iter().flat_map(|op| op.outputs.iter().map(|o| o.path.clone())),
-            );
-            files.sort_unstable();
-            files.dedup();
-            files
-        }
-        Some(_) => pipeline.files(),
-    };
+    let mut files: Vec<String> = sources.keys().cloned().collect();
+    files.extend(code_files);
+    files.extend(pipeline.ops.iter().flat_map(|op| op.outputs.iter().map(|o| o.path.clone())));
+    files.sort_unstable();
+    files.dedup();
     Ok(Built { job, sources, env, probes, files })
 }
 
@@ -521,54 +533,6 @@ impl Pipeline {
         files.sort_unstable();
         files.dedup();
         files
-    }
-
-    /// The ops a change of `changed` (workspace-relative files) can affect:
-    /// those reading one as a source or a code file, and everything
-    /// downstream of them. `None` when that is not a question of ops alone:
-    /// a changed file is an output (its restore is the full path's work),
-    /// or the job is in lineage mode.
-    pub fn affected_by(&self, changed: &[String]) -> Option<Vec<bool>> {
-        if !self.early_cutoff {
-            return None;
-        }
-        let changed: std::collections::HashSet<&str> = changed.iter().map(String::as_str).collect();
-        let mut affected = vec![false; self.ops.len()];
-        for (i, op) in self.ops.iter().enumerate() {
-            if op.outputs.iter().any(|o| changed.contains(o.path.as_str())) {
-                return None;
-            }
-            let reads = op
-                .inputs
-                .iter()
-                .any(|inp| inp.from == Wire::Source && changed.contains(inp.path.as_str()))
-                || (op.version.is_none()
-                    && op.code.iter().any(|(path, _)| changed.contains(path.as_str())));
-            affected[i] = reads;
-        }
-        // Downstream closure, over readers of each op's outputs.
-        let index: HashMap<&str, usize> =
-            self.ops.iter().enumerate().map(|(i, o)| (o.name.as_str(), i)).collect();
-        let mut readers: Vec<Vec<usize>> = vec![Vec::new(); self.ops.len()];
-        for (i, op) in self.ops.iter().enumerate() {
-            for input in &op.inputs {
-                if let Wire::Output { op: up, .. } = &input.from
-                    && let Some(&u) = index.get(up.as_str())
-                {
-                    readers[u].push(i);
-                }
-            }
-        }
-        let mut stack: Vec<usize> = (0..self.ops.len()).filter(|&i| affected[i]).collect();
-        while let Some(u) = stack.pop() {
-            for &r in &readers[u] {
-                if !affected[r] {
-                    affected[r] = true;
-                    stack.push(r);
-                }
-            }
-        }
-        Some(affected)
     }
 }
 
@@ -608,8 +572,8 @@ version = "7"
     #[test]
     fn the_parse_cache_codec_gives_back_exactly_the_parsed_pipeline() {
         let parsed = parse(PIPELINE).expect("parses");
-        let bytes = postcard::to_allocvec(&parsed).expect("encodes");
-        let back: Pipeline = postcard::from_bytes(&bytes).expect("decodes");
+        let bytes = cache::encode(&parsed).expect("encodes");
+        let back: Pipeline = cache::decode(&bytes).expect("decodes");
         assert_eq!(back, parsed);
         // Typed config survives: 1 and "1" stay different.
         let a = back.op("a").expect("op a");
@@ -617,5 +581,25 @@ version = "7"
         assert_eq!(a.config["s"], serde_json::json!("1"));
         assert_eq!(a.config["big"], serde_json::json!(i64::MAX));
         assert_eq!(a.config["f"], serde_json::json!(0.1));
+    }
+
+    #[test]
+    fn the_cache_decodes_the_ops_an_edit_reaches_and_nothing_else() {
+        let mut parsed = parse(PIPELINE).expect("parses");
+        parsed.early_cutoff = true;
+        let bytes = cache::encode(&parsed).expect("encodes");
+        let names = |r: &Reached| r.pipeline.ops.iter().map(|o| o.name.clone()).collect::<Vec<_>>();
+        // A source of `a`: `a` and its reader `b`.
+        let reached = cache::reached(&bytes, &["data/in.txt".into()]).expect("a cut");
+        assert_eq!(names(&reached), ["a", "b"]);
+        assert_eq!(reached.files, ["build/a.txt", "build/b.txt", "data/in.txt", "tool.sh"]);
+        // A code file of `a`, the same; nothing of `b`'s own.
+        assert_eq!(names(&cache::reached(&bytes, &["tool.sh".into()]).expect("a cut")), ["a", "b"]);
+        // An output, a file the pipeline does not have, or lineage mode: no cut.
+        assert!(cache::reached(&bytes, &["build/a.txt".into()]).is_none());
+        assert!(cache::reached(&bytes, &["elsewhere.txt".into()]).is_none());
+        parsed.early_cutoff = false;
+        let lineage = cache::encode(&parsed).expect("encodes");
+        assert!(cache::reached(&lineage, &["data/in.txt".into()]).is_none());
     }
 }

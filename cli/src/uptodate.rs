@@ -17,8 +17,8 @@
 //! When only source and code files differ ([`Answer::Changed`]), the same
 //! argument covers every step those files do not reach: its inputs,
 //! definition and outputs are the stamped run's, so it is a hit. The run
-//! then builds the job of the reached steps alone
-//! ([`crate::pipeline::Pipeline::affected_by`], `build_cut`), reading their
+//! then builds the job of the reached steps alone (decoded alone from the
+//! parse cache: [`crate::pipeline::Reached`], `build_cut`), reading their
 //! upstream outputs from outside it (`InputFrom::Outside`, which versions
 //! them exactly as the whole job does under early cutoff), and reports the
 //! rest as hits ([`with_untouched_hits`]). A one-file edit then costs the

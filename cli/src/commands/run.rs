@@ -49,16 +49,25 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
                 uptodate::Answer::Full => {}
             }
         }
-        let pipeline = ws.parse_cached(&store)?;
-        let ops = stamped.as_ref().and_then(|_| pipeline.affected_by(&changed));
-        if ops.is_none() {
-            stamped = None;
+        // Only the ops the changed files reach, decoded alone from the
+        // parse cache; otherwise the whole pipeline.
+        let reached = match &stamped {
+            Some(_) => ws.reached_cached(&store, &changed),
+            None => None,
+        };
+        match (reached, stamped.as_deref()) {
+            (Some(reached), Some(inputs)) => {
+                let cut = crate::pipeline::Cut { probes: &inputs.probes };
+                let mut loaded = load_cut(ws, reached.pipeline, store, Some(&cut))?;
+                loaded.stamp.files = reached.files;
+                loaded
+            }
+            _ => {
+                stamped = None;
+                let pipeline = ws.parse_cached(&store)?;
+                load_with(ws, pipeline, store)?
+            }
         }
-        let cut = ops
-            .as_deref()
-            .zip(stamped.as_deref())
-            .map(|(ops, inputs)| crate::pipeline::Cut { ops, probes: &inputs.probes });
-        load_cut(ws, pipeline, store, cut.as_ref())?
     } else {
         // No store yet: a pipeline error is reported before one is made.
         let pipeline = ws.parse()?;
