@@ -28,7 +28,7 @@ use std::path::Path;
 
 use trove_engine::{Digest, RunReport, RunStatus};
 pub use trove_store::StampInputs;
-use trove_store::{StampCheck, Store};
+use trove_store::{StampCheck, StampUpdate, Store};
 
 use crate::pipeline::Workspace;
 
@@ -129,8 +129,10 @@ pub fn with_untouched_hits(mut cut: RunReport, steps: &[String]) -> RunReport {
     cut
 }
 
-/// After a run: stamps it if it was a plain run of the whole job that
-/// succeeded; otherwise removes the stamp it may have invalidated.
+/// After a run: its stamp if it was a plain run of the whole job that
+/// succeeded; otherwise the removal of the stamp it may have invalidated.
+/// The caller commits it with the run's end
+/// ([`Store::finish_run_stamped`]).
 pub fn stamp_after(
     ws: &Workspace,
     store: &Store,
@@ -138,11 +140,10 @@ pub fn stamp_after(
     built: &StampMaterial,
     report: &RunReport,
     plain: bool,
-) -> anyhow::Result<()> {
+) -> StampUpdate {
     let slot = slot(ws);
     if !plain || report.status != RunStatus::Succeeded {
-        store.remove_stamp(&slot)?;
-        return Ok(());
+        return StampUpdate::Remove { slot };
     }
     let inputs = StampInputs {
         key: key(ws),
@@ -151,8 +152,7 @@ pub fn stamp_after(
         probes: built.probes.clone(),
         steps: report.steps.iter().map(|s| s.step.to_string()).collect(),
     };
-    store.write_stamp(&slot, &ws.root, inputs, &built.files)?;
-    Ok(())
+    store.stamp_update(&slot, &ws.root, inputs, &built.files)
 }
 
 /// What [`stamp_after`] needs of a [`crate::pipeline::Built`] job.

@@ -82,7 +82,7 @@ pub use record::{
     BlobMeta, DecodeError, Location, OutputRecord, RunDetail, RunRecord, RunState, SCHEMA_VERSION,
     StatEntry, StepLogRecord, TraceRecord,
 };
-pub use stamp::{Stamp, StampCheck, StampInputs};
+pub use stamp::{Stamp, StampCheck, StampInputs, StampUpdate};
 
 use crate::blob::BlobStore;
 use crate::lock::{WriteLock, now_ms};
@@ -1195,6 +1195,17 @@ impl Store {
     /// Records how a run ended, with per-step outcomes; commits the staged
     /// batch in the same transaction.
     pub fn finish_run(&self, report: &RunReport) -> Result<(), StoreError> {
+        self.finish_run_stamped(report, None)
+    }
+
+    /// [`Store::finish_run`], with the stamp of the run (or its removal) in
+    /// the same transaction: the run's end and what it vouches for land
+    /// together, for one commit instead of two.
+    pub fn finish_run_stamped(
+        &self,
+        report: &RunReport,
+        stamp: Option<&StampUpdate>,
+    ) -> Result<(), StoreError> {
         let existing = self.run_record(&report.run_id)?;
         let now = now_ms();
         let mut rec = existing.unwrap_or_else(|| RunRecord {
@@ -1225,6 +1236,9 @@ impl Store {
                 .is_some_and(|v| v.value() == rec.run_id.as_bytes());
             if is_current {
                 meta.remove(b"current_run".as_slice()).map_err(|x| e(&x))?;
+            }
+            if let Some(update) = stamp {
+                stamp::apply(txn, path, update)?;
             }
             Ok(())
         })?;

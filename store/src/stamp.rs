@@ -65,6 +65,45 @@ impl Stamp {
     }
 }
 
+/// A change to the stamp of a slot, committed with the run's end
+/// ([`Store::finish_run_stamped`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StampUpdate {
+    /// Store this stamp.
+    Put {
+        /// The slot (the pipeline file's path).
+        slot: String,
+        /// The stamp.
+        stamp: Stamp,
+    },
+    /// Remove the slot's stamp: the run may have changed what it vouched for.
+    Remove {
+        /// The slot.
+        slot: String,
+    },
+}
+
+/// Writes `update` in `txn`.
+pub(crate) fn apply(
+    txn: &redb::WriteTransaction,
+    path: &Path,
+    update: &StampUpdate,
+) -> Result<(), StoreError> {
+    let e = db_err(path);
+    let mut table = txn.open_table(STAMPS).map_err(|x| e(&x))?;
+    match update {
+        StampUpdate::Put { slot, stamp } => {
+            table
+                .insert(slot.as_bytes(), encode(RecordKind::Stamp, stamp).as_slice())
+                .map_err(|x| e(&x))?;
+        }
+        StampUpdate::Remove { slot } => {
+            table.remove(slot.as_bytes()).map_err(|x| e(&x))?;
+        }
+    }
+    Ok(())
+}
+
 /// The answer of [`Store::check_stamp`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StampCheck {
@@ -139,6 +178,23 @@ impl Store {
         inputs: StampInputs,
         paths: &[String],
     ) -> Result<bool, StoreError> {
+        let update = self.stamp_update(slot, root, inputs, paths);
+        let stored = matches!(update, StampUpdate::Put { .. });
+        self.write_txn(|txn, path| apply(txn, path, &update))?;
+        Ok(stored)
+    }
+
+    /// What [`Store::write_stamp`] would write, for
+    /// [`Store::finish_run_stamped`] to commit with the run's end: the stamp,
+    /// or the removal of the slot's stamp when a file is a directory or
+    /// changed since the run hashed it.
+    pub fn stamp_update(
+        &self,
+        slot: &str,
+        root: &Path,
+        inputs: StampInputs,
+        paths: &[String],
+    ) -> StampUpdate {
         let files: Option<Vec<(String, StatEntry)>> = paths
             .par_iter()
             .map(|rel| {
@@ -160,13 +216,9 @@ impl Store {
             .collect();
         match files {
             Some(files) => {
-                self.put_stamp(slot, &Stamp { inputs, files })?;
-                Ok(true)
+                StampUpdate::Put { slot: slot.to_owned(), stamp: Stamp { inputs, files } }
             }
-            None => {
-                self.remove_stamp(slot)?;
-                Ok(false)
-            }
+            None => StampUpdate::Remove { slot: slot.to_owned() },
         }
     }
 

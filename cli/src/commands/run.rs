@@ -124,9 +124,12 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         loaded.stamp.env.clone_from(&inputs.env);
         loaded.stamp.probes.clone_from(&inputs.probes);
     }
-    loaded.store.finish_run(&report).context("recording the end of the run")?;
-    uptodate::stamp_after(&loaded.ws, &loaded.store, &job, &loaded.stamp, &report, plain)
-        .context("recording the up-to-date stamp")?;
+    let stamp =
+        uptodate::stamp_after(&loaded.ws, &loaded.store, &job, &loaded.stamp, &report, plain);
+    loaded
+        .store
+        .finish_run_stamped(&report, Some(&stamp))
+        .context("recording the end of the run and its up-to-date stamp")?;
     if args.json {
         render::out_json(&json::run(&job, &report, false))?;
     } else {
