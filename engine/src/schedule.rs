@@ -927,10 +927,38 @@ impl Flusher {
     }
 }
 
+/// How long steps take, learnt as they finish. A step of a microsecond (a
+/// trivial in-process op) costs less than handing it to a worker and
+/// booking it back, so while steps are that small the coordinator runs them
+/// itself whenever nothing runs on the pool: one step at a time, within
+/// `-j`, and no hand-off. One slow step ends that at once.
+#[derive(Default)]
+struct Pace {
+    /// Moving mean of a step's execution time, in ns.
+    mean_ns: f64,
+    seen: u32,
+}
+
+impl Pace {
+    /// Below this mean a step is tiny (a hand-off and a wake-up cost a few
+    /// microseconds each).
+    const TINY_NS: f64 = 20_000.0;
+
+    fn observe(&mut self, took: Duration) {
+        let ns = took.as_nanos() as f64;
+        self.mean_ns = if self.seen == 0 { ns } else { 0.9 * self.mean_ns + 0.1 * ns };
+        self.seen = self.seen.saturating_add(1);
+    }
+
+    fn tiny(&self) -> bool {
+        self.seen >= 16 && self.mean_ns < Self::TINY_NS
+    }
+}
+
 /// What the coordinator hears from the pool.
 enum Message {
-    /// A step finished.
-    Step(WorkerResult),
+    /// A step finished, and how long it took on its worker.
+    Step(WorkerResult, Duration),
     /// A background flush finished.
     Flushed(Result<(), TraceError>),
 }
@@ -968,11 +996,13 @@ fn drain_flushes(rx: &mpsc::Receiver<Message>, error: &mut Option<PlanError>) {
 fn receive(
     message: Message,
     running: &mut usize,
+    pace: &mut Pace,
     absorb: &mut dyn FnMut(WorkerResult),
 ) -> Result<bool, TraceError> {
     match message {
-        Message::Step(result) => {
+        Message::Step(result, took) => {
             *running -= 1;
+            pace.observe(took);
             absorb(result);
             Ok(true)
         }
@@ -1197,6 +1227,7 @@ impl Engine {
                 flusher.spawn(threads, traces, tx.clone());
                 pool.in_place_scope(|scope| {
                     let mut running = 0usize;
+                    let mut pace = Pace::default();
                     loop {
                         if cancelled() {
                             stop = true;
@@ -1205,12 +1236,19 @@ impl Engine {
                         // of a graph): only that step can make another ready, so
                         // running it here loses no parallelism and saves two
                         // thread wake-ups, which cost more than a small command.
-                        if !stop && running == 0 && runner.ready.len() == 1 {
+                        // The same while steps are tiny ([`Pace`]).
+                        if !stop
+                            && running == 0
+                            && (runner.ready.len() == 1
+                                || (pace.tiny() && !runner.ready.is_empty()))
+                        {
                             if let Some(Reverse(idx)) = runner.ready.pop()
                                 && runner.state[idx] == State::Queued
                             {
                                 let work = runner.launch(idx, events);
+                                let started = Instant::now();
                                 let result = execute_step(&job, io, work, run_id);
+                                pace.observe(started.elapsed());
                                 runner.absorb(result, events, &mut stop, &mut error);
                                 flusher.request();
                             }
@@ -1225,13 +1263,15 @@ impl Engine {
                             let tx = tx.clone();
                             let job = &job;
                             scope.spawn(move |_| {
+                                let started = Instant::now();
                                 let result = execute_step(job, io, work, run_id);
-                                let _ = tx.send(Message::Step(result));
+                                let took = started.elapsed();
+                                let _ = tx.send(Message::Step(result, took));
                             });
                             running += 1;
                         }
                         while let Ok(message) = rx.try_recv() {
-                            let received = receive(message, &mut running, &mut |r| {
+                            let received = receive(message, &mut running, &mut pace, &mut |r| {
                                 runner.absorb(r, events, &mut stop, &mut error);
                             });
                             settle(received, &flusher, &mut stop, &mut error);
@@ -1254,7 +1294,7 @@ impl Engine {
                                 Err(_) => break,
                             }
                         };
-                        let received = receive(first, &mut running, &mut |r| {
+                        let received = receive(first, &mut running, &mut pace, &mut |r| {
                             runner.absorb(r, events, &mut stop, &mut error);
                         });
                         settle(received, &flusher, &mut stop, &mut error);
@@ -1285,5 +1325,28 @@ impl Engine {
             RunStatus::Succeeded
         };
         Ok(runner.report(status, started))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pace_calls_steps_tiny_only_after_enough_of_them_and_one_slow_step_ends_it() {
+        let mut pace = Pace::default();
+        for _ in 0..15 {
+            pace.observe(Duration::from_micros(1));
+        }
+        assert!(!pace.tiny(), "too few steps seen to judge");
+        pace.observe(Duration::from_micros(1));
+        assert!(pace.tiny());
+        pace.observe(Duration::from_millis(2));
+        assert!(!pace.tiny(), "one command-sized step is enough to hand steps out again");
+        let mut commands = Pace::default();
+        for _ in 0..100 {
+            commands.observe(Duration::from_millis(1));
+        }
+        assert!(!commands.tiny());
     }
 }

@@ -978,3 +978,33 @@ fn a_job_cut_out_of_a_larger_one_versions_its_steps_as_the_whole_job_does() {
     let err = both.unwrap_err().to_string();
     assert_eq!(err, "`x` is read both as a source and as an output from outside the job");
 }
+
+/// However the scheduler hands steps out (to workers, or running tiny ones
+/// itself), no more than `jobs` run at once, and every step runs.
+#[test]
+fn no_more_than_jobs_steps_run_at_once() {
+    for (jobs, micros) in [(2usize, 0u64), (2, 300), (3, 50)] {
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let mut builder = Job::builder("wide");
+        for i in 0..200 {
+            let (running, peak) = (running.clone(), peak.clone());
+            builder = builder.op(Op::new(format!("s{i}")).output("out").code_version("1").compute(
+                move |ctx| {
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(now, Ordering::SeqCst);
+                    std::thread::sleep(std::time::Duration::from_micros(micros));
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    ctx.set_output_bytes("out", b"x".to_vec())
+                },
+            ));
+        }
+        let world = World::new();
+        let mut engine = Engine::new(builder.build().unwrap());
+        let opts = RunOptions { jobs, ..RunOptions::default() };
+        let (report, _) = world.run(&mut engine, &opts);
+        assert_eq!(report.counts.ran, 200);
+        let peak = peak.load(Ordering::SeqCst);
+        assert!(peak <= jobs, "{peak} steps ran at once with -j {jobs}");
+    }
+}
