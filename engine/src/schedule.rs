@@ -6,7 +6,7 @@
 //! the IO manager, then report back over a channel. The coordinator runs a
 //! step itself only when no other could run beside it (`jobs == 1`, or one
 //! step ready and none running), which saves two thread hand-offs per step
-//! of a chain. Ready steps start lowest index first, so one worker
+//! of a chain, and while steps are tiny and the pool is idle ([`Pace`]). Ready steps start lowest index first, so one worker
 //! runs the job in its topological order. The coordinator learns the new
 //! data versions, commits the trace, and re-checks the downstream steps
 //! whose inputs are now all known — a downstream whose version is unchanged
@@ -1208,9 +1208,11 @@ impl Engine {
             // store may refuse everything after it).
             drain_flushes(&rx, &mut error);
         } else {
-            // `jobs` pool workers run the steps; this thread only books
-            // results and hands out ready steps, so a finished step's
-            // successors start without waiting for a step this thread runs.
+            // `jobs` pool workers run the steps; this thread books results
+            // and hands out ready steps, so a finished step's successors
+            // start without waiting for a step this thread runs. It runs a
+            // step itself only when nothing could run beside it, or while
+            // steps are tiny and the pool is idle ([`Pace`]).
             let pool = rayon::ThreadPoolBuilder::new()
                 .num_threads(jobs)
                 .thread_name(|i| format!("trove-worker-{i}"))
