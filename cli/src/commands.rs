@@ -180,6 +180,58 @@ pub fn load_cut(
     Ok(Loaded { ws, pipeline, store, engine, stamp })
 }
 
+/// How `trove run` goes on after looking at the stamp.
+pub enum Load {
+    /// Nothing changed: every step is a hit.
+    UpToDate {
+        /// The store, to record the run in.
+        store: Box<trove_store::Store>,
+        /// The job's name.
+        job: String,
+        /// Its steps, in report order.
+        steps: Vec<String>,
+    },
+    /// Run the loaded job: the whole pipeline, or (`stamped` set) only the
+    /// steps a change of source or code files reaches.
+    Run {
+        /// The workspace, store and engine.
+        loaded: Box<Loaded>,
+        /// The stamped run a cut completes ([`crate::uptodate::complete_cut`]).
+        stamped: Option<Box<crate::uptodate::StampInputs>>,
+    },
+}
+
+/// Loads what a `trove run` needs, asking the stamp first when `shortcut`
+/// (a plain run without `--full-check`): an answer of "up to date", a cut
+/// of the steps an edit of source or code files reaches (decoded alone from
+/// the parse cache), or the whole pipeline.
+pub fn load_for_run(
+    ws: Workspace,
+    store: trove_store::Store,
+    shortcut: bool,
+) -> anyhow::Result<Load> {
+    use crate::uptodate::{Answer, check};
+    let answer = if shortcut { check(&ws, &store)? } else { Answer::Full };
+    let cut = match answer {
+        Answer::UpToDate(job, steps) => {
+            return Ok(Load::UpToDate { store: Box::new(store), job, steps });
+        }
+        Answer::Changed(inputs, changed) => {
+            ws.reached_cached(&store, &changed).map(|reached| (inputs, reached))
+        }
+        Answer::Full => None,
+    };
+    let Some((inputs, reached)) = cut else {
+        let pipeline = ws.parse_cached(&store)?;
+        let loaded = Box::new(load_with(ws, pipeline, store)?);
+        return Ok(Load::Run { loaded, stamped: None });
+    };
+    let cut = crate::pipeline::Cut { probes: &inputs.probes };
+    let mut loaded = Box::new(load_cut(ws, reached.pipeline, store, Some(&cut))?);
+    loaded.stamp.files = reached.files;
+    Ok(Load::Run { loaded, stamped: Some(inputs) })
+}
+
 /// Checks that named steps exist, with a did-you-mean.
 pub fn check_steps<'a>(
     pipeline: &crate::pipeline::Pipeline,

@@ -102,6 +102,20 @@ pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Answer> {
     }
 }
 
+/// After a cut ran: its report completed with the stamped run's other steps
+/// as hits ([`with_untouched_hits`]), and the material of the next stamp
+/// given the stamped run's environment and probes, which the stamp check
+/// found unchanged (the cut declared only its own steps').
+pub fn complete_cut(
+    report: RunReport,
+    stamped: &StampInputs,
+    material: &mut StampMaterial,
+) -> RunReport {
+    material.env.clone_from(&stamped.env);
+    material.probes.clone_from(&stamped.probes);
+    with_untouched_hits(report, &stamped.steps)
+}
+
 /// The report of a run of the steps a change reaches (`cut`), completed
 /// with the other steps of the stamped run (`steps`, in its report order)
 /// as hits: their inputs, definitions and outputs are all as that run left

@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use trove_engine::{RunOptions, RunStatus, Selection};
 
 use crate::args::RunArgs;
-use crate::commands::{Ctx, check_steps, load_cut, load_with};
+use crate::commands::{Ctx, Load, check_steps, load_for_run, load_with};
 use crate::render::{self, human, json, progress};
 use crate::uptodate;
 
@@ -30,49 +30,20 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let plain = memoize && args.steps.is_empty() && args.force.is_empty();
     let ws = ctx.workspace()?;
     let dir = ctx.store_dir(&ws);
-    // The stamped run this one completes, when only a few files changed
-    // since it: only the steps they reach are built into the job.
-    let mut stamped: Option<Box<uptodate::StampInputs>> = None;
-    let mut loaded = if uptodate::store_exists(&dir) {
+    let (mut loaded, stamped) = if uptodate::store_exists(&dir) {
         let store = ctx.open_store(&dir, false)?;
-        let mut changed = Vec::new();
-        if plain && !args.full_check {
-            match uptodate::check(&ws, &store)? {
-                uptodate::Answer::UpToDate(job, steps) => {
-                    let times = (started, started_at_ms);
-                    return up_to_date(&args, ctx, &store, (job, steps), tags, times);
-                }
-                uptodate::Answer::Changed(inputs, files) => {
-                    stamped = Some(inputs);
-                    changed = files;
-                }
-                uptodate::Answer::Full => {}
+        match load_for_run(ws, store, plain && !args.full_check)? {
+            Load::UpToDate { store, job, steps } => {
+                let times = (started, started_at_ms);
+                return up_to_date(&args, ctx, &store, (job, steps), tags, times);
             }
-        }
-        // Only the ops the changed files reach, decoded alone from the
-        // parse cache; otherwise the whole pipeline.
-        let reached = match &stamped {
-            Some(_) => ws.reached_cached(&store, &changed),
-            None => None,
-        };
-        match (reached, stamped.as_deref()) {
-            (Some(reached), Some(inputs)) => {
-                let cut = crate::pipeline::Cut { probes: &inputs.probes };
-                let mut loaded = load_cut(ws, reached.pipeline, store, Some(&cut))?;
-                loaded.stamp.files = reached.files;
-                loaded
-            }
-            _ => {
-                stamped = None;
-                let pipeline = ws.parse_cached(&store)?;
-                load_with(ws, pipeline, store)?
-            }
+            Load::Run { loaded, stamped } => (*loaded, stamped),
         }
     } else {
         // No store yet: a pipeline error is reported before one is made.
         let pipeline = ws.parse()?;
         let store = ctx.open_store(&dir, false)?;
-        load_with(ws, pipeline, store)?
+        (load_with(ws, pipeline, store)?, None)
     };
     check_steps(&loaded.pipeline, args.steps.iter().chain(&args.force))?;
     let run_id = trove_store::Store::new_run_id();
@@ -118,11 +89,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     progress.finish();
     let mut report = result.context("running the job")?;
     if let Some(inputs) = &stamped {
-        // The steps the change does not reach are the stamped run's hits;
-        // the stamp's environment and probes are still what it read.
-        report = uptodate::with_untouched_hits(report, &inputs.steps);
-        loaded.stamp.env.clone_from(&inputs.env);
-        loaded.stamp.probes.clone_from(&inputs.probes);
+        report = uptodate::complete_cut(report, inputs, &mut loaded.stamp);
     }
     let stamp =
         uptodate::stamp_after(&loaded.ws, &loaded.store, &job, &loaded.stamp, &report, plain);
