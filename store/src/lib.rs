@@ -766,6 +766,20 @@ impl Store {
         self.in_flight.lock().ok().and_then(|slot| slot.clone())
     }
 
+    fn in_flight_slot(&self) -> Result<MutexGuard<'_, Option<Arc<Staged>>>, StoreError> {
+        self.in_flight.lock().map_err(|_| StoreError::Internal("in-flight lock poisoned".into()))
+    }
+
+    /// What `find` finds in the staged batch, else in the batch being
+    /// committed: the first two places of every lookup (redb is the third,
+    /// see [`Store::in_flight`]).
+    fn find_staged<T>(&self, find: impl Fn(&Staged) -> Option<T>) -> Result<Option<T>, StoreError> {
+        if let Some(found) = find(&*self.staged()?) {
+            return Ok(Some(found));
+        }
+        Ok(self.in_flight().and_then(|batch| find(&batch)))
+    }
+
     fn commit_guard(&self) -> Result<MutexGuard<'_, ()>, StoreError> {
         self.commit_lock.lock().map_err(|_| StoreError::Internal("commit lock poisoned".into()))
     }
@@ -862,21 +876,13 @@ impl Store {
                 return Ok(());
             }
             let batch = Arc::new(st.take_committable());
-            let mut slot = self
-                .in_flight
-                .lock()
-                .map_err(|_| StoreError::Internal("in-flight lock poisoned".into()))?;
-            *slot = Some(Arc::clone(&batch));
+            *self.in_flight_slot()? = Some(Arc::clone(&batch));
             batch
         };
         let committed = self.commit_staged(&batch, |_, _| Ok(()));
         drop(batch);
         let mut st = self.staged()?;
-        let mut slot = self
-            .in_flight
-            .lock()
-            .map_err(|_| StoreError::Internal("in-flight lock poisoned".into()))?;
-        let batch = slot.take();
+        let batch = self.in_flight_slot()?.take();
         if committed.is_err()
             && let Some(batch) = batch
         {
@@ -893,13 +899,8 @@ impl Store {
         &self,
         version: &OutputVersion,
     ) -> Result<Option<OutputRecord>, StoreError> {
-        if let Some(rec) = self.staged()?.outputs.get(version) {
-            return Ok(Some(rec.clone()));
-        }
-        if let Some(batch) = self.in_flight()
-            && let Some(rec) = batch.outputs.get(version)
-        {
-            return Ok(Some(rec.clone()));
+        if let Some(rec) = self.find_staged(|st| st.outputs.get(version).cloned())? {
+            return Ok(Some(rec));
         }
         let Some(bytes) = self.cached_get(OUTPUTS, version.0.0.as_slice())? else {
             return Ok(None);
@@ -1000,15 +1001,8 @@ impl Store {
     // ---- stat cache ----------------------------------------------------
 
     fn stat_entry(&self, rel: &str) -> Option<StatEntry> {
-        if let Ok(st) = self.staged()
-            && let Some(e) = st.stats.get(rel)
-        {
-            return Some(e.clone());
-        }
-        if let Some(batch) = self.in_flight()
-            && let Some(e) = batch.stats.get(rel)
-        {
-            return Some(e.clone());
+        if let Ok(Some(e)) = self.find_staged(|st| st.stats.get(rel).cloned()) {
+            return Some(e);
         }
         let bytes = self.cached_get(STAT, rel.as_bytes()).ok()??;
         match decode::<StatEntry>(RecordKind::Stat, &bytes) {
@@ -1336,13 +1330,7 @@ impl Store {
 
     /// The latest captured output of a step (success or failure).
     pub fn step_log(&self, step: &str) -> Result<Option<StepLogRecord>, StoreError> {
-        let mut staged_log = self.staged()?.logs.get(step).cloned();
-        if staged_log.is_none()
-            && let Some(batch) = self.in_flight()
-        {
-            staged_log = batch.logs.get(step).cloned();
-        }
-        let log = match staged_log {
+        let log = match self.find_staged(|st| st.logs.get(step).cloned())? {
             Some(l) => Some(l),
             None => {
                 let txn = self.read_txn()?;
@@ -1368,13 +1356,8 @@ impl Store {
     }
 
     fn latest_trace_record(&self, step: &str) -> Result<Option<TraceRecord>, StoreError> {
-        if let Some(rec) = self.staged()?.latest.get(step) {
-            return Ok(Some(rec.clone()));
-        }
-        if let Some(batch) = self.in_flight()
-            && let Some(rec) = batch.latest.get(step)
-        {
-            return Ok(Some(rec.clone()));
+        if let Some(rec) = self.find_staged(|st| st.latest.get(step).cloned())? {
+            return Ok(Some(rec));
         }
         let txn = self.cached_read()?;
         let Some(bytes) = get_in(&self.db_path, &txn, LATEST, step.as_bytes())? else {

@@ -15,7 +15,7 @@
 //! window of the file's mtime is re-hashed, never trusted.
 //!
 //! **Invariant:** a stamp only ever vouches for what a run actually used.
-//! [`Store::write_stamp`] accepts a file only if its stat now equals the
+//! [`Store::stamp_update`] accepts a file only if its stat now equals the
 //! stat-cache entry the run hashed it through; a file changed during the run
 //! (or a directory, whose stat says nothing of its content) means no stamp.
 //! Anything that removes records or blobs (`gc`, `verify`) clears every
@@ -167,27 +167,10 @@ impl Store {
         }
     }
 
-    /// Stores the stamp of a complete, successful run under `slot`, for the
-    /// files `paths` (workspace-relative). Returns whether it was stored: it
-    /// is not (and any older stamp of the slot is removed) when a file is a
-    /// directory or changed since the run hashed it.
-    pub fn write_stamp(
-        &self,
-        slot: &str,
-        root: &Path,
-        inputs: StampInputs,
-        paths: &[String],
-    ) -> Result<bool, StoreError> {
-        let update = self.stamp_update(slot, root, inputs, paths);
-        let stored = matches!(update, StampUpdate::Put { .. });
-        self.write_txn(|txn, path| apply(txn, path, &update))?;
-        Ok(stored)
-    }
-
-    /// What [`Store::write_stamp`] would write, for
-    /// [`Store::finish_run_stamped`] to commit with the run's end: the stamp,
-    /// or the removal of the slot's stamp when a file is a directory or
-    /// changed since the run hashed it.
+    /// The stamp of a complete, successful run under `slot`, for the files
+    /// `paths` (workspace-relative), for [`Store::finish_run_stamped`] to
+    /// commit with the run's end; or the removal of the slot's stamp when a
+    /// file is a directory or changed since the run hashed it.
     pub fn stamp_update(
         &self,
         slot: &str,
@@ -226,22 +209,6 @@ impl Store {
     /// refreshed, so the next check trusts their stat.
     pub fn refresh_stamp(&self, slot: &str, stamp: &Stamp) -> Result<(), StoreError> {
         self.put_stamp(slot, stamp)
-    }
-
-    /// Removes the stamp of `slot` (a run that may change what it vouches
-    /// for is starting, or it no longer holds).
-    pub fn remove_stamp(&self, slot: &str) -> Result<(), StoreError> {
-        if self.is_read_only() {
-            return Ok(());
-        }
-        self.write_txn(|txn, path| {
-            let e = db_err(path);
-            txn.open_table(STAMPS)
-                .map_err(|x| e(&x))?
-                .remove(slot.as_bytes())
-                .map_err(|x| e(&x))?;
-            Ok(())
-        })
     }
 
     fn put_stamp(&self, slot: &str, stamp: &Stamp) -> Result<(), StoreError> {
