@@ -276,19 +276,14 @@ impl Workspace {
     /// (parsing is the largest cost of a run with little to do). Only
     /// successful parses are cached; a read-only store is only read.
     pub fn parse_cached(&self, store: &trove_store::Store) -> anyhow::Result<Pipeline> {
-        let slot = format!("pipeline:{}", self.file.display());
-        let key = crate::uptodate::key(self);
-        if let Ok(Some(bytes)) = store.cached(&slot, &key)
+        if let Ok(Some(bytes)) = store.cached(&self.cache_slot(), &crate::uptodate::key(self))
             && let Some(pipeline) = cache::decode(&bytes)
         {
             return Ok(pipeline);
         }
         let pipeline = self.parse()?;
-        if !store.is_read_only()
-            && let Some(bytes) = cache::encode(&pipeline)
-        {
-            // A cache that cannot be written only costs the next run a parse.
-            let _ = store.put_cached(&slot, &key, &bytes);
+        if !store.is_read_only() {
+            self.cache(store, &pipeline);
         }
         Ok(pipeline)
     }
@@ -301,20 +296,29 @@ impl Workspace {
         store: &trove_store::Store,
         changed: &[String],
     ) -> Option<Reached> {
-        let slot = format!("pipeline:{}", self.file.display());
-        let bytes = match store.cached(&slot, &crate::uptodate::key(self)) {
+        let bytes = match store.cached(&self.cache_slot(), &crate::uptodate::key(self)) {
             Ok(Some(bytes)) => bytes,
             // Not cached yet (the runs since the text changed were answered
             // by the stamp): parse and cache it now.
-            _ => {
-                let bytes = cache::encode(&self.parse().ok()?)?;
-                if !store.is_read_only() {
-                    let _ = store.put_cached(&slot, &crate::uptodate::key(self), &bytes);
-                }
-                bytes
-            }
+            _ => self.cache(store, &self.parse().ok()?)?,
         };
         cache::reached(&bytes, changed)
+    }
+
+    /// Where the parse cache keeps this pipeline file's entry.
+    fn cache_slot(&self) -> String {
+        format!("pipeline:{}", self.file.display())
+    }
+
+    /// Encodes `pipeline` for the parse cache and keeps it there, under the
+    /// key of this text; the bytes. A cache that cannot be written only
+    /// costs the next run a parse.
+    fn cache(&self, store: &trove_store::Store, pipeline: &Pipeline) -> Option<Vec<u8>> {
+        let bytes = cache::encode(pipeline)?;
+        if !store.is_read_only() {
+            let _ = store.put_cached(&self.cache_slot(), &crate::uptodate::key(self), &bytes);
+        }
+        Some(bytes)
     }
 
     /// Parses the file; diagnostics become a [`PipelineError`].
@@ -392,7 +396,6 @@ pub fn build_cut(
     };
     let root = Arc::new(ws.root.clone());
     let mut probes = Vec::new();
-    let mut code_files: Vec<String> = Vec::new();
     let mut builder = Job::builder(pipeline.name.clone()).mode(if pipeline.early_cutoff {
         VersionMode::EarlyCutoff
     } else {
@@ -403,24 +406,18 @@ pub fn build_cut(
         r = match &res.version {
             VersionSource::None => r.source_text(""),
             VersionSource::Fixed(v) => r.code_version(v.clone()),
-            VersionSource::Command(cmd, _) if known.iter().any(|(c, _)| c == cmd) => {
-                let version = known
-                    .iter()
-                    .find(|(c, _)| c == cmd)
-                    .map(|(_, v)| v.clone())
-                    .unwrap_or_default();
-                probes.push((cmd.clone(), version.clone()));
-                r.code_version(version)
-            }
             VersionSource::Command(cmd, span) => {
-                let version = crate::command::version_of(&ws.root, cmd).map_err(|e| {
-                    let mut d = Diagnostic::new(
-                        format!("version_cmd of resource `{}` failed", res.name),
-                        span.clone(),
-                    );
-                    d.notes = e.lines().map(str::to_owned).collect();
-                    ws.error(d)
-                })?;
+                let version = match known.iter().find(|(c, _)| c == cmd) {
+                    Some((_, printed)) => printed.clone(),
+                    None => crate::command::version_of(&ws.root, cmd).map_err(|e| {
+                        let mut d = Diagnostic::new(
+                            format!("version_cmd of resource `{}` failed", res.name),
+                            span.clone(),
+                        );
+                        d.notes = e.lines().map(str::to_owned).collect();
+                        ws.error(d)
+                    })?,
+                };
                 probes.push((cmd.clone(), version.clone()));
                 r.code_version(version)
             }
@@ -450,7 +447,6 @@ pub fn build_cut(
                         ws.error(d)
                     })?;
                     op = op.code_file(path.clone(), data);
-                    code_files.push(path.clone());
                 }
             }
         }
@@ -507,11 +503,7 @@ pub fn build_cut(
     }
     let job = builder.build().with_context(|| format!("building the job of {}", ws.display))?;
     let env = env_names.into_iter().map(|n| (n.clone(), crate::command::env_var(&n))).collect();
-    let mut files: Vec<String> = sources.keys().cloned().collect();
-    files.extend(code_files);
-    files.extend(pipeline.ops.iter().flat_map(|op| op.outputs.iter().map(|o| o.path.clone())));
-    files.sort_unstable();
-    files.dedup();
+    let files = pipeline.files();
     Ok(Built { job, sources, env, probes, files })
 }
 
