@@ -201,21 +201,20 @@ pub fn op_version(db: &dyn salsa::Database, op: OpNode) -> OpVersion {
     let mut waiting = false;
     for input in &def.inputs {
         let contribution = match &input.edge {
-            InputNodeEdge::Source(source) => match source.data(db) {
-                Some(data) => InputContribution::Source(data),
-                None => {
-                    waiting = true;
-                    continue;
+            InputNodeEdge::Source(source) | InputNodeEdge::Outside(source) => {
+                match source.data(db) {
+                    // An output from outside the job contributes exactly
+                    // what a wired input does under early cutoff.
+                    Some(data) if matches!(input.edge, InputNodeEdge::Outside(_)) => {
+                        InputContribution::Data(data)
+                    }
+                    Some(data) => InputContribution::Source(data),
+                    None => {
+                        waiting = true;
+                        continue;
+                    }
                 }
-            },
-            // Exactly what a wired input contributes under early cutoff.
-            InputNodeEdge::Outside(source) => match source.data(db) {
-                Some(data) => InputContribution::Data(data),
-                None => {
-                    waiting = true;
-                    continue;
-                }
-            },
+            }
             InputNodeEdge::Output { op: upstream, output, slot } => {
                 if lineage {
                     match op_version(db, *upstream) {

@@ -6,8 +6,9 @@
 //! the IO manager, then report back over a channel. The coordinator runs a
 //! step itself only when no other could run beside it (`jobs == 1`, or one
 //! step ready and none running), which saves two thread hand-offs per step
-//! of a chain, and while steps are tiny and the pool is idle ([`Pace`]). Ready steps start lowest index first, so one worker
-//! runs the job in its topological order. The coordinator learns the new
+//! of a chain, and while steps are tiny and the pool is idle ([`Pace`]).
+//! Ready steps start lowest index first, so one worker runs the job in its
+//! topological order. The coordinator learns the new
 //! data versions, commits the trace, and re-checks the downstream steps
 //! whose inputs are now all known — a downstream whose version is unchanged
 //! is *cut off* (a hit after all). Planning is the same resolution without
@@ -837,7 +838,6 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
     }
 }
 
-/// Runs one step on a worker: load inputs, compute, store outputs.
 /// The background flusher: a thread of its own that commits the trace
 /// store while steps finish, at most once per `interval`. It waits on fsync,
 /// not the CPU, so it takes no job slot. A step that finishes after a quiet
@@ -1010,6 +1010,8 @@ fn receive(
     }
 }
 
+/// Runs one step (on a worker, or on the coordinator): load inputs,
+/// compute, store outputs.
 fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> WorkerResult {
     let idx = work.idx;
     let op = job.step(idx);
