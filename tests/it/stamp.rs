@@ -99,7 +99,7 @@ fn a_no_op_run_is_answered_by_the_stamp_and_recorded_like_any_run() {
 }
 
 #[test]
-fn every_kind_of_change_takes_the_full_path() {
+fn every_kind_of_change_is_seen_and_done_as_the_full_check_would() {
     let ws = workspace();
     run(&ws, "hi", &[]);
     settle(&ws, "hi");
