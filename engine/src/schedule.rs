@@ -907,9 +907,12 @@ impl Flusher {
         });
     }
 
-    /// A step finished: its trace waits in the store's batch.
-    fn request(&self) {
-        if self.interval.is_some()
+    /// A step finished: its trace waits in the store's batch. `more`: the
+    /// run goes on (steps run or are ready). A step that ends the run is
+    /// left to the run's end, which commits it with the run record.
+    fn request(&self, more: bool) {
+        if more
+            && self.interval.is_some()
             && !self.dirty.swap(true, Ordering::SeqCst)
             && self.idle.load(Ordering::SeqCst)
             && let Some(thread) = self.thread.get()
@@ -963,16 +966,18 @@ enum Message {
     Flushed(Result<(), TraceError>),
 }
 
-/// After a message: a finished step asks for a flush; a failed flush stops
-/// the run with its error.
+/// After a message: a finished step asks for a flush (unless the run is
+/// over, `more` false: its end commits the step); a failed flush stops the
+/// run with its error.
 fn settle(
     received: Result<bool, TraceError>,
     flusher: &Flusher,
+    more: bool,
     stop: &mut bool,
     error: &mut Option<PlanError>,
 ) {
     match received {
-        Ok(true) => flusher.request(),
+        Ok(true) => flusher.request(more),
         Ok(false) => {}
         Err(source) => {
             error.get_or_insert(PlanError::Trace { step: String::new(), source });
@@ -1202,7 +1207,7 @@ impl Engine {
                     let work = runner.launch(idx, events);
                     let result = execute_step(&job, io, work, run_id);
                     runner.absorb(result, events, &mut stop, &mut error);
-                    flusher.request();
+                    flusher.request(!runner.ready.is_empty());
                 }
                 flusher.finish();
             });
@@ -1254,7 +1259,7 @@ impl Engine {
                                 let result = execute_step(&job, io, work, run_id);
                                 pace.observe(started.elapsed());
                                 runner.absorb(result, events, &mut stop, &mut error);
-                                flusher.request();
+                                flusher.request(!runner.ready.is_empty());
                             }
                             continue;
                         }
@@ -1278,7 +1283,8 @@ impl Engine {
                             let received = receive(message, &mut running, &mut pace, &mut |r| {
                                 runner.absorb(r, events, &mut stop, &mut error);
                             });
-                            settle(received, &flusher, &mut stop, &mut error);
+                            let more = running > 0 || !runner.ready.is_empty();
+                            settle(received, &flusher, more, &mut stop, &mut error);
                         }
                         if running == 0 {
                             if stop || runner.ready.is_empty() {
@@ -1301,7 +1307,8 @@ impl Engine {
                         let received = receive(first, &mut running, &mut pace, &mut |r| {
                             runner.absorb(r, events, &mut stop, &mut error);
                         });
-                        settle(received, &flusher, &mut stop, &mut error);
+                        let more = running > 0 || !runner.ready.is_empty();
+                        settle(received, &flusher, more, &mut stop, &mut error);
                     }
                 });
                 flusher.finish();
@@ -1309,7 +1316,7 @@ impl Engine {
             drain_flushes(&rx, &mut error);
         }
         let flushed =
-            traces.flush().map_err(|source| PlanError::Trace { step: String::new(), source });
+            traces.end_run().map_err(|source| PlanError::Trace { step: String::new(), source });
         if let Some(e) = error {
             return Err(e);
         }

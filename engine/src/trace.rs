@@ -147,7 +147,9 @@ pub enum TraceError {
 }
 
 /// Where the engine keeps traces. Implementations may batch commits; a
-/// trace must become durable no later than [`TraceStore::flush`] returns.
+/// trace must become durable no later than [`TraceStore::flush`] returns,
+/// or, at the end of a run, than the commit [`TraceStore::end_run`] leaves
+/// it to.
 pub trait TraceStore: Send + Sync {
     /// The latest trace of a step, if any (a corrupt record counts as none).
     fn latest_trace(&self, step: &str) -> Result<Option<Trace>, TraceError>;
@@ -157,6 +159,14 @@ pub trait TraceStore: Send + Sync {
     fn record_failure(&self, failure: StepFailure, log: StepLog) -> Result<(), TraceError>;
     /// Makes every recorded step durable.
     fn flush(&self) -> Result<(), TraceError>;
+    /// The run is over: make every recorded step durable, now or in the
+    /// commit that records the run's end, if the store knows one follows
+    /// (the store's `finish_run` commits the batch with the run record, so
+    /// a run costs one durable commit at its end instead of two). The
+    /// default flushes.
+    fn end_run(&self) -> Result<(), TraceError> {
+        self.flush()
+    }
 
     /// `Some(interval)`: the scheduler commits for this store off the
     /// critical path. [`TraceStore::commit_trace`] only stages, and the

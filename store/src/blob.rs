@@ -120,20 +120,29 @@ impl From<StoreError> for BlobReadError {
 }
 
 /// Streams `reader` through blake3; returns the digest and length.
-pub(crate) fn hash_reader(reader: impl Read) -> io::Result<(Digest, u64)> {
+/// `size_hint` (the file's size when known, else `u64::MAX`) bounds the read
+/// buffer: a small file is hashed without zeroing a whole [`CHUNK`].
+pub(crate) fn hash_reader(reader: impl Read, size_hint: u64) -> io::Result<(Digest, u64)> {
     thread_local! {
-        /// One read buffer per thread: zeroing a fresh 1 MiB buffer cost
-        /// more than hashing the small file it was for.
+        /// One read buffer per thread, grown to what the files it hashes
+        /// need: zeroing (and faulting in) a fresh 1 MiB buffer cost more
+        /// than hashing the small file it was for.
         static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
+    // One byte more than the file, so the read that finds its end needs no
+    // second pass through a full buffer.
+    let wanted = usize::try_from(size_hint.saturating_add(1).min(CHUNK as u64))
+        .unwrap_or(CHUNK)
+        .next_multiple_of(4096)
+        .clamp(8192, CHUNK);
     BUF.with(|buf| match buf.try_borrow_mut() {
         Ok(mut buf) => {
-            if buf.len() < CHUNK {
-                buf.resize(CHUNK, 0);
+            if buf.len() < wanted {
+                buf.resize(wanted, 0);
             }
             hash_with(reader, &mut buf)
         }
-        Err(_) => hash_with(reader, &mut vec![0u8; CHUNK]),
+        Err(_) => hash_with(reader, &mut vec![0u8; wanted]),
     })
 }
 
@@ -263,9 +272,11 @@ impl BlobStore {
                 .fs
                 .copy_into(&mut from, &mut to, &tmp)
                 .map_err(|e| StoreError::io("copying into the store", src, e))?;
-            let (blob, hashed) =
-                hash_reader(File::open(&tmp).map_err(|e| StoreError::io("reading", &tmp, e))?)
-                    .map_err(|e| StoreError::io("hashing", &tmp, e))?;
+            let (blob, hashed) = hash_reader(
+                File::open(&tmp).map_err(|e| StoreError::io("reading", &tmp, e))?,
+                size,
+            )
+            .map_err(|e| StoreError::io("hashing", &tmp, e))?;
             if hashed != size {
                 return Err(StoreError::Internal(format!(
                     "copied {size} bytes of {} but read back {hashed}",
@@ -317,10 +328,12 @@ impl BlobStore {
         self.place_at(dest, mode, |tmp| {
             let io = |action, path: &Path, e| BlobReadError::Io(StoreError::io(action, path, e));
             let mut to = self.fs.create_new(tmp).map_err(|e| io("creating", tmp, e))?;
-            self.fs.copy_into(&mut from, &mut to, tmp).map_err(|e| io("restoring", dest, e))?;
+            let copied =
+                self.fs.copy_into(&mut from, &mut to, tmp).map_err(|e| io("restoring", dest, e))?;
             drop(to);
-            let (found, _) = hash_reader(File::open(tmp).map_err(|e| io("reading", tmp, e))?)
-                .map_err(|e| io("hashing", tmp, e))?;
+            let (found, _) =
+                hash_reader(File::open(tmp).map_err(|e| io("reading", tmp, e))?, copied)
+                    .map_err(|e| io("hashing", tmp, e))?;
             if found != *blob {
                 let quarantined = self.quarantine(blob).ok();
                 return Err(BlobReadError::Corrupt { found, quarantined });

@@ -207,7 +207,10 @@ impl Fs {
 /// A redb storage backend whose writes pass the [`Fs`] hook.
 #[derive(Debug)]
 pub(crate) struct HookedBackend {
-    inner: redb::backends::FileBackend,
+    /// Shared with the store, which releases the file's locks itself when
+    /// it lets go of the database without closing it
+    /// ([`crate::Store::close_at_exit`]).
+    inner: Arc<redb::backends::FileBackend>,
     fs: Fs,
     path: std::path::PathBuf,
 }
@@ -219,10 +222,16 @@ impl HookedBackend {
         path: &Path,
     ) -> Result<HookedBackend, redb::DatabaseError> {
         Ok(HookedBackend {
-            inner: redb::backends::FileBackend::new(file)?,
+            inner: Arc::new(redb::backends::FileBackend::new(file)?),
             fs,
             path: path.to_path_buf(),
         })
+    }
+
+    /// The file backend, for releasing its locks after the database is let
+    /// go of.
+    pub(crate) fn file(&self) -> Arc<redb::backends::FileBackend> {
+        Arc::clone(&self.inner)
     }
 }
 

@@ -62,11 +62,12 @@ pub mod trace_db;
 use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::{Component, Path, PathBuf};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
-use redb::{ConcurrencyMode, Durability, ReadableTable};
+use redb::backends::FileBackend;
+use redb::{ConcurrencyMode, Durability, ReadableTable, StorageBackend as _};
 use trove_engine::{
     DataVersion, Digest, OutputVersion, RunReport, RunStatus, StepFailure, StepLog, Trace,
     TraceError, TraceStore,
@@ -190,6 +191,9 @@ struct Staged {
     logs: HashMap<String, StepLogRecord>,
     stats: HashMap<String, StatEntry>,
     blobs: HashMap<Digest, BlobMeta>,
+    /// The record of a run begun and not yet committed: the first commit
+    /// writes it (and marks it the current run).
+    run_start: Option<RunRecord>,
     steps: usize,
     since: Option<Instant>,
 }
@@ -201,6 +205,7 @@ impl Staged {
             && self.stats.is_empty()
             && self.blobs.is_empty()
             && self.outputs.is_empty()
+            && self.run_start.is_none()
     }
 
     fn clear_committed(&mut self) {
@@ -233,6 +238,9 @@ impl Staged {
         }
         for (k, v) in older.blobs {
             self.blobs.entry(k).or_insert(v);
+        }
+        if self.run_start.is_none() {
+            self.run_start = older.run_start;
         }
         self.steps += older.steps;
         self.since = match (self.since, older.since) {
@@ -275,6 +283,14 @@ pub struct Store {
     /// walk of its own, as costly as the lookup it serves).
     table_cache: Mutex<Option<(u64, OpenTables)>>,
     generation: AtomicU64,
+    /// Between `begin_run` and `finish_run`.
+    run_open: AtomicBool,
+    /// The end of an engine run leaves the staged batch to `finish_run`
+    /// ([`Store::set_end_with_finish_run`]).
+    end_with_finish: AtomicBool,
+    /// The database file's backend (read-write stores), whose locks
+    /// [`Store::close_at_exit`] releases.
+    file: Option<Arc<FileBackend>>,
     _lock: Option<WriteLock>,
     /// Where a damaged trace database was moved at open, and why.
     recovered: Option<(PathBuf, String)>,
@@ -328,6 +344,18 @@ impl Store {
         on_wait: &mut dyn FnMut(&LockHolder),
         fs: Fs,
     ) -> Result<Store, StoreError> {
+        Store::open_impl(dir, opts, on_wait, fs, true)
+    }
+
+    /// [`Store::open_with_fs`]; `set_aside`: a damaged database is set aside
+    /// for a fresh one (else the open fails with [`StoreError::Damaged`]).
+    fn open_impl(
+        dir: &Path,
+        opts: &OpenOptions,
+        on_wait: &mut dyn FnMut(&LockHolder),
+        fs: Fs,
+        set_aside: bool,
+    ) -> Result<Store, StoreError> {
         let db_path = dir.join("trove.redb");
         let mut recovered = None;
         let mut builder = redb::Builder::new();
@@ -338,6 +366,7 @@ impl Store {
                 return Err(StoreError::NotFound { dir: dir.to_path_buf() });
             }
             let mut told = false;
+            let mut settled = false;
             let db = loop {
                 match open_quietly(|| builder.open_read_only(&db_path)) {
                     Ok(db) => break db,
@@ -347,7 +376,18 @@ impl Store {
                             message: e.to_string(),
                         });
                     }
-                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                    // Left unclean by a writer that is gone (killed, or let
+                    // go at exit: `close_at_exit`): a read-only open refuses
+                    // it until a writer has opened it again.
+                    Err(redb::DatabaseError::RepairAborted)
+                        if !settled && settle_unclean(dir, &fs)? =>
+                    {
+                        settled = true;
+                    }
+                    Err(
+                        redb::DatabaseError::DatabaseAlreadyOpen
+                        | redb::DatabaseError::RepairAborted,
+                    ) => {
                         let holder = lock::current_holder(dir).unwrap_or(LockHolder {
                             pid: 0,
                             command: String::new(),
@@ -372,8 +412,11 @@ impl Store {
             if !db_path.exists() {
                 create_db(&builder, dir, &db_path, &fs)?;
             }
-            let db = match open_rw_db(&builder, &db_path, &fs)? {
-                Ok(db) => db,
+            let (db, file) = match open_rw_db(&builder, &db_path, &fs)? {
+                Ok(opened) => opened,
+                Err(e) if is_damage(&e) && !set_aside => {
+                    return Err(StoreError::Damaged { path: db_path, message: e.to_string() });
+                }
                 Err(e) if is_damage(&e) => {
                     let detail = e.to_string();
                     // A damaged trace database is set aside, never deleted,
@@ -387,8 +430,9 @@ impl Store {
                 }
                 Err(e) => return Err(db_err(&db_path)(&e)),
             };
-            (Db::Rw(db), Some(lock))
+            (Db::Rw(db), Some((lock, file)))
         };
+        let (lock, file) = lock.unzip();
         let store = Store {
             dir: dir.to_path_buf(),
             db_path,
@@ -407,6 +451,9 @@ impl Store {
             read_cache: Mutex::new(None),
             table_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
+            run_open: AtomicBool::new(false),
+            end_with_finish: AtomicBool::new(false),
+            file,
             _lock: lock,
             recovered,
         };
@@ -441,19 +488,31 @@ impl Store {
         Ok(())
     }
 
-    /// Whether opening for writing has nothing to write: every table
-    /// exists, the schema is this one, and no run was left running. (A write
-    /// transaction is a durable commit, the largest fixed cost of a no-op.)
+    /// Whether opening for writing has nothing to write: the schema is this
+    /// one and no run was left running. (A write transaction is a durable
+    /// commit, the largest fixed cost of a no-op.) Tables need not all
+    /// exist: reads treat a missing table as empty, and writes create it.
     fn is_initialized(&self) -> bool {
         let Ok(txn) = self.read_txn() else { return false };
-        let tables_exist = ALL_TABLES.iter().all(|t| txn.open_table(*t).is_ok());
-        tables_exist
-            && get_in(&self.db_path, &txn, META, b"schema")
-                .ok()
-                .flatten()
-                .and_then(|b| read_schema(&b))
-                == Some(u32::from(SCHEMA_VERSION))
-            && get_in(&self.db_path, &txn, META, b"current_run").ok().flatten().is_none()
+        let Ok(Some(meta)) = trace_db::guarded(
+            || "meta (open)".into(),
+            || match txn.open_table(META) {
+                Ok(t) => Ok(Some(t)),
+                Err(_) => Ok(None),
+            },
+        ) else {
+            return false;
+        };
+        let get = |key: &[u8]| {
+            trace_db::guarded(
+                || "meta".into(),
+                || Ok(meta.get(key).ok().flatten().map(|v| v.value().to_vec())),
+            )
+            .ok()
+            .flatten()
+        };
+        get(b"schema").and_then(|b| read_schema(&b)) == Some(u32::from(SCHEMA_VERSION))
+            && get(b"current_run").is_none()
     }
 
     fn init_rw(&self) -> Result<(), StoreError> {
@@ -550,6 +609,17 @@ impl Store {
         self.background_flush_ms.store(ms, Ordering::SeqCst);
     }
 
+    /// `true`: between [`Store::begin_run`] and [`Store::finish_run`], the
+    /// end of the engine's run ([`TraceStore::end_run`]) commits nothing, and
+    /// `finish_run` commits the steps staged since the last commit with the
+    /// run's end: one durable commit at the end of a run instead of two. For
+    /// a caller that finishes the run right after the engine returns (the
+    /// CLI); until then the last steps are not durable (a crash costs only
+    /// their re-run). Default `false`: the engine's end flushes.
+    pub fn set_end_with_finish_run(&self, on: bool) {
+        self.end_with_finish.store(on, Ordering::SeqCst);
+    }
+
     /// Keeps file outputs up to `bytes` inline in their output record
     /// instead of a blob file (default [`INLINE_MAX`]; 0: every file is a
     /// blob). An inline file commits with its record, so it costs no temp
@@ -635,7 +705,10 @@ impl Store {
     }
 
     pub(crate) fn read_txn(&self) -> Result<redb::ReadTransaction, StoreError> {
-        self.db()?.begin_read().map_err(|e| db_err(&self.db_path)(&e))
+        match self.db()?.begin_read() {
+            Some(txn) => txn.map_err(|e| db_err(&self.db_path)(&e)),
+            None => Err(StoreError::Internal("the store was closed".into())),
+        }
     }
 
     /// A read transaction that sees every commit of this process. A writer
@@ -727,14 +800,18 @@ impl Store {
         }
     }
 
-    /// Runs `f` in one durable write transaction.
+    /// Runs `f` in one durable write transaction. Every commit records
+    /// redb's allocator state (quick repair), so an open after a crash — or
+    /// after [`Store::close_at_exit`] — loads it instead of rebuilding it.
     pub(crate) fn write_txn<R>(
         &self,
         f: impl FnOnce(&redb::WriteTransaction, &Path) -> Result<R, StoreError>,
     ) -> Result<R, StoreError> {
         let db = self.db()?;
-        let Db::Rw(db) = &*db else {
-            return Err(StoreError::ReadOnly { dir: self.dir.clone() });
+        let db = match &*db {
+            Db::Rw(db) => db,
+            Db::Ro(_) => return Err(StoreError::ReadOnly { dir: self.dir.clone() }),
+            Db::Left => return Err(StoreError::Internal("the store was closed".into())),
         };
         let path = self.db_path.as_path();
         let mut txn = db.begin_write().map_err(|e| db_err(path)(&e))?;
@@ -855,6 +932,16 @@ impl Store {
                     t.insert(d.0.as_slice(), encode(RecordKind::Blob, &meta).as_slice())
                         .map_err(|x| e(&x))?;
                 }
+            }
+            if let Some(run) = &st.run_start {
+                txn.open_table(RUNS)
+                    .map_err(|x| e(&x))?
+                    .insert(run.run_id.as_bytes(), encode(RecordKind::Run, run).as_slice())
+                    .map_err(|x| e(&x))?;
+                txn.open_table(META)
+                    .map_err(|x| e(&x))?
+                    .insert(b"current_run".as_slice(), run.run_id.as_bytes())
+                    .map_err(|x| e(&x))?;
             }
             extra(txn, path)
         })?;
@@ -1169,21 +1256,23 @@ impl Store {
 
     // ---- runs ----------------------------------------------------------
 
-    /// Records the start of a run.
+    /// Records the start of a run. The record is staged, not committed on
+    /// its own: the run's first commit (a batch of finished steps, or its
+    /// end) carries it, so a run costs no commit before its first step. A
+    /// crash before that loses the record of a run that had recorded
+    /// nothing else either; after it, the next open marks the run
+    /// interrupted.
+    ///
+    /// With [`Store::set_end_with_finish_run`], the end of the engine's run
+    /// ([`TraceStore::end_run`]) then leaves the staged batch to the commit
+    /// of [`Store::finish_run`].
     pub fn begin_run(&self, run: &RunInfo) -> Result<(), StoreError> {
-        let rec = run.record();
-        self.write_txn(|txn, path| {
-            let e = db_err(path);
-            txn.open_table(RUNS)
-                .map_err(|x| e(&x))?
-                .insert(run.run_id.as_bytes(), encode(RecordKind::Run, &rec).as_slice())
-                .map_err(|x| e(&x))?;
-            txn.open_table(META)
-                .map_err(|x| e(&x))?
-                .insert(b"current_run".as_slice(), run.run_id.as_bytes())
-                .map_err(|x| e(&x))?;
-            Ok(())
-        })
+        if self.read_only {
+            return Err(StoreError::ReadOnly { dir: self.dir.clone() });
+        }
+        self.staged()?.run_start = Some(run.record());
+        self.run_open.store(true, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Records how a run ended, with per-step outcomes; commits the staged
@@ -1200,7 +1289,14 @@ impl Store {
         report: &RunReport,
         stamp: Option<&StampUpdate>,
     ) -> Result<(), StoreError> {
-        let existing = self.run_record(&report.run_id)?;
+        let _commit = self.commit_guard()?;
+        let mut st = self.staged()?;
+        // A start still staged commits with the end (which then overwrites
+        // it and clears the current run), and stays staged if this fails.
+        let existing = match &st.run_start {
+            Some(start) if start.run_id == report.run_id => Some(start.clone()),
+            _ => self.run_record(&report.run_id)?,
+        };
         let now = now_ms();
         let mut rec = existing.unwrap_or_else(|| RunRecord {
             run_id: report.run_id.clone(),
@@ -1218,8 +1314,7 @@ impl Store {
         rec.status = run_state(report.status);
         rec.counts = report.counts;
         rec.duration_ns = report.duration_ns;
-        let _commit = self.commit_guard()?;
-        let mut st = self.staged()?;
+        self.run_open.store(false, Ordering::SeqCst);
         self.commit_staged(&st, |txn, path| {
             put_run(txn, path, &rec, report)?;
             let e = db_err(path);
@@ -1444,7 +1539,7 @@ fn open_rw_db(
     builder: &redb::Builder,
     db_path: &Path,
     fs: &Fs,
-) -> Result<Result<redb::Database, redb::DatabaseError>, StoreError> {
+) -> Result<Result<(redb::Database, Arc<FileBackend>), redb::DatabaseError>, StoreError> {
     let file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
@@ -1456,7 +1551,31 @@ fn open_rw_db(
         Ok(backend) => backend,
         Err(e) => return Ok(Err(e)),
     };
-    Ok(open_quietly(|| builder.create_with_backend(backend)))
+    let file = backend.file();
+    Ok(open_quietly(|| builder.create_with_backend(backend)).map(|db| (db, file)))
+}
+
+/// Makes a database file that a writer left unclean readable again, when
+/// no writer holds the store: opens the store for writing without waiting
+/// (which loads the allocator state the last commit recorded, or repairs,
+/// and marks a run left running as interrupted) and closes it cleanly. A
+/// damaged file is reported, not set aside: that is left to the next run.
+/// `false`: a writer holds the lock, and the file becomes readable once it
+/// has opened it.
+fn settle_unclean(dir: &Path, fs: &Fs) -> Result<bool, StoreError> {
+    let opts = OpenOptions {
+        read_only: false,
+        wait: false,
+        command: "trove (making the store readable)".into(),
+    };
+    match Store::open_impl(dir, &opts, &mut |_| {}, fs.clone(), false) {
+        Ok(store) => {
+            drop(store);
+            Ok(true)
+        }
+        Err(StoreError::Locked { .. }) => Ok(false),
+        Err(e) => Err(e),
+    }
 }
 
 /// Opens a database with redb's panics caught (and not printed): a panic
@@ -1675,9 +1794,46 @@ impl TraceStore for Store {
         self.flush_all().map_err(|e| TraceError::Store(e.to_string()))
     }
 
+    fn end_run(&self) -> Result<(), TraceError> {
+        // A run begun on this store ends with `finish_run`, whose commit
+        // takes the staged batch with the run record.
+        let deferred =
+            self.end_with_finish.load(Ordering::SeqCst) && self.run_open.load(Ordering::SeqCst);
+        if deferred { Ok(()) } else { self.flush() }
+    }
+
     fn background_flush(&self) -> Option<Duration> {
         let ms = self.background_flush_ms.load(Ordering::Relaxed);
         (ms != u64::MAX).then(|| Duration::from_millis(ms))
+    }
+}
+
+impl Store {
+    /// Commits what is staged and lets go of the store for a process about
+    /// to exit, without redb's shutdown work (a commit recording the
+    /// allocator state, then a header write, four fsyncs in all): every
+    /// durable commit of trove records the allocator state already (quick
+    /// repair), so the next open loads it exactly as after a clean close —
+    /// and exactly as after a crash, which the crash tests exercise. The
+    /// database file stays open and locked until the process exits, so
+    /// nothing in this process may open the store again.
+    pub fn close_at_exit(self) -> Result<(), StoreError> {
+        self.flush_all()?;
+        // Reads of this process end first: they hold reader slots of the
+        // file.
+        self.invalidate_reads();
+        let mut db =
+            self.db.write().map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
+        if let Db::Rw(_) = &*db {
+            std::mem::forget(std::mem::replace(&mut *db, Db::Left));
+            // The file stays open (redb's handle is gone, not closed), but
+            // its locks go now, before trove's own lock: a writer waiting
+            // for that one must find the database free.
+            if let Some(file) = &self.file {
+                file.close().map_err(|e| db_err(&self.db_path)(&e))?;
+            }
+        }
+        Ok(())
     }
 }
 

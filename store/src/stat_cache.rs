@@ -120,7 +120,7 @@ pub(crate) struct Hashed {
 /// stamped with the time the read began (the racy check's reference).
 pub(crate) fn hash_against(file: std::fs::File, full: &Path, stat: FileStat) -> io::Result<Hashed> {
     let started = now_ns();
-    let (digest, bytes) = hash_reader(file)?;
+    let (digest, bytes) = hash_reader(file, stat.size)?;
     let data_version = DataVersion(digest);
     let held = bytes == stat.size && FileStat::of(full).ok() == Some(stat);
     Ok(Hashed { data_version, bytes, entry: held.then(|| stat.entry(data_version, started)) })

@@ -50,17 +50,23 @@ pub(crate) const CACHE: Table = TableDefinition::new("cache");
 pub(crate) const ALL_TABLES: [Table; 11] =
     [META, TRACES, OUTPUTS, LATEST, RUNS, RUN_STEPS, LOGS, STAT, BLOBS, STAMPS, CACHE];
 
-/// The open redb database: read-write or read-only.
+/// The open redb database: read-write or read-only; `Left` once
+/// [`Store::close_at_exit`](crate::Store::close_at_exit) has let go of it.
 pub(crate) enum Db {
     Rw(redb::Database),
     Ro(redb::ReadOnlyDatabase),
+    Left,
 }
 
 impl Db {
-    pub(crate) fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+    /// A read transaction; `None` once the database was left.
+    pub(crate) fn begin_read(
+        &self,
+    ) -> Option<Result<redb::ReadTransaction, redb::TransactionError>> {
         match self {
-            Db::Rw(db) => db.begin_read(),
-            Db::Ro(db) => db.begin_read(),
+            Db::Rw(db) => Some(db.begin_read()),
+            Db::Ro(db) => Some(db.begin_read()),
+            Db::Left => None,
         }
     }
 }

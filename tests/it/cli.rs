@@ -545,6 +545,14 @@ out = { o = "two.txt" }
     // finish, so it does not write `two.txt` while the next run does.
     std::fs::remove_file(ws.root().join("block")).unwrap();
     ws.wait_for("orphan-done");
+    // Read-only commands open the store the killed writer left unclean: the
+    // run it had begun (committed with `first`) reads as interrupted.
+    let log = ws.run(["log", "--json"]);
+    log.ok();
+    let runs = log.json()["runs"].as_array().cloned().unwrap_or_default();
+    assert_eq!(runs.len(), 1, "{runs:?}");
+    assert_eq!(runs[0]["status"], "interrupted");
+    ws.run(["plan"]).ok();
     let again = run_json(&ws, &[]);
     again.ok();
     assert_eq!(again.outcomes(), "first:memoized second:ran");

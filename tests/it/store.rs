@@ -868,3 +868,89 @@ fn background_flushes_commit_every_finished_step() {
         assert!(report.ran().is_empty(), "jobs = {jobs}: {report:?}");
     }
 }
+
+/// What `trove run` does with the store: a run begun, background flushes,
+/// the engine's end left to the run's end record.
+fn cli_like_run(store: &Store, root: &Path, job: Job, jobs: usize) -> RunReport {
+    let run_id = Store::new_run_id();
+    let info = trove::store::RunInfo {
+        run_id: run_id.clone(),
+        job: job.name().to_owned(),
+        command: "trove run".into(),
+        memoized: true,
+        ..Default::default()
+    };
+    store.begin_run(&info).unwrap();
+    store.set_background_flush(Some(std::time::Duration::from_millis(20)));
+    store.set_end_with_finish_run(true);
+    let io = store.io_manager(root);
+    let opts = RunOptions { run_id, jobs, ..RunOptions::default() };
+    let report = Engine::new(job).run(&io, store, &opts, &mut |_| {}).unwrap();
+    store.finish_run(&report).unwrap();
+    report
+}
+
+#[test]
+fn a_one_step_run_costs_one_commit_its_end() {
+    for jobs in [1, 2] {
+        let w = ws();
+        let store = open(&w.store_dir);
+        let job = one_step_job("only", &w.root, "out/only.txt", b"only");
+        let report = cli_like_run(&store, &w.root, job, jobs);
+        assert_eq!(report.ran().len(), 1);
+        // The run's start, its step and its end: one durable commit.
+        assert_eq!(store.stats().batches, 1, "jobs = {jobs}");
+        assert_eq!(store.runs(10).unwrap()[0].status, trove::store::RunState::Succeeded);
+        drop(store);
+        let store = open(&w.store_dir);
+        let again = run(&store, &w.root, one_step_job("only", &w.root, "out/only.txt", b"only"));
+        assert!(again.ran().is_empty(), "jobs = {jobs}: the step was committed: {again:?}");
+    }
+}
+
+#[test]
+fn a_store_let_go_at_exit_opens_for_reading_and_writing_and_loses_nothing() {
+    let w = ws();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let store = open(&w.store_dir);
+    cli_like_run(&store, &w.root, chain_job(&w.root, 5, "a", runs.clone()), 2);
+    store.close_at_exit().unwrap();
+    // A reader first: the file was left without redb's shutdown, which a
+    // read-only open refuses until a writer has opened it; the store does.
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let reader = Store::open(&w.store_dir, &ro, &mut |_| panic!("nobody holds the store")).unwrap();
+    assert_eq!(reader.runs(10).unwrap()[0].status, trove::store::RunState::Succeeded);
+    drop(reader);
+    let store = open(&w.store_dir);
+    assert!(run(&store, &w.root, chain_job(&w.root, 5, "a", runs.clone())).ran().is_empty());
+    assert!(store.verify().unwrap().is_clean());
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+}
+
+#[test]
+fn a_run_let_go_of_before_its_end_reads_as_interrupted() {
+    let w = ws();
+    let store = open(&w.store_dir);
+    let run_id = Store::new_run_id();
+    store
+        .begin_run(&trove::store::RunInfo {
+            run_id: run_id.clone(),
+            job: "chain".into(),
+            command: "trove run".into(),
+            memoized: true,
+            ..Default::default()
+        })
+        .unwrap();
+    // The begin record waits for the run's first commit.
+    assert!(store.runs(10).unwrap().is_empty());
+    let runs = Arc::new(AtomicUsize::new(0));
+    run(&store, &w.root, chain_job(&w.root, 2, "a", runs));
+    // The process ends without `finish_run` (as a killed one would).
+    store.close_at_exit().unwrap();
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let reader = Store::open(&w.store_dir, &ro, &mut |_| {}).unwrap();
+    let listed = reader.runs(10).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].run_id, run_id);
+    assert_eq!(listed[0].status, trove::store::RunState::Interrupted);
+}
