@@ -68,16 +68,43 @@ impl Ctx {
     /// Opens the store (waiting for another trove's lock unless
     /// `--no-wait`).
     pub fn open_store(&self, dir: &Path, read_only: bool) -> anyhow::Result<trove_store::Store> {
-        let opts = trove_store::OpenOptions {
+        if !read_only {
+            return self.open_locked(dir, self.lock_store(dir)?);
+        }
+        let opts = self.open_options(true);
+        let store = trove_store::Store::open(dir, &opts, &mut |holder| {
+            crate::render::human::waiting(holder);
+        })
+        .with_context(|| format!("opening the store {}", dir.display()))?;
+        Ok(store)
+    }
+
+    fn open_options(&self, read_only: bool) -> trove_store::OpenOptions {
+        trove_store::OpenOptions {
             read_only,
             wait: !self.global.no_wait,
             command: self.command_line.clone(),
-        };
-        let mut on_wait = |holder: &trove_store::LockHolder| {
+        }
+    }
+
+    /// Takes the store's writer lock (waiting for another trove's unless
+    /// `--no-wait`), leaving the database to [`Ctx::open_locked`].
+    pub fn lock_store(&self, dir: &Path) -> anyhow::Result<trove_store::LockedStore> {
+        trove_store::Store::lock(dir, &self.open_options(false), &mut |holder| {
             crate::render::human::waiting(holder);
-        };
-        let store = trove_store::Store::open(dir, &opts, &mut on_wait)
-            .with_context(|| format!("opening the store {}", dir.display()))?;
+        })
+        .with_context(|| format!("opening the store {}", dir.display()))
+    }
+
+    /// Opens the database of a locked store, saying so if a damaged one had
+    /// to be set aside.
+    pub fn open_locked(
+        &self,
+        dir: &Path,
+        locked: trove_store::LockedStore,
+    ) -> anyhow::Result<trove_store::Store> {
+        let store =
+            locked.open().with_context(|| format!("opening the store {}", dir.display()))?;
         if let Some((aside, detail)) = store.recovered_from() {
             crate::render::human::warning(&format!(
                 "the trace database in {} was damaged ({detail}); it was moved to {} and a fresh one started: steps run again",
@@ -176,7 +203,7 @@ pub fn load_cut(
     for (name, value) in &env {
         engine.set_env(name, value.clone());
     }
-    let stamp = crate::uptodate::StampMaterial { env, probes, files };
+    let stamp = crate::uptodate::StampMaterial { env, probes, files: Some(files) };
     Ok(Loaded { ws, pipeline, store, engine, stamp })
 }
 
@@ -201,17 +228,19 @@ pub enum Load {
     },
 }
 
-/// Loads what a `trove run` needs, asking the stamp first when `shortcut`
-/// (a plain run without `--full-check`): an answer of "up to date", a cut
-/// of the steps an edit of source or code files reaches (decoded alone from
-/// the parse cache), or the whole pipeline.
-pub fn load_for_run(
-    ws: Workspace,
-    store: trove_store::Store,
-    shortcut: bool,
-) -> anyhow::Result<Load> {
-    use crate::uptodate::{Answer, check};
-    let answer = if shortcut { check(&ws, &store)? } else { Answer::Full };
+/// Opens the store in `dir` and loads what a `trove run` needs, asking the
+/// stamp first when `shortcut` (a plain run without `--full-check`): an
+/// answer of "up to date", a cut of the steps an edit of source or code
+/// files reaches (decoded alone from the parse cache), or the whole
+/// pipeline.
+pub fn load_for_run(ctx: &Ctx, ws: Workspace, dir: &Path, shortcut: bool) -> anyhow::Result<Load> {
+    use crate::uptodate::Answer;
+    let locked = ctx.lock_store(dir)?;
+    let (store, answer) = if shortcut {
+        crate::uptodate::check(&ws, locked, |locked| ctx.open_locked(dir, locked))?
+    } else {
+        (ctx.open_locked(dir, locked)?, Answer::Full)
+    };
     let cut = match answer {
         Answer::UpToDate(job, steps) => {
             return Ok(Load::UpToDate { store: Box::new(store), job, steps });
@@ -228,7 +257,9 @@ pub fn load_for_run(
     };
     let cut = crate::pipeline::Cut { probes: &inputs.probes };
     let mut loaded = Box::new(load_cut(ws, reached.pipeline, store, Some(&cut))?);
-    loaded.stamp.files = reached.files;
+    // The cut reads and writes what the whole pipeline did: the next stamp
+    // covers the checked stamp's files.
+    loaded.stamp.files = None;
     Ok(Load::Run { loaded, stamped: Some(inputs) })
 }
 

@@ -28,7 +28,7 @@ use std::path::Path;
 
 use trove_engine::{Digest, RunReport, RunStatus};
 pub use trove_store::StampInputs;
-use trove_store::{StampCheck, StampUpdate, Store};
+use trove_store::{LockedStore, StampCheck, StampUpdate, Store};
 
 use crate::pipeline::Workspace;
 
@@ -76,29 +76,55 @@ pub enum Answer {
     Full,
 }
 
-/// Checks the stamp of the workspace. The files are checked even when
-/// something else changed: those found unchanged are then not statted again
-/// by the full run.
-pub fn check(ws: &Workspace, store: &Store) -> anyhow::Result<Answer> {
+/// Checks the stamp of the workspace and opens the store with `open`. The
+/// stamp is read before the database, so re-stating the files (and running
+/// the probes) overlaps the open, which waits on the disk. The files are
+/// checked even when something else changed: those found unchanged are then
+/// not statted again by the full run.
+pub fn check(
+    ws: &Workspace,
+    locked: LockedStore,
+    open: impl FnOnce(LockedStore) -> anyhow::Result<Store>,
+) -> anyhow::Result<(Store, Answer)> {
     let slot = slot(ws);
-    let Some(mut stamp) = store.stamp(&slot)? else {
-        return Ok(Answer::Full);
+    let Some(mut stamp) = locked.stamp(&slot) else {
+        return Ok((open(locked)?, Answer::Full));
     };
     // Probes run commands: only while nothing else has differed.
-    let same = stamp.inputs.key == key(ws)
-        && stamp.inputs.env.iter().all(|(name, value)| crate::command::env_var(name) == *value)
-        && stamp.inputs.probes.iter().all(|(cmd, printed)| {
-            crate::command::version_of(&ws.root, cmd).ok().as_ref() == Some(printed)
+    let same_text = stamp.inputs.key == key(ws)
+        && stamp.inputs.env.iter().all(|(name, value)| crate::command::env_var(name) == *value);
+    let probes = if same_text { stamp.inputs.probes.clone() } else { Vec::new() };
+    let (store, checked, probes_same) = std::thread::scope(|threads| {
+        let probing = (!probes.is_empty()).then(|| {
+            threads.spawn(|| {
+                probes.iter().all(|(cmd, printed)| {
+                    crate::command::version_of(&ws.root, cmd).ok().as_ref() == Some(printed)
+                })
+            })
         });
-    match store.check_stamp(&ws.root, &mut stamp) {
+        let root = &ws.root;
+        let stamp = &mut stamp;
+        let statting = threads.spawn(move || trove_store::check_files(root, stamp));
+        let store = open(locked);
+        let checked = statting.join();
+        let probes_same = probing.map_or(Ok(true), |p| p.join());
+        (store, checked, probes_same)
+    });
+    let store = store?;
+    let bug = || anyhow::anyhow!("the up-to-date check stopped: this is a bug in trove");
+    let checked = checked.map_err(|_| bug())?;
+    let same = same_text && probes_same.map_err(|_| bug())?;
+    match store.accept_check(&mut stamp, checked) {
         StampCheck::UpToDate { refreshed } if same => {
             if refreshed {
-                store.refresh_stamp(&slot, &stamp)?;
+                store.refresh_stamp(&slot, &stamp.inputs)?;
             }
-            Ok(Answer::UpToDate(stamp.inputs.job, stamp.inputs.steps))
+            Ok((store, Answer::UpToDate(stamp.inputs.job, stamp.inputs.steps)))
         }
-        StampCheck::Changed(files) if same => Ok(Answer::Changed(Box::new(stamp.inputs), files)),
-        _ => Ok(Answer::Full),
+        StampCheck::Changed(files) if same => {
+            Ok((store, Answer::Changed(Box::new(stamp.inputs), files)))
+        }
+        _ => Ok((store, Answer::Full)),
     }
 }
 
@@ -166,7 +192,7 @@ pub fn stamp_after(
         probes: built.probes.clone(),
         steps: report.steps.iter().map(|s| s.step.to_string()).collect(),
     };
-    store.stamp_update(&slot, &ws.root, inputs, &built.files)
+    store.stamp_update(&slot, &ws.root, inputs, built.files.as_deref())
 }
 
 /// What [`stamp_after`] needs of a [`crate::pipeline::Built`] job.
@@ -176,8 +202,9 @@ pub struct StampMaterial {
     pub env: Vec<(String, Option<String>)>,
     /// `version_cmd`s and their outputs.
     pub probes: Vec<(String, String)>,
-    /// Every file the job reads or writes.
-    pub files: Vec<String>,
+    /// Every file the job reads or writes; `None`: those of the stamp the
+    /// run was checked against (a cut of the same pipeline text).
+    pub files: Option<Vec<String>>,
 }
 
 /// The report of a run answered by the stamp: every step a hit.

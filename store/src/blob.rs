@@ -174,6 +174,11 @@ pub(crate) struct BlobStore {
 }
 
 impl BlobStore {
+    /// The filesystem seam its writes go through.
+    pub(crate) fn fs(&self) -> &Fs {
+        &self.fs
+    }
+
     pub(crate) fn new(dir: &Path, fs: Fs) -> BlobStore {
         BlobStore {
             root: dir.join("blobs"),

@@ -28,8 +28,8 @@ use crate::record::{
     decode,
 };
 use crate::trace_db::{
-    self, BLOBS, CACHE, Db, LATEST, LOGS, OUTPUTS, RUN_STEPS, RUNS, Rows, STAMPS, STAT, TRACES,
-    Table, db_err,
+    self, BLOBS, CACHE, Db, LATEST, LOGS, OUTPUTS, RUN_STEPS, RUNS, Rows, STAT, TRACES, Table,
+    db_err,
 };
 use crate::{Store, all_rows};
 
@@ -156,9 +156,8 @@ fn remove_keys(
         }
     }
     // A stamp vouches that every output is stored: after any removal it may
-    // no longer hold, so every stamp goes in the same transaction.
-    txn.open_table(STAMPS).map_err(|x| e(&x))?.retain(|_, _| false).map_err(|x| e(&x))?;
-    Ok(())
+    // no longer hold, so no stamp written before answers any more.
+    crate::stamp::invalidate_all(txn, path)
 }
 
 pub(crate) fn gc(store: &Store, policy: &GcPolicy) -> Result<GcReport, StoreError> {
@@ -421,7 +420,8 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
                 RecordKind::Stat => decode::<crate::record::StatEntry>(kind, &v).map(|_| ()),
                 RecordKind::Blob => decode::<BlobMeta>(kind, &v).map(|_| ()),
                 RecordKind::Latest => decode::<LatestRecord>(kind, &v).map(|_| ()),
-                RecordKind::Stamp => decode::<crate::stamp::Stamp>(kind, &v).map(|_| ()),
+                // Stamps are files now; nothing checks this table.
+                RecordKind::Stamp => Ok(()),
                 RecordKind::Cache => decode::<crate::cache::CacheRecord>(kind, &v).map(|_| ()),
             };
             match res {
@@ -445,7 +445,6 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
     check_table(LOGS, "logs", RecordKind::Log, &mut report)?;
     check_table(STAT, "stat", RecordKind::Stat, &mut report)?;
     check_table(BLOBS, "blobs", RecordKind::Blob, &mut report)?;
-    check_table(STAMPS, "stamps", RecordKind::Stamp, &mut report)?;
     check_table(CACHE, "cache", RecordKind::Cache, &mut report)?;
     // 4. References: output → blob (→ manifest members).
     let mut referenced: HashSet<Digest> = HashSet::new();

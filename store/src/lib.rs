@@ -83,7 +83,9 @@ pub use record::{
     BlobMeta, DecodeError, Location, OutputRecord, RunDetail, RunRecord, RunState, SCHEMA_VERSION,
     StatEntry, StepLogRecord, TraceRecord,
 };
-pub use stamp::{Stamp, StampCheck, StampInputs, StampUpdate};
+pub use stamp::{
+    FilesChecked, Stamp, StampCheck, StampFiles, StampInputs, StampUpdate, check_files,
+};
 
 use crate::blob::BlobStore;
 use crate::lock::{WriteLock, now_ms};
@@ -115,6 +117,77 @@ impl Default for OpenOptions {
     fn default() -> Self {
         OpenOptions { read_only: false, wait: true, command: "trove".into() }
     }
+}
+
+/// A store directory whose writer lock this process holds, its database
+/// not open yet ([`Store::lock`]).
+#[derive(Debug)]
+pub struct LockedStore {
+    dir: PathBuf,
+    fs: Fs,
+    lock: WriteLock,
+}
+
+impl LockedStore {
+    /// The up-to-date stamp of `slot` ([`Store::stamp`]), read without the
+    /// database.
+    pub fn stamp(&self, slot: &str) -> Option<Stamp> {
+        stamp::read(&self.dir, slot)
+    }
+
+    /// Opens the database: the store, as [`Store::open`] gives it.
+    pub fn open(self) -> Result<Store, StoreError> {
+        self.open_impl(true)
+    }
+
+    fn open_impl(self, set_aside: bool) -> Result<Store, StoreError> {
+        let LockedStore { dir, fs, lock } = self;
+        let db_path = dir.join("trove.redb");
+        let builder = builder();
+        if !db_path.exists() {
+            create_db(&builder, &dir, &db_path, &fs)?;
+        }
+        let mut recovered = None;
+        let (db, file) = match open_rw_db(&builder, &db_path, &fs)? {
+            Ok(opened) => opened,
+            Err(e) if is_damage(&e) && !set_aside => {
+                return Err(StoreError::Damaged { path: db_path, message: e.to_string() });
+            }
+            Err(e) if is_damage(&e) => {
+                let detail = e.to_string();
+                // A damaged trace database is set aside, never deleted, and
+                // a fresh one takes its place: every step simply runs again
+                // (ninja starts over on a bad log the same way). The caller
+                // learns it from `recovered_from`.
+                let aside = set_aside_db(&dir, &db_path, &fs)?;
+                recovered = Some((aside, detail));
+                create_db(&builder, &dir, &db_path, &fs)?;
+                open_rw_db(&builder, &db_path, &fs)?.map_err(|e| db_err(&db_path)(&e))?
+            }
+            Err(e) => return Err(db_err(&db_path)(&e)),
+        };
+        let store = Store::assemble(&dir, Db::Rw(db), fs, Some(Writer { lock, file, recovered }));
+        store.blobs.prepare()?;
+        store.init_rw()?;
+        Ok(store)
+    }
+}
+
+/// What a writer's store holds besides the database.
+struct Writer {
+    lock: WriteLock,
+    file: Arc<FileBackend>,
+    /// Where a damaged database was set aside, and why.
+    recovered: Option<(PathBuf, String)>,
+}
+
+/// How every process opens the database: shared with readers in other
+/// processes, one writer (trove's own lock decides which).
+fn builder() -> redb::Builder {
+    let mut builder = redb::Builder::new();
+    builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
+    builder.set_cache_size(256 << 20);
+    builder
 }
 
 /// What `begin_run` records about a run.
@@ -273,8 +346,8 @@ pub struct Store {
     /// Files up to this size are kept inline in their output record.
     inline_file_max: AtomicU64,
     /// Workspace files an up-to-date check of this process found unchanged,
-    /// with their data versions ([`Store::check_stamp`]).
-    verified: RwLock<HashMap<String, StatEntry>>,
+    /// with their data versions ([`Store::accept_check`]).
+    pub(crate) verified: RwLock<stamp::Verified>,
     counters: Counters,
     /// A read transaction reused across lookups in a writer process,
     /// tagged with the commit generation it was opened at.
@@ -356,88 +429,102 @@ impl Store {
         fs: Fs,
         set_aside: bool,
     ) -> Result<Store, StoreError> {
+        if !opts.read_only {
+            return Store::lock_with(dir, opts, on_wait, fs)?.open_impl(set_aside);
+        }
         let db_path = dir.join("trove.redb");
-        let mut recovered = None;
-        let mut builder = redb::Builder::new();
-        builder.set_concurrency_mode(ConcurrencyMode::SingleWriter);
-        builder.set_cache_size(256 << 20);
-        let (db, lock) = if opts.read_only {
-            if !db_path.exists() {
-                return Err(StoreError::NotFound { dir: dir.to_path_buf() });
-            }
-            let mut told = false;
-            let mut settled = false;
-            let db = loop {
-                match open_quietly(|| builder.open_read_only(&db_path)) {
-                    Ok(db) => break db,
-                    Err(e) if is_damage(&e) => {
-                        return Err(StoreError::Damaged {
-                            path: db_path.clone(),
-                            message: e.to_string(),
-                        });
-                    }
-                    // Left unclean by a writer that is gone (killed, or let
-                    // go at exit: `close_at_exit`): a read-only open refuses
-                    // it until a writer has opened it again.
-                    Err(redb::DatabaseError::RepairAborted)
-                        if !settled && settle_unclean(dir, &fs)? =>
-                    {
-                        settled = true;
-                    }
-                    Err(
-                        redb::DatabaseError::DatabaseAlreadyOpen
-                        | redb::DatabaseError::RepairAborted,
-                    ) => {
-                        let holder = lock::current_holder(dir).unwrap_or(LockHolder {
-                            pid: 0,
-                            command: String::new(),
-                            since_ms: 0,
-                        });
-                        if !opts.wait {
-                            return Err(StoreError::Locked { dir: dir.to_path_buf(), holder });
-                        }
-                        if !told {
-                            on_wait(&holder);
-                            told = true;
-                        }
-                        std::thread::sleep(Duration::from_millis(50));
-                    }
-                    Err(e) => return Err(db_err(&db_path)(&e)),
-                }
-            };
-            (Db::Ro(db), None)
-        } else {
-            fs.create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
-            let lock = lock::acquire(dir, &opts.command, opts.wait, on_wait)?;
-            if !db_path.exists() {
-                create_db(&builder, dir, &db_path, &fs)?;
-            }
-            let (db, file) = match open_rw_db(&builder, &db_path, &fs)? {
-                Ok(opened) => opened,
-                Err(e) if is_damage(&e) && !set_aside => {
-                    return Err(StoreError::Damaged { path: db_path, message: e.to_string() });
-                }
+        if !db_path.exists() {
+            return Err(StoreError::NotFound { dir: dir.to_path_buf() });
+        }
+        let builder = builder();
+        let mut told = false;
+        let mut settled = false;
+        let db = loop {
+            match open_quietly(|| builder.open_read_only(&db_path)) {
+                Ok(db) => break db,
                 Err(e) if is_damage(&e) => {
-                    let detail = e.to_string();
-                    // A damaged trace database is set aside, never deleted,
-                    // and a fresh one takes its place: every step simply
-                    // runs again (ninja starts over on a bad log the same
-                    // way). The caller learns it from `recovered_from`.
-                    let aside = set_aside_db(dir, &db_path, &fs)?;
-                    recovered = Some((aside, detail));
-                    create_db(&builder, dir, &db_path, &fs)?;
-                    open_rw_db(&builder, &db_path, &fs)?.map_err(|e| db_err(&db_path)(&e))?
+                    return Err(StoreError::Damaged {
+                        path: db_path.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                // Left unclean by a writer that is gone (killed, or let go
+                // at exit: `close_at_exit`): a read-only open refuses it
+                // until a writer has opened it again.
+                Err(redb::DatabaseError::RepairAborted)
+                    if !settled && settle_unclean(dir, &fs)? =>
+                {
+                    settled = true;
+                }
+                Err(
+                    redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::RepairAborted,
+                ) => {
+                    let holder = lock::current_holder(dir).unwrap_or(LockHolder {
+                        pid: 0,
+                        command: String::new(),
+                        since_ms: 0,
+                    });
+                    if !opts.wait {
+                        return Err(StoreError::Locked { dir: dir.to_path_buf(), holder });
+                    }
+                    if !told {
+                        on_wait(&holder);
+                        told = true;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
                 }
                 Err(e) => return Err(db_err(&db_path)(&e)),
-            };
-            (Db::Rw(db), Some((lock, file)))
+            }
         };
-        let (lock, file) = lock.unzip();
-        let store = Store {
+        let store = Store::assemble(dir, Db::Ro(db), fs, None);
+        store.check_schema_ro().map_err(|e| match e {
+            // Not even the schema record reads: the file is damaged.
+            StoreError::CorruptRecord { detail: message, .. }
+            | StoreError::Database { message, .. } => {
+                StoreError::Damaged { path: store.db_path.clone(), message }
+            }
+            e => e,
+        })?;
+        Ok(store)
+    }
+
+    /// Takes the writer lock of the store in `dir` (creating the
+    /// directory), waiting for another writer as [`Store::open`] does, and
+    /// does not open the database yet: what needs only the lock — reading
+    /// the up-to-date stamp ([`LockedStore::stamp`]) and re-stating the
+    /// workspace — can then go on while [`LockedStore::open`] waits on the
+    /// disk.
+    pub fn lock(
+        dir: &Path,
+        opts: &OpenOptions,
+        on_wait: &mut dyn FnMut(&LockHolder),
+    ) -> Result<LockedStore, StoreError> {
+        Store::lock_with(dir, opts, on_wait, Fs::real())
+    }
+
+    fn lock_with(
+        dir: &Path,
+        opts: &OpenOptions,
+        on_wait: &mut dyn FnMut(&LockHolder),
+        fs: Fs,
+    ) -> Result<LockedStore, StoreError> {
+        fs.create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
+        let lock = lock::acquire(dir, &opts.command, opts.wait, on_wait)?;
+        Ok(LockedStore { dir: dir.to_path_buf(), fs, lock })
+    }
+
+    /// The store of an open database; `writer`: what a writer holds.
+    fn assemble(dir: &Path, db: Db, fs: Fs, writer: Option<Writer>) -> Store {
+        let read_only = writer.is_none();
+        let (lock, file, recovered) = match writer {
+            Some(Writer { lock, file, recovered }) => (Some(lock), Some(file), recovered),
+            None => (None, None, None),
+        };
+        Store {
             dir: dir.to_path_buf(),
-            db_path,
+            db_path: dir.join("trove.redb"),
             db: RwLock::new(db),
-            read_only: opts.read_only,
+            read_only,
             blobs: BlobStore::new(dir, fs),
             staged: Mutex::new(Staged::default()),
             in_flight: Mutex::new(None),
@@ -446,7 +533,7 @@ impl Store {
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
             background_flush_ms: AtomicU64::new(u64::MAX),
             inline_file_max: AtomicU64::new(INLINE_MAX as u64),
-            verified: RwLock::new(HashMap::new()),
+            verified: RwLock::new(stamp::Verified::default()),
             counters: Counters::default(),
             read_cache: Mutex::new(None),
             table_cache: Mutex::new(None),
@@ -456,21 +543,7 @@ impl Store {
             file,
             _lock: lock,
             recovered,
-        };
-        if store.read_only {
-            store.check_schema_ro().map_err(|e| match e {
-                // Not even the schema record reads: the file is damaged.
-                StoreError::CorruptRecord { detail: message, .. }
-                | StoreError::Database { message, .. } => {
-                    StoreError::Damaged { path: store.db_path.clone(), message }
-                }
-                e => e,
-            })?;
-        } else {
-            store.blobs.prepare()?;
-            store.init_rw()?;
         }
-        Ok(store)
     }
 
     fn check_schema_ro(&self) -> Result<(), StoreError> {
@@ -632,21 +705,21 @@ impl Store {
         self.inline_file_max.load(Ordering::Relaxed)
     }
 
-    pub(crate) fn set_verified(&self, files: HashMap<String, StatEntry>) {
+    pub(crate) fn set_verified(&self, files: stamp::Verified) {
         if let Ok(mut v) = self.verified.write() {
             *v = files;
         }
     }
 
     /// The data version of a workspace file this process's up-to-date check
-    /// found unchanged.
+    /// found unchanged (and that it has not written since).
     pub fn verified(&self, rel: &str) -> Option<DataVersion> {
-        self.verified.read().ok()?.get(rel).map(|e| e.data_version)
+        self.verified.read().ok()?.entry(rel).map(|e| e.data_version)
     }
 
-    /// The stat-cache entry a file was verified against.
-    pub(crate) fn verified_entry(&self, rel: &str) -> Option<StatEntry> {
-        self.verified.read().ok()?.get(rel).cloned()
+    /// The filesystem seam writes go through.
+    pub(crate) fn fs(&self) -> &Fs {
+        self.blobs.fs()
     }
 
     /// What the store did in this process.
@@ -1104,10 +1177,8 @@ impl Store {
     pub(crate) fn stage_stat(&self, rel: &str, entry: StatEntry) {
         // What was verified of this path is superseded (an output written
         // or restored by this run).
-        if let Ok(mut v) = self.verified.write()
-            && !v.is_empty()
-        {
-            v.remove(rel);
+        if let Ok(mut v) = self.verified.write() {
+            v.supersede(rel);
         }
         if self.read_only {
             return;
@@ -1281,13 +1352,13 @@ impl Store {
         self.finish_run_stamped(report, None)
     }
 
-    /// [`Store::finish_run`], with the stamp of the run (or its removal) in
-    /// the same transaction: the run's end and what it vouches for land
-    /// together, for one commit instead of two.
+    /// [`Store::finish_run`], then the stamp of the run written (or the
+    /// slot's removed) once that commit is made: a stamp never precedes
+    /// the records it vouches for.
     pub fn finish_run_stamped(
         &self,
         report: &RunReport,
-        stamp: Option<&StampUpdate>,
+        stamp: Option<StampUpdate>,
     ) -> Result<(), StoreError> {
         let _commit = self.commit_guard()?;
         let mut st = self.staged()?;
@@ -1315,23 +1386,35 @@ impl Store {
         rec.counts = report.counts;
         rec.duration_ns = report.duration_ns;
         self.run_open.store(false, Ordering::SeqCst);
+        let mut epoch = None;
         self.commit_staged(&st, |txn, path| {
             put_run(txn, path, &rec, report)?;
             let e = db_err(path);
-            let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
-            let is_current = meta
-                .get(b"current_run".as_slice())
-                .map_err(|x| e(&x))?
-                .is_some_and(|v| v.value() == rec.run_id.as_bytes());
-            if is_current {
-                meta.remove(b"current_run".as_slice()).map_err(|x| e(&x))?;
+            {
+                let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
+                let is_current = meta
+                    .get(b"current_run".as_slice())
+                    .map_err(|x| e(&x))?
+                    .is_some_and(|v| v.value() == rec.run_id.as_bytes());
+                if is_current {
+                    meta.remove(b"current_run".as_slice()).map_err(|x| e(&x))?;
+                }
             }
-            if let Some(update) = stamp {
-                stamp::apply(txn, path, update)?;
+            if let Some(StampUpdate::Put { slot, .. }) = &stamp {
+                epoch = Some(stamp::epoch_for_put(txn, path)?);
+                // What trove once kept of this slot in the database.
+                txn.open_table(trace_db::STAMPS)
+                    .map_err(|x| e(&x))?
+                    .remove(slot.as_bytes())
+                    .map_err(|x| e(&x))?;
             }
             Ok(())
         })?;
         st.clear_committed();
+        drop(st);
+        if let Some(update) = stamp {
+            self.apply_stamp(update, epoch);
+        }
         Ok(())
     }
 

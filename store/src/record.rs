@@ -72,7 +72,8 @@ pub enum RecordKind {
     Blob = 7,
     /// A latest-trace pointer ([`LatestRecord`]).
     Latest = 8,
-    /// An up-to-date stamp ([`Stamp`](crate::stamp::Stamp)).
+    /// An up-to-date stamp, when trove kept them in the `stamps` table
+    /// (they are files now: [`Stamp`](crate::stamp::Stamp)); reserved.
     Stamp = 9,
     /// A cache entry (derived bytes and the digest of their input).
     Cache = 10,
@@ -491,22 +492,6 @@ mod tests {
             (RecordKind::Blob, encode(RecordKind::Blob, &blob)),
             (RecordKind::Latest, encode(RecordKind::Latest, &latest)),
             (
-                RecordKind::Stamp,
-                encode(
-                    RecordKind::Stamp,
-                    &crate::stamp::Stamp::from_parts(
-                        crate::stamp::StampInputs {
-                            key: Digest([3; 32]),
-                            job: "j".into(),
-                            env: vec![("HOME".into(), None)],
-                            probes: vec![("cc --version".into(), "cc 1".into())],
-                            steps: vec!["s".into()],
-                        },
-                        vec![("src/a".into(), stat.clone())],
-                    ),
-                ),
-            ),
-            (
                 RecordKind::Cache,
                 encode(
                     RecordKind::Cache,
@@ -527,7 +512,7 @@ mod tests {
             RecordKind::Stat => decode::<StatEntry>(kind, bytes).map(drop),
             RecordKind::Blob => decode::<BlobMeta>(kind, bytes).map(drop),
             RecordKind::Latest => decode::<LatestRecord>(kind, bytes).map(drop),
-            RecordKind::Stamp => decode::<crate::stamp::Stamp>(kind, bytes).map(drop),
+            RecordKind::Stamp => Err(DecodeError::Payload("no longer a record".into())),
             RecordKind::Cache => decode::<crate::cache::CacheRecord>(kind, bytes).map(drop),
         }
     }

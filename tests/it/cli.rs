@@ -539,6 +539,19 @@ out = { o = "two.txt" }
         .file("block", "");
     let mut run = ws.command(["run", "-j", "1"]).spawn().unwrap();
     ws.wait_for("started");
+    // A reader follows the running writer: the run shows once its first
+    // commit (`first`, with the run's start) has landed.
+    let listed = |ws: &TestWorkspace| {
+        let log = ws.run(["log", "--json"]);
+        log.ok();
+        log.json()["runs"].as_array().cloned().unwrap_or_default()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while listed(&ws).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the running run never showed");
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert_eq!(listed(&ws)[0]["status"], "running");
     run.kill().unwrap(); // SIGKILL
     run.wait().unwrap();
     // The killed run's command lives on as an orphan: end it and let it
@@ -547,9 +560,7 @@ out = { o = "two.txt" }
     ws.wait_for("orphan-done");
     // Read-only commands open the store the killed writer left unclean: the
     // run it had begun (committed with `first`) reads as interrupted.
-    let log = ws.run(["log", "--json"]);
-    log.ok();
-    let runs = log.json()["runs"].as_array().cloned().unwrap_or_default();
+    let runs = listed(&ws);
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["status"], "interrupted");
     ws.run(["plan"]).ok();

@@ -380,3 +380,73 @@ out = { o = "b.txt" }
     let full = run(&ws, "hi", &["--full-check"]);
     assert_eq!(full.outcomes(), "a:memoized b:memoized");
 }
+
+/// The one stamp file of the workspace's store.
+fn stamp_file(ws: &TestWorkspace) -> std::path::PathBuf {
+    let dir = ws.root().join(".trove/stamps");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .expect("a stamps directory")
+        .map(|e| e.expect("entry").path())
+        .collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    files.remove(0)
+}
+
+/// A stamp is a file beside the database, rewritten after the commit that
+/// records the run's end; a crash in between leaves the previous one. Such
+/// a stamp (or one a run failed to remove) still vouches only for the
+/// workspace state it recorded: put back in place after later runs, it
+/// answers nothing the full check would not.
+#[test]
+fn a_stamp_left_behind_by_a_crash_never_answers_wrongly() {
+    let ws = workspace();
+    run(&ws, "hi", &[]);
+    settle(&ws, "hi");
+    let old = std::fs::read(stamp_file(&ws)).expect("read the stamp");
+    // Later runs: an edit, then another back to the original text (the
+    // outputs are rewritten each time, so their stats are not the old ones).
+    ws.write("src/lib.txt", "LIB\n");
+    run(&ws, "hi", &[]);
+    ws.write("src/lib.txt", "lib\n");
+    let out = run(&ws, "hi", &[]);
+    assert_eq!(out.outcomes(), "compile:memoized link:memoized greet:memoized");
+    // As if the last stamp had never been written.
+    std::fs::write(stamp_file(&ws), &old).expect("put the old stamp back");
+    let out = run(&ws, "hi", &[]);
+    assert!(!stamped(&out), "the workspace is not in the old stamp's state");
+    assert_eq!(out.outcomes(), "compile:memoized link:memoized greet:memoized");
+    assert_eq!(ws.read("build/app"), "MAIN\nlib\n");
+    let full = run(&ws, "hi", &["--full-check"]);
+    assert_eq!(full.outcomes(), "compile:memoized link:memoized greet:memoized");
+    // A stamp of records `gc` has since removed answers nothing either.
+    settle(&ws, "hi");
+    let kept = std::fs::read(stamp_file(&ws)).expect("read the stamp");
+    ws.run(["gc", "--keep-runs", "1"]).ok();
+    std::fs::write(stamp_file(&ws), &kept).expect("put the stamp back");
+    let out = run(&ws, "hi", &[]);
+    assert!(!stamped(&out), "gc gave the store a new epoch");
+}
+
+/// A stamp file cut short or with a flipped byte is no stamp: the run takes
+/// the full path, says nothing alarming, and writes a good one.
+#[test]
+fn a_damaged_stamp_file_is_no_stamp() {
+    let ws = workspace();
+    run(&ws, "hi", &[]);
+    settle(&ws, "hi");
+    let path = stamp_file(&ws);
+    let good = std::fs::read(&path).expect("read the stamp");
+    for damaged in [good[..good.len() / 2].to_vec(), {
+        let mut flipped = good.clone();
+        flipped[good.len() / 3] ^= 0x40;
+        flipped
+    }] {
+        std::fs::write(&path, &damaged).expect("damage the stamp");
+        let out = run(&ws, "hi", &[]);
+        assert!(!stamped(&out));
+        assert_eq!(out.outcomes(), "compile:memoized link:memoized greet:memoized");
+        assert!(out.stderr.is_empty(), "{}", out.stderr);
+        let again = run(&ws, "hi", &[]);
+        assert!(stamped(&again), "the full run wrote a good stamp");
+    }
+}

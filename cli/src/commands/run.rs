@@ -31,8 +31,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     let ws = ctx.workspace()?;
     let dir = ctx.store_dir(&ws);
     let (mut loaded, stamped) = if uptodate::store_exists(&dir) {
-        let store = ctx.open_store(&dir, false)?;
-        match load_for_run(ws, store, plain && !args.full_check)? {
+        match load_for_run(ctx, ws, &dir, plain && !args.full_check)? {
             Load::UpToDate { store, job, steps } => {
                 let times = (started, started_at_ms);
                 let code = up_to_date(&args, ctx, &store, (job, steps), tags, times)?;
@@ -99,7 +98,7 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         uptodate::stamp_after(&loaded.ws, &loaded.store, &job, &loaded.stamp, &report, plain);
     loaded
         .store
-        .finish_run_stamped(&report, Some(&stamp))
+        .finish_run_stamped(&report, Some(stamp))
         .context("recording the end of the run and its up-to-date stamp")?;
     if args.json {
         render::out_json(&json::run(&job, &report, false))?;

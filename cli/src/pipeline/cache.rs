@@ -120,15 +120,12 @@ pub(super) fn decode(bytes: &[u8]) -> Option<Pipeline> {
 }
 
 /// The part of a pipeline an edit of `changed` (workspace-relative files,
-/// each one of the pipeline's) reaches, with every file of the whole
-/// pipeline.
+/// each one of the pipeline's) reaches.
 #[derive(Debug)]
 pub struct Reached {
     /// The pipeline of the reached ops only (in file order), its resources
     /// and mode; an input wired to an op left out reads from outside.
     pub pipeline: Pipeline,
-    /// Every file the whole pipeline reads or writes, sorted.
-    pub files: Vec<String>,
 }
 
 /// The ops an edit of `changed` reaches — those reading a changed file as a
@@ -174,6 +171,5 @@ pub(super) fn reached(bytes: &[u8], changed: &[String]) -> Option<Reached> {
             resources: cached.resources,
             ops,
         },
-        files: index.files.iter().map(|f| (*f).to_owned()).collect(),
     })
 }
