@@ -69,7 +69,7 @@ use serde::{Deserialize, Serialize};
 use trove_engine::{DataVersion, Digest};
 
 use crate::record::{StatEntry, StatKind};
-use crate::stat_cache::{FileStat, hash_against, is_fresh, same_stat};
+use crate::stat_cache::{RootDir, hash_against, is_fresh, same_stat};
 use redb::ReadableTable as _;
 
 use crate::trace_db::{META, STAMPS, db_err};
@@ -216,6 +216,7 @@ pub enum StampCheck {
 /// `stamp` if the content is the same. Needs no store, so it can run while
 /// the store opens; [`Store::accept_check`] then decides.
 pub fn check_files(root: &Path, stamp: &mut Stamp) -> FilesChecked {
+    let dir = RootDir::open(root);
     let files = &mut stamp.files;
     let (paths, ends) = (&files.paths, &files.ends);
     FilesChecked(
@@ -226,7 +227,7 @@ pub fn check_files(root: &Path, stamp: &mut Stamp) -> FilesChecked {
             .with_min_len(64)
             .map(|(i, entry)| {
                 let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-                still_fresh(root, &paths[start..ends[i] as usize], entry)
+                still_fresh(&dir, root, &paths[start..ends[i] as usize], entry)
             })
             .collect(),
     )
@@ -235,9 +236,8 @@ pub fn check_files(root: &Path, stamp: &mut Stamp) -> FilesChecked {
 /// Whether the file still matches its stamped entry (`None`: it does not);
 /// a racy entry is re-hashed and, if the content is the same, refreshed in
 /// place (`Some(true)`).
-fn still_fresh(root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
-    let full = root.join(rel);
-    let stat = FileStat::of(&full).ok()?;
+fn still_fresh(dir: &RootDir<'_>, root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
+    let stat = dir.stat(rel).ok()?;
     if is_fresh(entry, &stat) {
         return Some(false);
     }
@@ -245,6 +245,7 @@ fn still_fresh(root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
         return None;
     }
     // Racy: the stat cannot tell a same-tick rewrite apart, the content can.
+    let full = root.join(rel);
     let file = std::fs::File::open(&full).ok()?;
     let hashed = hash_against(file, &full, stat).ok()?;
     if hashed.data_version != entry.data_version || hashed.bytes != stat.size {
@@ -563,6 +564,7 @@ impl Store {
     ) -> StampUpdate {
         let verified = self.verified.read().ok();
         let verified = verified.as_deref();
+        let dir = RootDir::open(root);
         // The run's view of a file is the entry it hashed it through: only a
         // file whose stat has not moved since is vouched for.
         let entry_of = |rel: &str| -> Option<StatEntry> {
@@ -574,7 +576,7 @@ impl Store {
             if let Some(entry) = verified.and_then(|v| v.entry(rel)) {
                 return Some(entry.clone());
             }
-            let stat = FileStat::of(&root.join(rel)).ok()?;
+            let stat = dir.stat(rel).ok()?;
             let entry = self.stat_entry(rel)?;
             (stat.kind == StatKind::File && same_stat(&entry, &stat)).then_some(entry)
         };
@@ -647,6 +649,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::stat_cache::FileStat;
     use trove_engine::DataVersion;
 
     fn store(dir: &Path) -> Store {

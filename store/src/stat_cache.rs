@@ -105,6 +105,61 @@ impl FileStat {
     }
 }
 
+/// A workspace root opened once, so that each file is statted by its
+/// workspace-relative path from it: the kernel then walks the two or three
+/// components of that path instead of every component of an absolute one,
+/// which halved the cost of a stat here (ninja stats relative to its
+/// working directory too). Elsewhere than on Linux, or if the root cannot
+/// be opened, it stats absolute paths.
+pub(crate) struct RootDir<'a> {
+    path: &'a Path,
+    #[cfg(target_os = "linux")]
+    fd: Option<std::os::fd::OwnedFd>,
+}
+
+impl<'a> RootDir<'a> {
+    pub(crate) fn open(path: &'a Path) -> RootDir<'a> {
+        #[cfg(target_os = "linux")]
+        {
+            use rustix::fs::{Mode, OFlags};
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            RootDir { path, fd: rustix::fs::open(path, flags, Mode::empty()).ok() }
+        }
+        #[cfg(not(target_os = "linux"))]
+        RootDir { path }
+    }
+
+    /// `stat` of the workspace-relative `rel` (following symlinks), the same
+    /// fields as [`FileStat::of`] gives for the absolute path.
+    pub(crate) fn stat(&self, rel: &str) -> io::Result<FileStat> {
+        #[cfg(target_os = "linux")]
+        if let Some(fd) = &self.fd {
+            use rustix::fs::{AtFlags, StatxFlags};
+            match rustix::fs::statx(fd, rel, AtFlags::empty(), StatxFlags::BASIC_STATS) {
+                Ok(st) => {
+                    let ns = |t: rustix::fs::StatxTimestamp| {
+                        i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
+                    };
+                    let mode = u32::from(st.stx_mode);
+                    let is_dir = mode & 0o170_000 == 0o040_000;
+                    return Ok(FileStat {
+                        kind: if is_dir { StatKind::Dir } else { StatKind::File },
+                        size: st.stx_size,
+                        mtime_ns: ns(st.stx_mtime),
+                        ctime_ns: ns(st.stx_ctime),
+                        ino: st.stx_ino,
+                        dev: rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor),
+                        mode,
+                    });
+                }
+                Err(rustix::io::Errno::NOSYS) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        FileStat::of(&self.path.join(rel))
+    }
+}
+
 /// A file hashed against the stat taken just before opening it.
 pub(crate) struct Hashed {
     /// The data version of what was read.
@@ -180,6 +235,25 @@ mod tests {
         // Whole-second timestamps: within 2 s is racy.
         check(s, s + 1_500_000_000, false);
         check(s, s + 3_000_000_000, true);
+    }
+
+    #[test]
+    fn a_stat_from_the_root_is_the_stat_of_the_absolute_path() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir_all(dir.path().join("d/e")).expect("dirs");
+        std::fs::write(dir.path().join("d/f.txt"), b"abc").expect("write");
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("f.txt", dir.path().join("d/link")).expect("symlink");
+        let root = RootDir::open(dir.path());
+        for rel in ["d", "d/e", "d/f.txt", "d/link"] {
+            let full = dir.path().join(rel);
+            if !full.exists() {
+                continue;
+            }
+            assert_eq!(root.stat(rel).expect(rel), FileStat::of(&full).expect(rel), "{rel}");
+        }
+        let missing = root.stat("d/missing").expect_err("missing");
+        assert_eq!(missing.kind(), io::ErrorKind::NotFound);
     }
 
     #[test]
