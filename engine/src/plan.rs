@@ -430,8 +430,9 @@ pub fn compute_reasons(previous: Option<&Trace>, now: &VersionComponents) -> Vec
             Some(_) => {}
         }
     }
+    let new_in: BTreeSet<&str> = now.inputs.iter().map(|i| i.name.as_str()).collect();
     for input in &old.inputs {
-        if !now.inputs.iter().any(|i| i.name == input.name) {
+        if !new_in.contains(input.name.as_str()) {
             reasons.push(RerunReason::InputRemoved { input: input.name.to_string() });
         }
     }

@@ -528,9 +528,10 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
             }
         }
     }
+    let stored_traces: HashSet<&[u8]> = traces.iter().map(|(k, _)| k.as_slice()).collect();
     for (_, v) in &latest {
         let Ok(l) = decode::<LatestRecord>(RecordKind::Latest, v) else { continue };
-        if !traces.iter().any(|(k, _)| k.as_slice() == l.op_version.0.as_slice()) {
+        if !stored_traces.contains(l.op_version.0.as_slice()) {
             report.problems.push(Problem {
                 what: format!("latest trace pointer (run {})", l.run_id),
                 detail: "points at a trace that is not stored".into(),

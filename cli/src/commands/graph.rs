@@ -19,11 +19,13 @@ pub fn exec(args: GraphArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The pipeline's sources, in the order ops first read them.
 fn sources(p: &Pipeline) -> Vec<&str> {
+    let mut seen = std::collections::HashSet::new();
     let mut out: Vec<&str> = Vec::new();
     for op in &p.ops {
         for i in &op.inputs {
-            if i.from == Wire::Source && !out.contains(&i.path.as_str()) {
+            if i.from == Wire::Source && seen.insert(i.path.as_str()) {
                 out.push(&i.path);
             }
         }
@@ -70,6 +72,10 @@ pub fn dot(p: &Pipeline) -> String {
 pub fn mermaid(p: &Pipeline) -> String {
     let label = |s: &str| s.replace('"', "#quot;");
     let srcs = sources(p);
+    let src_index: std::collections::HashMap<&str, usize> =
+        srcs.iter().enumerate().map(|(k, s)| (*s, k)).collect();
+    let op_index: std::collections::HashMap<&str, usize> =
+        p.ops.iter().enumerate().map(|(k, o)| (o.name.as_str(), k)).collect();
     let mut out = String::from("flowchart LR\n");
     for (k, src) in srcs.iter().enumerate() {
         out.push_str(&format!("  s{k}[(\"{}\")]\n", label(src)));
@@ -80,10 +86,8 @@ pub fn mermaid(p: &Pipeline) -> String {
     for (k, op) in p.ops.iter().enumerate() {
         for i in &op.inputs {
             let from = match &i.from {
-                Wire::Source => srcs.iter().position(|s| *s == i.path).map(|s| format!("s{s}")),
-                Wire::Output { op, .. } => {
-                    p.ops.iter().position(|o| o.name == *op).map(|o| format!("o{o}"))
-                }
+                Wire::Source => src_index.get(i.path.as_str()).map(|s| format!("s{s}")),
+                Wire::Output { op, .. } => op_index.get(op.as_str()).map(|o| format!("o{o}")),
             };
             if let Some(from) = from {
                 out.push_str(&format!("  {from} -->|\"{}\"| o{k}\n", label(&i.path)));

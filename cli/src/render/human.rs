@@ -196,13 +196,14 @@ pub fn reasons(list: &[RerunReason]) -> String {
 /// The plan, step by step. `untraced` are the steps that never ran: a
 /// waiting step among them will run whatever its upstream produces.
 pub fn plan(plan: &Plan, untraced: &[String]) -> String {
+    let untraced: std::collections::HashSet<&str> = untraced.iter().map(String::as_str).collect();
     let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
     let mut out = String::new();
     for s in &plan.steps {
         let line = match &s.plan {
             StepPlan::Hit { .. } => "memoized".to_owned(),
             StepPlan::Run(r) => format!("run: {}", reasons(r)),
-            StepPlan::Waiting { on } if untraced.iter().any(|u| *u == s.step) => format!(
+            StepPlan::Waiting { on } if untraced.contains(s.step.as_str()) => format!(
                 "run: no previous run (after {})",
                 on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
             ),

@@ -179,12 +179,13 @@ pub struct PlanJson {
 
 /// A plan as a DTO; `untraced` waiting steps never ran, so they will run.
 pub fn plan(job: &str, plan: &Plan, untraced: &[String]) -> PlanJson {
+    let untraced: std::collections::HashSet<&str> = untraced.iter().map(String::as_str).collect();
     let steps = plan
         .steps
         .iter()
         .map(|s| {
             let mut p = planned(&s.step, &s.plan);
-            if untraced.iter().any(|u| *u == s.step) {
+            if untraced.contains(s.step.as_str()) {
                 p.action = "run";
                 p.reasons = reasons(&[RerunReason::NoPreviousTrace]);
             }
