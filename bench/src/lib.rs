@@ -299,6 +299,16 @@ impl Runner {
 }
 
 /// Checks a trove run against the answer key; the message says what is wrong.
+/// One tool's runs of one scenario, gathered run by run.
+#[derive(Default)]
+struct Series {
+    samples: Vec<Duration>,
+    ran: Vec<usize>,
+    phases: Vec<(String, Vec<Duration>)>,
+    failure: Option<String>,
+    last_edit: scenario::Edit,
+}
+
 fn check_trove(sample: &RunSample, expected: usize, what: &str) -> Result<(), String> {
     if sample.ran != expected {
         return Err(format!("{what}: trove ran {} steps, expected {expected}", sample.ran));
@@ -444,14 +454,16 @@ fn bench_workload(
     for &scenario in &opts.scenarios {
         let expected = scenario.expected_runs(workload);
         let mut sr = ScenarioResult::new(scenario, expected);
-        for runner in &mut runners {
-            let tool = runner.tool();
-            let mut samples = Vec::new();
-            let mut ran = Vec::new();
-            let mut phases: Vec<(String, Vec<Duration>)> = Vec::new();
-            let mut failure = None;
-            let mut last_edit = scenario::Edit::Nothing;
-            for k in 0..total {
+        // The tools take turns run by run (trove's k-th, then each peer's
+        // k-th), each in its own workspace: a slow spell of the shared
+        // machine falls on all of them, not on one tool's whole series.
+        let mut acc: Vec<Series> = runners.iter().map(|_| Series::default()).collect();
+        for k in 0..total {
+            for (runner, series) in runners.iter_mut().zip(&mut acc) {
+                if series.failure.is_some() {
+                    continue;
+                }
+                let tool = runner.tool();
                 progress.show(
                     &format!(
                         "trove bench: {label}: {scenario} with {} {}/{total}",
@@ -462,36 +474,39 @@ fn bench_workload(
                 );
                 let edit = scenario.edit(workload, k);
                 if let Err(e) = runner.apply(&edit) {
-                    failure = Some(e);
-                    break;
+                    series.failure = Some(e);
+                    continue;
                 }
-                last_edit = edit;
+                series.last_edit = edit;
                 let sample = match runner.run(jobs) {
                     Ok(s) => s,
                     Err(e) => {
-                        failure = Some(format!("{scenario} with {}: {e}", tool.name()));
-                        break;
+                        series.failure = Some(format!("{scenario} with {}: {e}", tool.name()));
+                        continue;
                     }
                 };
-                ran.push(sample.ran);
+                series.ran.push(sample.ran);
                 if tool == Tool::Trove
                     && let Err(e) =
                         check_trove(&sample, expected, &format!("{scenario} run {}", k + 1))
                 {
-                    failure = Some(e);
+                    series.failure = Some(e);
                 }
                 if k >= opts.warmup {
-                    samples.push(sample.wall);
+                    series.samples.push(sample.wall);
                     for (name, secs) in &sample.phases {
-                        match phases.iter_mut().find(|(n, _)| n == name) {
-                            Some((_, v)) => v.push(Duration::from_secs_f64(*secs)),
-                            None => {
-                                phases.push((name.clone(), vec![Duration::from_secs_f64(*secs)]))
-                            }
+                        let secs = Duration::from_secs_f64(*secs);
+                        match series.phases.iter_mut().find(|(n, _)| n == name) {
+                            Some((_, v)) => v.push(secs),
+                            None => series.phases.push((name.clone(), vec![secs])),
                         }
                     }
                 }
             }
+        }
+        for (runner, series) in runners.iter_mut().zip(acc) {
+            let tool = runner.tool();
+            let Series { samples, ran, phases, mut failure, last_edit } = series;
             // The floor of a no-op, right after the no-op runs (inproc only).
             if let (Runner::Inproc(inproc), Scenario::Noop, None) =
                 (&mut *runner, scenario, &failure)

@@ -112,11 +112,12 @@ impl FromStr for Scenario {
 }
 
 /// One change made before a timed run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum Edit {
     /// Remove the store and every output.
     Wipe,
     /// Change nothing.
+    #[default]
     Nothing,
     /// Set a step's source mtime `seconds` past now; same bytes.
     Touch {

@@ -28,7 +28,7 @@ use crate::blob::{BlobReadError, EntryKind, Manifest};
 use crate::error::StoreError;
 use crate::lock::now_ms;
 use crate::record::{BlobKind, Location, OutputRecord};
-use crate::stat_cache::{FileStat, now_ns};
+use crate::stat_cache::{FileStat, RootDir, is_regular, now_ns};
 use crate::{INLINE_MAX, Store, check_rel};
 
 /// The store's memoizing IO manager for one workspace.
@@ -36,6 +36,8 @@ use crate::{INLINE_MAX, Store, check_rel};
 pub struct FsIoManager<'a> {
     store: &'a Store,
     root: PathBuf,
+    /// The root, opened for stats relative to it.
+    dir: std::sync::Arc<RootDir>,
 }
 
 fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
@@ -70,7 +72,7 @@ fn read_err(ctx: &OutputContext<'_>, expected: &Digest, e: BlobReadError) -> IoE
 
 impl<'a> FsIoManager<'a> {
     pub(crate) fn new(store: &'a Store, root: &Path) -> FsIoManager<'a> {
-        FsIoManager { store, root: root.to_path_buf() }
+        FsIoManager { store, root: root.to_path_buf(), dir: store.root_dir(root) }
     }
 
     /// The workspace root.
@@ -176,11 +178,11 @@ impl<'a> FsIoManager<'a> {
         if let Some(dv) = self.store.verified(rel) {
             return dv.0 == *blob;
         }
-        std::fs::symlink_metadata(full).is_ok_and(|meta| {
-            meta.is_file()
+        self.dir.lstat(rel).is_ok_and(|stat| {
+            is_regular(&stat)
                 && self
                     .store
-                    .hash_file_with_stat(full, rel, FileStat::from_metadata(&meta))
+                    .hash_file_with_stat(full, rel, stat)
                     .is_ok_and(|(dv, _)| dv.0 == *blob)
         })
     }
@@ -340,14 +342,15 @@ impl IoManager for FsIoManager<'_> {
             OutputValue::File(rel) => {
                 check_rel(&rel).map_err(|e| other(ctx, e))?;
                 let full = self.root.join(&rel);
-                let meta = match std::fs::metadata(&full) {
-                    Ok(m) => m,
+                let stat = match self.dir.stat(&rel) {
+                    Ok(stat) => stat,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(IoError::NotWritten { what: rel });
                     }
                     Err(e) => return Err(other(ctx, StoreError::io("reading", &full, e))),
                 };
-                if meta.is_dir() {
+                let mode = stat.mode & 0o7777;
+                if stat.kind == crate::record::StatKind::Dir {
                     let manifest = self
                         .store
                         .dir_manifest(&full, &rel, Some(blobs))
@@ -356,25 +359,21 @@ impl IoManager for FsIoManager<'_> {
                     let (blob, _) = blobs.put_bytes(&bytes).map_err(|e| other(ctx, e))?;
                     self.store.stage_blob(blob, bytes.len() as u64, BlobKind::Manifest);
                     (DataVersion(blob), manifest.size(), Location::Dir { path: rel.clone() })
-                } else if !meta.is_file() {
+                } else if !is_regular(&stat) {
                     return Err(other(ctx, crate::not_regular(&full)));
-                } else if meta.len() <= self.store.inline_file_max()
+                } else if stat.size <= self.store.inline_file_max()
                     && let Some(bytes) =
-                        self.store.read_small_file(&full, &rel).map_err(|e| other(ctx, e))?
+                        self.store.read_small_file(&full, &rel, stat).map_err(|e| other(ctx, e))?
                 {
                     // Small: kept in the record, committed with it; no blob
                     // file, no temp file, no directory to sync.
                     let dv = DataVersion::of_bytes(&bytes);
                     let size = bytes.len() as u64;
-                    (dv, size, Location::InlineFile { mode: file_mode(&meta), path: rel, bytes })
+                    (dv, size, Location::InlineFile { mode, path: rel, bytes })
                 } else {
                     let (blob, size) =
                         self.store.ingest_file(blobs, &full, &rel).map_err(|e| other(ctx, e))?;
-                    (
-                        DataVersion(blob),
-                        size,
-                        Location::File { mode: file_mode(&meta), path: rel.clone() },
-                    )
+                    (DataVersion(blob), size, Location::File { mode, path: rel.clone() })
                 }
             }
         };
@@ -450,15 +449,4 @@ impl IoManager for FsIoManager<'_> {
             }
         }
     }
-}
-
-#[cfg(unix)]
-fn file_mode(meta: &std::fs::Metadata) -> u32 {
-    use std::os::unix::fs::PermissionsExt;
-    meta.permissions().mode() & 0o7777
-}
-
-#[cfg(not(unix))]
-fn file_mode(_meta: &std::fs::Metadata) -> u32 {
-    0
 }

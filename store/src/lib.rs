@@ -90,7 +90,7 @@ pub use stamp::{
 use crate::blob::BlobStore;
 use crate::lock::{WriteLock, now_ms};
 use crate::record::{LatestRecord, RecordKind, decode, encode};
-use crate::stat_cache::{FileStat, hash_against, is_fresh, now_ns};
+use crate::stat_cache::{FileStat, RootDir, hash_against, is_fresh, now_ns};
 /// A table opened in a read transaction.
 type RoTable = redb::ReadOnlyTable<&'static [u8], &'static [u8]>;
 
@@ -358,6 +358,8 @@ pub struct Store {
     generation: AtomicU64,
     /// Between `begin_run` and `finish_run`.
     run_open: AtomicBool,
+    /// The workspace root stats are taken relative to ([`Store::root_dir`]).
+    root_dir: Mutex<Option<Arc<RootDir>>>,
     /// The end of an engine run leaves the staged batch to `finish_run`
     /// ([`Store::set_end_with_finish_run`]).
     end_with_finish: AtomicBool,
@@ -539,6 +541,7 @@ impl Store {
             table_cache: Mutex::new(None),
             generation: AtomicU64::new(0),
             run_open: AtomicBool::new(false),
+            root_dir: Mutex::new(None),
             end_with_finish: AtomicBool::new(false),
             file,
             _lock: lock,
@@ -1203,8 +1206,7 @@ impl Store {
             return Ok((entry.data_version, stat));
         }
         let file = std::fs::File::open(full).map_err(|e| missing_or(e, rel, "reading", full))?;
-        let hashed =
-            hash_against(file, full, stat).map_err(|e| StoreError::io("hashing", full, e))?;
+        let hashed = hash_against(file, stat).map_err(|e| StoreError::io("hashing", full, e))?;
         self.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
         self.counters.bytes_hashed.fetch_add(hashed.bytes, Ordering::Relaxed);
         if let Some(entry) = hashed.entry {
@@ -1222,14 +1224,34 @@ impl Store {
             return Ok(dv);
         }
         let full = workspace_root.join(rel);
-        let meta = std::fs::metadata(&full).map_err(|e| missing_or(e, rel, "reading", &full))?;
-        if meta.is_dir() {
+        let stat = self
+            .root_dir(workspace_root)
+            .stat(rel)
+            .map_err(|e| missing_or(e, rel, "reading", &full))?;
+        if stat.kind == record::StatKind::Dir {
             let manifest = self.dir_manifest(&full, rel, None)?;
             Ok(DataVersion::of_bytes(&manifest.encode()))
-        } else if !meta.is_file() {
+        } else if !stat_cache::is_regular(&stat) {
             Err(not_regular(&full))
         } else {
-            Ok(self.hash_file_with_stat(&full, rel, FileStat::from_metadata(&meta))?.0)
+            Ok(self.hash_file_with_stat(&full, rel, stat)?.0)
+        }
+    }
+
+    /// The workspace root `root`, opened for stats relative to it (the last
+    /// root asked for is kept).
+    pub(crate) fn root_dir(&self, root: &Path) -> Arc<RootDir> {
+        let mut cached = match self.root_dir.lock() {
+            Ok(cached) => cached,
+            Err(_) => return Arc::new(RootDir::open(root)),
+        };
+        match &*cached {
+            Some(dir) if dir.path() == root => Arc::clone(dir),
+            _ => {
+                let dir = Arc::new(RootDir::open(root));
+                *cached = Some(Arc::clone(&dir));
+                dir
+            }
         }
     }
 
@@ -1308,15 +1330,22 @@ impl Store {
     /// Reads a small workspace file whole, recording its stat for the stat
     /// cache; `None` if it changed while being read (the caller falls back
     /// to the blob path, which copies first and hashes the copy).
+    /// `before` is the file's stat, taken just before; the stat after the
+    /// read is the open file's, as in [`stat_cache::hash_against`].
     pub(crate) fn read_small_file(
         &self,
         path: &Path,
         rel: &str,
+        before: FileStat,
     ) -> Result<Option<Vec<u8>>, StoreError> {
-        let before = FileStat::of(path).map_err(|e| missing_or(e, rel, "reading", path))?;
+        use std::io::Read as _;
         let started = now_ns();
-        let bytes = std::fs::read(path).map_err(|e| missing_or(e, rel, "reading", path))?;
-        if FileStat::of(path).ok() != Some(before) || bytes.len() as u64 != before.size {
+        let mut file =
+            std::fs::File::open(path).map_err(|e| missing_or(e, rel, "reading", path))?;
+        let mut bytes = Vec::with_capacity(usize::try_from(before.size).unwrap_or(0) + 1);
+        file.read_to_end(&mut bytes).map_err(|e| missing_or(e, rel, "reading", path))?;
+        let after = file.metadata().ok().map(|m| FileStat::from_metadata(&m));
+        if after != Some(before) || bytes.len() as u64 != before.size {
             return Ok(None);
         }
         self.counters.files_hashed.fetch_add(1, Ordering::Relaxed);
@@ -1537,15 +1566,13 @@ impl Store {
         if let Some(rec) = self.find_staged(|st| st.latest.get(step).cloned())? {
             return Ok(Some(rec));
         }
-        let txn = self.cached_read()?;
-        let Some(bytes) = get_in(&self.db_path, &txn, LATEST, step.as_bytes())? else {
+        let Some(bytes) = self.cached_get(LATEST, step.as_bytes())? else {
             return Ok(None);
         };
         let latest = decode::<LatestRecord>(RecordKind::Latest, &bytes).map_err(|e| {
             StoreError::CorruptRecord { what: format!("latest[{step}]"), detail: e.to_string() }
         })?;
-        let Some(bytes) = get_in(&self.db_path, &txn, TRACES, latest.op_version.0.as_slice())?
-        else {
+        let Some(bytes) = self.cached_get(TRACES, latest.op_version.0.as_slice())? else {
             return Ok(None);
         };
         let rec = decode::<TraceRecord>(RecordKind::Trace, &bytes).map_err(|e| {

@@ -227,7 +227,7 @@ pub fn check_files(root: &Path, stamp: &mut Stamp) -> FilesChecked {
             .with_min_len(64)
             .map(|(i, entry)| {
                 let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-                still_fresh(&dir, root, &paths[start..ends[i] as usize], entry)
+                still_fresh(&dir, &paths[start..ends[i] as usize], entry)
             })
             .collect(),
     )
@@ -236,7 +236,7 @@ pub fn check_files(root: &Path, stamp: &mut Stamp) -> FilesChecked {
 /// Whether the file still matches its stamped entry (`None`: it does not);
 /// a racy entry is re-hashed and, if the content is the same, refreshed in
 /// place (`Some(true)`).
-fn still_fresh(dir: &RootDir<'_>, root: &Path, rel: &str, entry: &mut StatEntry) -> Option<bool> {
+fn still_fresh(dir: &RootDir, rel: &str, entry: &mut StatEntry) -> Option<bool> {
     let stat = dir.stat(rel).ok()?;
     if is_fresh(entry, &stat) {
         return Some(false);
@@ -245,9 +245,8 @@ fn still_fresh(dir: &RootDir<'_>, root: &Path, rel: &str, entry: &mut StatEntry)
         return None;
     }
     // Racy: the stat cannot tell a same-tick rewrite apart, the content can.
-    let full = root.join(rel);
-    let file = std::fs::File::open(&full).ok()?;
-    let hashed = hash_against(file, &full, stat).ok()?;
+    let file = std::fs::File::open(dir.path().join(rel)).ok()?;
+    let hashed = hash_against(file, stat).ok()?;
     if hashed.data_version != entry.data_version || hashed.bytes != stat.size {
         return None;
     }

@@ -13,7 +13,7 @@
 
 use std::fs::Metadata;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use trove_engine::DataVersion;
@@ -111,31 +111,49 @@ impl FileStat {
 /// which halved the cost of a stat here (ninja stats relative to its
 /// working directory too). Elsewhere than on Linux, or if the root cannot
 /// be opened, it stats absolute paths.
-pub(crate) struct RootDir<'a> {
-    path: &'a Path,
+#[derive(Debug)]
+pub(crate) struct RootDir {
+    path: PathBuf,
     #[cfg(target_os = "linux")]
     fd: Option<std::os::fd::OwnedFd>,
 }
 
-impl<'a> RootDir<'a> {
-    pub(crate) fn open(path: &'a Path) -> RootDir<'a> {
+impl RootDir {
+    pub(crate) fn open(path: &Path) -> RootDir {
+        let path = path.to_path_buf();
         #[cfg(target_os = "linux")]
         {
             use rustix::fs::{Mode, OFlags};
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            RootDir { path, fd: rustix::fs::open(path, flags, Mode::empty()).ok() }
+            let fd = rustix::fs::open(&path, flags, Mode::empty()).ok();
+            RootDir { path, fd }
         }
         #[cfg(not(target_os = "linux"))]
         RootDir { path }
     }
 
+    /// The root's path.
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// `stat` of the workspace-relative `rel` (following symlinks), the same
     /// fields as [`FileStat::of`] gives for the absolute path.
     pub(crate) fn stat(&self, rel: &str) -> io::Result<FileStat> {
+        self.stat_at(rel, true)
+    }
+
+    /// `lstat` of `rel`: a symlink is described, not followed.
+    pub(crate) fn lstat(&self, rel: &str) -> io::Result<FileStat> {
+        self.stat_at(rel, false)
+    }
+
+    fn stat_at(&self, rel: &str, follow: bool) -> io::Result<FileStat> {
         #[cfg(target_os = "linux")]
         if let Some(fd) = &self.fd {
             use rustix::fs::{AtFlags, StatxFlags};
-            match rustix::fs::statx(fd, rel, AtFlags::empty(), StatxFlags::BASIC_STATS) {
+            let flags = if follow { AtFlags::empty() } else { AtFlags::SYMLINK_NOFOLLOW };
+            match rustix::fs::statx(fd, rel, flags, StatxFlags::BASIC_STATS) {
                 Ok(st) => {
                     let ns = |t: rustix::fs::StatxTimestamp| {
                         i128::from(t.tv_sec) * 1_000_000_000 + i128::from(t.tv_nsec)
@@ -156,8 +174,15 @@ impl<'a> RootDir<'a> {
                 Err(e) => return Err(e.into()),
             }
         }
-        FileStat::of(&self.path.join(rel))
+        let full = self.path.join(rel);
+        let meta = if follow { std::fs::metadata(full) } else { std::fs::symlink_metadata(full) };
+        meta.map(|m| FileStat::from_metadata(&m))
     }
+}
+
+/// Whether a stat's mode is a regular file's.
+pub(crate) fn is_regular(stat: &FileStat) -> bool {
+    stat.mode & 0o170_000 == 0o100_000
 }
 
 /// A file hashed against the stat taken just before opening it.
@@ -173,11 +198,16 @@ pub(crate) struct Hashed {
 
 /// Hashes an opened file whose stat was `stat`; the entry it returns is
 /// stamped with the time the read began (the racy check's reference).
-pub(crate) fn hash_against(file: std::fs::File, full: &Path, stat: FileStat) -> io::Result<Hashed> {
+///
+/// The stat after the read is the open file's (`fstat`): the same file the
+/// path named when it was opened, so a rewrite during the read, or a file
+/// put in its place between the stat and the open, means no entry.
+pub(crate) fn hash_against(file: std::fs::File, stat: FileStat) -> io::Result<Hashed> {
     let started = now_ns();
-    let (digest, bytes) = hash_reader(file, stat.size)?;
+    let (digest, bytes) = hash_reader(&file, stat.size)?;
     let data_version = DataVersion(digest);
-    let held = bytes == stat.size && FileStat::of(full).ok() == Some(stat);
+    let held = bytes == stat.size
+        && file.metadata().ok().map(|m| FileStat::from_metadata(&m)) == Some(stat);
     Ok(Hashed { data_version, bytes, entry: held.then(|| stat.entry(data_version, started)) })
 }
 
