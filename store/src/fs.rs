@@ -173,6 +173,17 @@ impl Fs {
         self.step(FsOp::SyncDir, dir, || File::open(dir)?.sync_all())
     }
 
+    /// Writes `bytes` over the file at `path` (made if missing), in place:
+    /// no new inode and no rename, and only a shorter file's tail is freed.
+    /// Not atomic: for files whose reader rejects a torn one (a checksum).
+    pub(crate) fn rewrite(&self, path: &Path, bytes: &[u8]) -> io::Result<()> {
+        let mut file = self.step(FsOp::Create, path, || {
+            File::options().write(true).create(true).truncate(false).open(path)
+        })?;
+        self.write_all(&mut file, path, bytes)?;
+        self.step(FsOp::Write, path, || file.set_len(bytes.len() as u64))
+    }
+
     pub(crate) fn remove_file(&self, path: &Path) -> io::Result<()> {
         self.step(FsOp::Remove, path, || std::fs::remove_file(path))
     }

@@ -219,18 +219,14 @@ pub fn check_files(root: &Path, stamp: &mut Stamp) -> FilesChecked {
     let dir = RootDir::open(root);
     let files = &mut stamp.files;
     let (paths, ends) = (&files.paths, &files.ends);
-    FilesChecked(
-        files
-            .entries
-            .par_iter_mut()
-            .enumerate()
-            .with_min_len(64)
-            .map(|(i, entry)| {
-                let start = if i == 0 { 0 } else { ends[i - 1] as usize };
-                still_fresh(&dir, &paths[start..ends[i] as usize], entry)
-            })
-            .collect(),
-    )
+    let check = |(i, entry): (usize, &mut StatEntry)| {
+        let start = if i == 0 { 0 } else { ends[i - 1] as usize };
+        still_fresh(&dir, &paths[start..ends[i] as usize], entry)
+    };
+    // In parallel even for a few thousand files, while the caller opens the
+    // database: 2,000 stats took 1.2 ms this way against 3.7 ms on this
+    // thread alone (edit-leaf of the 1k chain, medians of 40).
+    FilesChecked(files.entries.par_iter_mut().enumerate().with_min_len(64).map(check).collect())
 }
 
 /// Whether the file still matches its stamped entry (`None`: it does not);
@@ -292,25 +288,15 @@ pub(crate) fn read(dir: &Path, slot: &str) -> Option<Stamp> {
     decode(&std::fs::read(stamp_path(dir, slot)).ok()?)
 }
 
-/// Writes the stamp of `slot`: temp file, rename. Not fsynced (see the
-/// module docs); a failure leaves the old stamp or none.
+/// Writes the stamp of `slot` over the old one, in place. Not fsynced and
+/// not atomic (see the module docs): a crash during the write leaves a
+/// file whose checksum fails, which is no stamp. Only processes holding the
+/// writer lock read stamps, so nobody reads one half written. (A temp file
+/// and a rename cost a new inode and freeing the old one's blocks: 0.7 ms
+/// of a 12 ms edit here, where the disk discards freed blocks at once.)
 fn write(dir: &Path, fs: &Fs, slot: &str, stamp: &Stamp) -> std::io::Result<()> {
-    let path = stamp_path(dir, slot);
-    let parent = dir.join("stamps");
-    fs.create_dir_all(&parent)?;
-    let tmp = dir.join("tmp").join(format!("stamp-{}", std::process::id()));
-    let mut file = fs.create_new(&tmp).or_else(|_| {
-        let _ = std::fs::remove_file(&tmp);
-        fs.create_new(&tmp)
-    })?;
-    let written = fs.write_all(&mut file, &tmp, &encode(stamp)).and_then(|()| {
-        drop(file);
-        fs.rename(&tmp, &path)
-    });
-    if written.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+    fs.create_dir_all(&dir.join("stamps"))?;
+    fs.rewrite(&stamp_path(dir, slot), &encode(stamp))
 }
 
 /// Removes the stamp of `slot`, if any.
@@ -563,46 +549,59 @@ impl Store {
     ) -> StampUpdate {
         let verified = self.verified.read().ok();
         let verified = verified.as_deref();
-        let dir = RootDir::open(root);
+        let dir = self.root_dir(root);
         // The run's view of a file is the entry it hashed it through: only a
         // file whose stat has not moved since is vouched for.
-        let entry_of = |rel: &str| -> Option<StatEntry> {
+        let fresh = |rel: &str| -> Option<StatEntry> {
             check_rel(rel).ok()?;
-            // Verified unchanged at the start of this run and not written
-            // since: its entry stands. (Should the file have changed after
-            // all, the next check sees a different stat: a stale entry can
-            // only cost a full run, never a wrong hit.)
-            if let Some(entry) = verified.and_then(|v| v.entry(rel)) {
-                return Some(entry.clone());
-            }
             let stat = dir.stat(rel).ok()?;
             let entry = self.stat_entry(rel)?;
             (stat.kind == StatKind::File && same_stat(&entry, &stat)).then_some(entry)
         };
-        let mut sorted: Vec<&str> = match paths {
-            Some(paths) => paths.iter().map(String::as_str).collect(),
-            None => match verified {
-                Some(v) => (0..v.files.len()).map(|i| v.files.path(i)).collect(),
-                None => Vec::new(),
-            },
-        };
-        if !sorted.is_sorted() {
-            sorted.sort_unstable();
-        }
-        sorted.dedup();
-        let entries: Option<Vec<StatEntry>> = if sorted.len() > 256 {
-            sorted.par_iter().with_min_len(64).map(|rel| entry_of(rel)).collect()
-        } else {
-            sorted.iter().map(|rel| entry_of(rel)).collect()
-        };
-        match entries {
-            Some(entries) => StampUpdate::Put {
-                slot: slot.to_owned(),
-                stamp: Box::new(Stamp {
-                    inputs,
-                    files: StampFiles::from_sorted(sorted.into_iter().zip(entries)),
-                    epoch: [0; 16],
+        let files = match (paths, verified) {
+            // The checked stamp's files, in its order. Verified unchanged
+            // at the start of this run and not written since, an entry
+            // stands (should the file have changed after all, the next
+            // check sees a different stat: a stale entry can only cost a
+            // full run, never a wrong hit); the others are taken afresh.
+            (None, Some(v)) => (0..v.files.len())
+                .map(|i| {
+                    if v.trusted[i] {
+                        Some(v.files.entries[i].clone())
+                    } else {
+                        fresh(v.files.path(i))
+                    }
+                })
+                .collect::<Option<Vec<StatEntry>>>()
+                .map(|entries| StampFiles {
+                    paths: v.files.paths.clone(),
+                    ends: v.files.ends.clone(),
+                    entries,
                 }),
+            // No stamp was checked: nothing to vouch for.
+            (None, None) => None,
+            (Some(paths), verified) => {
+                let entry_of = |rel: &str| match verified.and_then(|v| v.entry(rel)) {
+                    Some(entry) => Some(entry.clone()),
+                    None => fresh(rel),
+                };
+                let mut sorted: Vec<&str> = paths.iter().map(String::as_str).collect();
+                if !sorted.is_sorted() {
+                    sorted.sort_unstable();
+                }
+                sorted.dedup();
+                let entries: Option<Vec<StatEntry>> = if sorted.len() > 256 {
+                    sorted.par_iter().with_min_len(64).map(|rel| entry_of(rel)).collect()
+                } else {
+                    sorted.iter().map(|rel| entry_of(rel)).collect()
+                };
+                entries.map(|entries| StampFiles::from_sorted(sorted.into_iter().zip(entries)))
+            }
+        };
+        match files {
+            Some(files) => StampUpdate::Put {
+                slot: slot.to_owned(),
+                stamp: Box::new(Stamp { inputs, files, epoch: [0; 16] }),
             },
             None => StampUpdate::Remove { slot: slot.to_owned() },
         }
