@@ -8,6 +8,9 @@
 //!   logs, the stat cache and blob metadata, each value a checksummed
 //!   [`record`] envelope;
 //! - `blobs/`, the content-addressed blob store ([`blob`]);
+//! - `stamps/`, the up-to-date stamps ([`stamp`]), and `cache/`, derived
+//!   data such as parsed pipelines ([`Store::cached`]): files beside the
+//!   database, checksummed, each a true statement or no statement;
 //! - `lock` and `lock.info`, the one-writer lock ([`lock`]).
 //!
 //! How they meet: the engine calls the [`FsIoManager`] (from
@@ -897,15 +900,6 @@ impl Store {
         txn.commit().map_err(|e| db_err(path)(&e))?;
         self.invalidate_reads();
         Ok(r)
-    }
-
-    /// Writes one value in a durable transaction of its own.
-    pub(crate) fn put_one(&self, table: Table, key: &[u8], value: &[u8]) -> Result<(), StoreError> {
-        self.write_txn(|txn, path| {
-            let e = db_err(path);
-            txn.open_table(table).map_err(|x| e(&x))?.insert(key, value).map_err(|x| e(&x))?;
-            Ok(())
-        })
     }
 
     fn staged(&self) -> Result<MutexGuard<'_, Staged>, StoreError> {

@@ -72,7 +72,7 @@ use crate::record::{StatEntry, StatKind};
 use crate::stat_cache::{RootDir, hash_against, is_fresh, same_stat};
 use redb::ReadableTable as _;
 
-use crate::trace_db::{META, STAMPS, db_err};
+use crate::trace_db::{CACHE, META, STAMPS, db_err};
 use crate::{Fs, Store, StoreError, check_rel};
 
 /// What a complete, successful run of a pipeline read, besides its files.
@@ -439,15 +439,17 @@ fn new_epoch() -> Epoch {
 }
 
 /// In a transaction that removes records: no stamp written before answers
-/// any more (a new epoch), and the stamps trove once kept in the database
-/// go too.
+/// any more (a new epoch), and the stamps and parse cache trove once kept
+/// in the database go too.
 pub(crate) fn invalidate_all(txn: &redb::WriteTransaction, path: &Path) -> Result<(), StoreError> {
     let e = db_err(path);
     txn.open_table(META)
         .map_err(|x| e(&x))?
         .insert(b"stamp_epoch".as_slice(), new_epoch().as_slice())
         .map_err(|x| e(&x))?;
-    txn.open_table(STAMPS).map_err(|x| e(&x))?.retain(|_, _| false).map_err(|x| e(&x))?;
+    for legacy in [STAMPS, CACHE] {
+        txn.open_table(legacy).map_err(|x| e(&x))?.retain(|_, _| false).map_err(|x| e(&x))?;
+    }
     Ok(())
 }
 

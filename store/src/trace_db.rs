@@ -5,7 +5,7 @@
 //!
 //! | table     | key                 | value            |
 //! | --------- | ------------------- | ---------------- |
-//! | `meta`    | name                | raw bytes (`schema` = u32 LE, `current_run` = id) |
+//! | `meta`    | name                | raw bytes (`schema` = u32 LE, `current_run` = id, `stamp_epoch` = 16 B) |
 //! | `traces`  | op version (32 B)   | [`TraceRecord`](crate::record::TraceRecord) |
 //! | `outputs` | output version (32 B) | [`OutputRecord`](crate::record::OutputRecord) (points at its trace) |
 //! | `latest`  | step name           | [`LatestRecord`](crate::record::LatestRecord) |
@@ -14,8 +14,8 @@
 //! | `logs`    | step name           | [`StepLogRecord`](crate::record::StepLogRecord) |
 //! | `stat`    | workspace path      | [`StatEntry`](crate::record::StatEntry) |
 //! | `blobs`   | blob name (32 B)    | [`BlobMeta`](crate::record::BlobMeta) |
-//! | `stamps`  | pipeline file path  | [`Stamp`](crate::stamp::Stamp) |
-//! | `cache`   | slot name           | derived bytes and the digest of their input |
+//! | `stamps`  | (no longer written: stamps are files, [`crate::stamp`]) | |
+//! | `cache`   | (no longer written: the parse cache is files, `cache.rs`) | |
 //!
 //! Every process opens redb in `SingleWriter` mode: the writer (holding
 //! trove's own lock) and any number of read-only processes (`log`, `show`,
