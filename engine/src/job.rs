@@ -247,9 +247,10 @@ pub(crate) struct JobInner {
     /// Per step, per input (sorted by input name): the wiring.
     pub(crate) edges: Vec<Vec<(usize, InputEdge)>>,
     /// Per step, per input (in `edges` order): where it reads, as traces
-    /// and reasons name it (`source NAME` or `STEP.OUTPUT`), made once here
-    /// rather than for every trace.
-    pub(crate) origins: Vec<Vec<Name>>,
+    /// and reasons name it (`source NAME` or `STEP.OUTPUT`), made once per
+    /// step when first asked for rather than for every trace (a format and
+    /// an allocation per input: a third of building a job that only hits).
+    pub(crate) origins: Vec<std::sync::OnceLock<Box<[Name]>>>,
     /// Per step: the steps that read one of its outputs (deduplicated).
     pub(crate) downstream: Vec<Vec<StepIdx>>,
     /// Per step: the steps it reads (deduplicated).
@@ -330,7 +331,7 @@ impl Job {
     /// Where each input of a step reads, in [`Job::input_edges`] order:
     /// `source NAME` or `STEP.OUTPUT`.
     pub fn input_origins(&self, idx: StepIdx) -> &[Name] {
-        &self.inner.origins[idx]
+        self.inner.origins[idx].get_or_init(|| validate::input_origins(&self.inner, idx))
     }
     /// The steps that read outputs of `idx`.
     pub fn downstream(&self, idx: StepIdx) -> &[StepIdx] {

@@ -38,6 +38,11 @@ pub struct FsIoManager<'a> {
     root: PathBuf,
     /// The root, opened for stats relative to it.
     dir: std::sync::Arc<RootDir>,
+    /// The record the last `has_output` found: the engine asks `restore`
+    /// about the same output right after, and a record at a version never
+    /// changes, so that second lookup (a redb read per memoized step) is
+    /// not made again.
+    last_found: std::sync::Mutex<Option<(trove_engine::OutputVersion, OutputRecord)>>,
 }
 
 fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
@@ -72,7 +77,12 @@ fn read_err(ctx: &OutputContext<'_>, expected: &Digest, e: BlobReadError) -> IoE
 
 impl<'a> FsIoManager<'a> {
     pub(crate) fn new(store: &'a Store, root: &Path) -> FsIoManager<'a> {
-        FsIoManager { store, root: root.to_path_buf(), dir: store.root_dir(root) }
+        FsIoManager {
+            store,
+            root: root.to_path_buf(),
+            dir: store.root_dir(root),
+            last_found: std::sync::Mutex::new(None),
+        }
     }
 
     /// The workspace root.
@@ -85,6 +95,14 @@ impl<'a> FsIoManager<'a> {
         ctx: &OutputContext<'_>,
         stored: &StoredOutput,
     ) -> Result<OutputRecord, IoError> {
+        let found = self.last_found.lock().ok().and_then(|mut last| {
+            last.take_if(|(version, _)| *version == ctx.version).map(|(_, rec)| rec)
+        });
+        if let Some(rec) = found
+            && rec.data_version == stored.data_version
+        {
+            return Ok(rec);
+        }
         match self.store.lookup_output(&ctx.version) {
             Ok(Some(rec)) if rec.data_version == stored.data_version => Ok(rec),
             Ok(_) => Err(IoError::Missing { identifier: ctx.identifier() }),
@@ -313,7 +331,14 @@ fn make_symlink(_target: &str, _path: &Path) -> std::io::Result<()> {
 impl IoManager for FsIoManager<'_> {
     fn has_output(&self, ctx: &OutputContext<'_>) -> Result<Option<StoredOutput>, IoError> {
         match self.store.lookup_output(&ctx.version) {
-            Ok(rec) => Ok(rec.map(|r| StoredOutput { data_version: r.data_version, size: r.size })),
+            Ok(Some(rec)) => {
+                let stored = StoredOutput { data_version: rec.data_version, size: rec.size };
+                if let Ok(mut last) = self.last_found.lock() {
+                    *last = Some((ctx.version, rec));
+                }
+                Ok(Some(stored))
+            }
+            Ok(None) => Ok(None),
             Err(e) => Err(record_err(ctx, e)),
         }
     }

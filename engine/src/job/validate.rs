@@ -91,14 +91,36 @@ fn dedup_sorted(mut v: Vec<usize>) -> Vec<usize> {
 /// Where an input reads, as traces and reasons name it: `source NAME` or
 /// `STEP.OUTPUT` (for a step outside the job too, as the whole job names
 /// it).
+/// The first name that repeats an earlier one, in declaration order (most
+/// ops have a handful of inputs and outputs: no set is built for them).
+fn first_repeated<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<&'a str> {
+    let mut sorted: Vec<&str> = names.clone().collect();
+    sorted.sort_unstable();
+    if sorted.windows(2).all(|w| w[0] != w[1]) {
+        return None;
+    }
+    let mut seen = BTreeSet::new();
+    names.into_iter().find(|n| !seen.insert(*n))
+}
+
+/// The origins of a step's inputs, in [`JobInner::edges`] order (made when
+/// first asked for: a run that only hits never needs them).
+pub(super) fn input_origins(job: &JobInner, idx: usize) -> Box<[Name]> {
+    let op = &job.steps[idx];
+    job.edges[idx]
+        .iter()
+        .map(|&(i, edge)| input_origin(&job.steps, &job.sources, op, i, edge))
+        .collect()
+}
+
 fn input_origin(steps: &[Op], sources: &[String], op: &Op, input: usize, edge: InputEdge) -> Name {
     if let InputFrom::Outside { step, output, .. } = &op.inputs[input].from {
-        return Name::from(format!("{step}.{output}"));
+        return Name::concat(&[step, ".", output]);
     }
     match edge {
-        InputEdge::Source(s) => Name::from(format!("source {}", sources[s])),
+        InputEdge::Source(s) => Name::concat(&["source ", &sources[s]]),
         InputEdge::Output(up, out) => {
-            Name::from(format!("{}.{}", steps[up].name, steps[up].outputs[out].name))
+            Name::concat(&[&steps[up].name, ".", &steps[up].outputs[out].name])
         }
     }
 }
@@ -161,36 +183,36 @@ pub(super) fn build(
         .collect();
 
     // Ops: names, duplicates, per-op checks.
-    let mut op_decl: HashMap<String, usize> = HashMap::with_capacity(ops.len());
+    let mut op_decl: HashMap<&str, usize> = HashMap::with_capacity(ops.len());
     for (i, op) in ops.iter().enumerate() {
         check_name("op", &op.name)?;
-        if op_decl.insert(op.name.to_string(), i).is_some() {
+        if op_decl.insert(op.name.as_str(), i).is_some() {
             return Err(JobError::DuplicateOp { op: op.name.to_string() });
         }
     }
-    let mut sources: BTreeSet<String> = BTreeSet::new();
-    let mut outside: BTreeSet<String> = BTreeSet::new();
+    // Source names as read (sorted and deduplicated once, below: cheaper
+    // than a set of strings grown one insertion at a time).
+    let mut sources: Vec<&str> = Vec::new();
+    let mut outside: Vec<&str> = Vec::new();
     let mut preds: Vec<Vec<usize>> = Vec::with_capacity(ops.len());
     for op in &ops {
-        let mut seen = BTreeSet::new();
         for input in &op.inputs {
             check_name("input", &input.name)?;
-            if !seen.insert(input.name.as_str()) {
-                return Err(JobError::DuplicateInput {
-                    step: op.name.to_string(),
-                    input: input.name.to_string(),
-                });
-            }
         }
-        let mut seen = BTreeSet::new();
+        if let Some(input) = first_repeated(op.inputs.iter().map(|i| i.name.as_str())) {
+            return Err(JobError::DuplicateInput {
+                step: op.name.to_string(),
+                input: input.to_owned(),
+            });
+        }
         for output in &op.outputs {
             check_name("output", &output.name)?;
-            if !seen.insert(output.name.as_str()) {
-                return Err(JobError::DuplicateOutput {
-                    step: op.name.to_string(),
-                    output: output.name.to_string(),
-                });
-            }
+        }
+        if let Some(output) = first_repeated(op.outputs.iter().map(|o| o.name.as_str())) {
+            return Err(JobError::DuplicateOutput {
+                step: op.name.to_string(),
+                output: output.to_owned(),
+            });
         }
         for res in &op.resources {
             if !res_decl.contains_key(res.as_str()) {
@@ -203,9 +225,7 @@ pub(super) fn build(
         let mut op_preds = Vec::new();
         for input in &op.inputs {
             match &input.from {
-                InputFrom::Source(source) => {
-                    sources.insert(source.clone());
-                }
+                InputFrom::Source(source) => sources.push(source.as_str()),
                 InputFrom::Outside { name, .. } => {
                     if mode == VersionMode::Lineage {
                         return Err(JobError::OutsideInLineage {
@@ -213,7 +233,7 @@ pub(super) fn build(
                             name: name.clone(),
                         });
                     }
-                    outside.insert(name.clone());
+                    outside.push(name.as_str());
                 }
                 InputFrom::Output { step, output } => {
                     let &up = op_decl.get(step.as_str()).ok_or_else(|| JobError::UnknownStep {
@@ -250,11 +270,20 @@ pub(super) fn build(
         }
     };
 
-    if let Some(name) = sources.intersection(&outside).next() {
-        return Err(JobError::SourceAndOutside { name: name.clone() });
+    sources.sort_unstable();
+    sources.dedup();
+    outside.sort_unstable();
+    outside.dedup();
+    if let Some(name) = outside.iter().find(|o| sources.binary_search(o).is_ok()) {
+        return Err(JobError::SourceAndOutside { name: (*name).to_owned() });
     }
-    let sources: Vec<String> = sources.union(&outside).cloned().collect();
-    let outside: Vec<bool> = sources.iter().map(|s| outside.contains(s)).collect();
+    // Both kinds in one sorted list, each marked.
+    let mut all: Vec<(&str, bool)> = sources.iter().map(|s| (*s, false)).collect();
+    all.extend(outside.iter().map(|s| (*s, true)));
+    all.sort_unstable();
+    let outside: Vec<bool> = all.iter().map(|(_, o)| *o).collect();
+    let sources: Vec<String> = all.iter().map(|(s, _)| (*s).to_owned()).collect();
+    drop(op_decl);
     let source_index: HashMap<String, usize> =
         sources.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
 
@@ -263,7 +292,6 @@ pub(super) fn build(
     let step_index = StepIndex::new(steps.iter().map(|op| op.name()));
 
     let mut edges = Vec::with_capacity(steps.len());
-    let mut origins = Vec::with_capacity(steps.len());
     let mut upstream = Vec::with_capacity(steps.len());
     let mut downstream: Vec<Vec<StepIdx>> = vec![Vec::new(); steps.len()];
     let mut step_resources = Vec::with_capacity(steps.len());
@@ -289,9 +317,6 @@ pub(super) fn build(
             op_edges.push((input_idx, edge));
         }
         op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
-        origins.push(
-            op_edges.iter().map(|&(i, edge)| input_origin(&steps, &sources, op, i, edge)).collect(),
-        );
         let ups = dedup_sorted(ups);
         for &u in &ups {
             downstream[u].push(idx);
@@ -304,6 +329,7 @@ pub(super) fn build(
         step_resources.push(res);
     }
 
+    let origins = (0..steps.len()).map(|_| std::sync::OnceLock::new()).collect();
     Ok(JobInner {
         name,
         mode,
