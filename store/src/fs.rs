@@ -146,6 +146,13 @@ impl Fs {
         self.step(FsOp::Create, path, || File::options().write(true).create_new(true).open(path))
     }
 
+    /// Opens (creating) a file for reading and writing, keeping its bytes.
+    pub(crate) fn open_rw(&self, path: &Path) -> io::Result<File> {
+        self.step(FsOp::Create, path, || {
+            File::options().read(true).write(true).create(true).truncate(false).open(path)
+        })
+    }
+
     pub(crate) fn create_dir_all(&self, path: &Path) -> io::Result<()> {
         if path.is_dir() {
             return Ok(());

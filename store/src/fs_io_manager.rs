@@ -39,9 +39,10 @@ pub struct FsIoManager<'a> {
     /// The root, opened for stats relative to it.
     dir: std::sync::Arc<RootDir>,
     /// The record the last `has_output` found: the engine asks `restore`
-    /// about the same output right after, and a record at a version never
-    /// changes, so that second lookup (a redb read per memoized step) is
-    /// not made again.
+    /// about the same output right after, and nothing writes that record in
+    /// between (the step is a hit, so it does not run, and this process
+    /// holds the store's writer lock), so that second lookup (a redb read
+    /// per memoized step) is not made again.
     last_found: std::sync::Mutex<Option<(trove_engine::OutputVersion, OutputRecord)>>,
 }
 

@@ -58,6 +58,7 @@ mod fs_io_manager;
 mod gc;
 pub mod lock;
 pub mod record;
+mod scratch;
 pub mod stamp;
 pub mod stat_cache;
 pub mod trace_db;
@@ -446,7 +447,7 @@ impl Store {
         let mut settled = false;
         let db = loop {
             match open_quietly(|| builder.open_read_only(&db_path)) {
-                Ok(db) => break db,
+                Ok(db) => break Db::Ro(db),
                 Err(e) if is_damage(&e) => {
                     return Err(StoreError::Damaged {
                         path: db_path.clone(),
@@ -456,32 +457,44 @@ impl Store {
                 // Left unclean by a writer that is gone (killed, or let go
                 // at exit: `close_at_exit`): a read-only open refuses it
                 // until a writer has opened it again.
-                Err(redb::DatabaseError::RepairAborted)
-                    if !settled && settle_unclean(dir, &fs)? =>
-                {
-                    settled = true;
+                Err(redb::DatabaseError::RepairAborted) if !settled => {
+                    match settle_unclean(dir, &fs) {
+                        Ok(true) => {
+                            settled = true;
+                            continue;
+                        }
+                        // A writer holds it: wait for it below.
+                        Ok(false) => {}
+                        // This process may not write the store (read-only
+                        // media, another user's store): read it over a
+                        // scratch backend instead, leaving the file as is.
+                        Err(StoreError::Io { .. }) => break open_scratch(&db_path)?,
+                        Err(e) => return Err(e),
+                    }
                 }
+                // Busy, or unclean again after settling (a writer came and
+                // went in between): wait, then settle again.
                 Err(
                     redb::DatabaseError::DatabaseAlreadyOpen | redb::DatabaseError::RepairAborted,
-                ) => {
-                    let holder = lock::current_holder(dir).unwrap_or(LockHolder {
-                        pid: 0,
-                        command: String::new(),
-                        since_ms: 0,
-                    });
-                    if !opts.wait {
-                        return Err(StoreError::Locked { dir: dir.to_path_buf(), holder });
-                    }
-                    if !told {
-                        on_wait(&holder);
-                        told = true;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+                ) => {}
                 Err(e) => return Err(db_err(&db_path)(&e)),
             }
+            let holder = lock::current_holder(dir).unwrap_or(LockHolder {
+                pid: 0,
+                command: String::new(),
+                since_ms: 0,
+            });
+            if !opts.wait {
+                return Err(StoreError::Locked { dir: dir.to_path_buf(), holder });
+            }
+            if !told {
+                on_wait(&holder);
+                told = true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+            settled = false;
         };
-        let store = Store::assemble(dir, Db::Ro(db), fs, None);
+        let store = Store::assemble(dir, db, fs, None);
         store.check_schema_ro().map_err(|e| match e {
             // Not even the schema record reads: the file is damaged.
             StoreError::CorruptRecord { detail: message, .. }
@@ -514,7 +527,7 @@ impl Store {
         fs: Fs,
     ) -> Result<LockedStore, StoreError> {
         fs.create_dir_all(dir).map_err(|e| StoreError::io("creating", dir, e))?;
-        let lock = lock::acquire(dir, &opts.command, opts.wait, on_wait)?;
+        let lock = lock::acquire(dir, &opts.command, opts.wait, on_wait, &fs)?;
         Ok(LockedStore { dir: dir.to_path_buf(), fs, lock })
     }
 
@@ -889,7 +902,9 @@ impl Store {
         let db = self.db()?;
         let db = match &*db {
             Db::Rw(db) => db,
-            Db::Ro(_) => return Err(StoreError::ReadOnly { dir: self.dir.clone() }),
+            Db::Ro(_) | Db::Scratch(_) => {
+                return Err(StoreError::ReadOnly { dir: self.dir.clone() });
+            }
             Db::Left => return Err(StoreError::Internal("the store was closed".into())),
         };
         let path = self.db_path.as_path();
@@ -955,13 +970,28 @@ impl Store {
                     .map_err(|x| e(&x))?;
                 }
             }
+            // Stamps rest on the store only gaining records: a commit that
+            // takes back what a stamped run found stored replaces the
+            // stamp epoch (see `stamp`), as `gc` does.
+            let mut takes_back = false;
             {
                 let mut t = txn.open_table(OUTPUTS).map_err(|x| e(&x))?;
                 for (v, rec) in &st.outputs {
-                    t.insert(v.0.0.as_slice(), encode(RecordKind::Output, rec).as_slice())
+                    let old = t
+                        .insert(v.0.0.as_slice(), encode(RecordKind::Output, rec).as_slice())
                         .map_err(|x| e(&x))?;
+                    // A forced or unmemoized re-run that made other bytes at
+                    // the same version.
+                    takes_back |= old.is_some_and(|old| {
+                        decode::<OutputRecord>(RecordKind::Output, old.value())
+                            .map_or(true, |old| old.data_version != rec.data_version)
+                    });
                 }
             }
+            // Steps without outputs whose latest trace moved to another op
+            // version (another pipeline's step of the same name, say): such
+            // a step is done exactly when its latest trace is at its version.
+            let mut moved = Vec::new();
             {
                 let mut t = txn.open_table(LATEST).map_err(|x| e(&x))?;
                 for (step, rec) in &st.latest {
@@ -969,9 +999,38 @@ impl Store {
                         op_version: rec.trace.op_version,
                         run_id: rec.trace.run_id.to_string(),
                     };
-                    t.insert(step.as_bytes(), encode(RecordKind::Latest, &latest).as_slice())
-                        .map_err(|x| e(&x))?;
+                    let old = t
+                        .insert(step.as_bytes(), encode(RecordKind::Latest, &latest).as_slice())
+                        .map_err(|x| e(&x))?
+                        .map(|old| decode::<LatestRecord>(RecordKind::Latest, old.value()));
+                    match old {
+                        Some(Ok(old)) if old.op_version != latest.op_version => {
+                            if rec.trace.outputs.is_empty() {
+                                takes_back = true;
+                            } else if !takes_back {
+                                moved.push(old.op_version);
+                            }
+                        }
+                        Some(Err(_)) => takes_back = true,
+                        _ => {}
+                    }
                 }
+            }
+            if !takes_back && !moved.is_empty() {
+                let t = txn.open_table(TRACES).map_err(|x| e(&x))?;
+                for op_version in &moved {
+                    let Some(old) = t.get(op_version.0.as_slice()).map_err(|x| e(&x))? else {
+                        continue;
+                    };
+                    let old = decode::<TraceRecord>(RecordKind::Trace, old.value());
+                    if old.map_or(true, |old| old.trace.outputs.is_empty()) {
+                        takes_back = true;
+                        break;
+                    }
+                }
+            }
+            if takes_back {
+                stamp::invalidate_all(txn, path)?;
             }
             {
                 let mut t = txn.open_table(LOGS).map_err(|x| e(&x))?;
@@ -1452,7 +1511,13 @@ impl Store {
             duration_ns: report.duration_ns,
             ..run.record()
         };
-        self.write_txn(|txn, path| put_run(txn, path, &rec, report))
+        // With whatever is staged (stat entries an up-to-date check
+        // re-hashed): still one commit.
+        let _commit = self.commit_guard()?;
+        let mut st = self.staged()?;
+        self.commit_staged(&st, |txn, path| put_run(txn, path, &rec, report))?;
+        st.clear_committed();
+        Ok(())
     }
 
     fn run_record(&self, run_id: &str) -> Result<Option<RunRecord>, StoreError> {
@@ -1679,6 +1744,21 @@ fn settle_unclean(dir: &Path, fs: &Fs) -> Result<bool, StoreError> {
         }
         Err(StoreError::Locked { .. }) => Ok(false),
         Err(e) => Err(e),
+    }
+}
+
+/// Opens the database file at `path`, which this process may not write,
+/// over a scratch backend (see [`scratch`]).
+fn open_scratch(path: &Path) -> Result<Db, StoreError> {
+    let file = std::fs::File::open(path).map_err(|e| StoreError::io("opening", path, e))?;
+    let backend =
+        scratch::ScratchBackend::new(file).map_err(|e| StoreError::io("reading", path, e))?;
+    match open_quietly(|| builder().create_with_backend(backend)) {
+        Ok(db) => Ok(Db::Scratch(db)),
+        Err(e) if is_damage(&e) => {
+            Err(StoreError::Damaged { path: path.to_path_buf(), message: e.to_string() })
+        }
+        Err(e) => Err(db_err(path)(&e)),
     }
 }
 

@@ -9,7 +9,7 @@
 //! and read leniently: a garbled one shows as an unknown holder.
 
 use std::fmt;
-use std::fs::{File, OpenOptions as FsOpenOptions, TryLockError};
+use std::fs::{File, TryLockError};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -94,16 +94,11 @@ pub(crate) fn acquire(
     command: &str,
     wait: bool,
     on_wait: &mut dyn FnMut(&LockHolder),
+    fs: &crate::Fs,
 ) -> Result<WriteLock, StoreError> {
     let path = dir.join("lock");
     let info = dir.join("lock.info");
-    let file = FsOpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::io("opening lock file", &path, e))?;
+    let file = fs.open_rw(&path).map_err(|e| StoreError::io("opening lock file", &path, e))?;
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {

@@ -21,17 +21,22 @@
 //! open, so re-stating the workspace overlaps opening it (the open waits on
 //! an fsync), and a run that rewrites its stamp does not rewrite a large
 //! record in the commit it waits for. It is written after the commit that
-//! records the run's end (temp file, rename; no fsync: a lost or torn stamp
+//! records the run's end (rewritten in place, no fsync: a lost or torn stamp
 //! only costs the next run the full path, and a checksum rejects a torn one).
 //!
 //! A stamp vouches for a state of the workspace: every file at the stat it
 //! records. Whenever the workspace is in that state again, every output the
 //! stamped run made is what it made, and the store still holds what that run
-//! stored — the store only gains records, except through `gc` and `verify`.
-//! Those replace the database's *stamp epoch* (a random value in its `meta`
-//! table) in the transaction that removes anything, and a stamp answers only
-//! while its epoch is the database's ([`Store::accept_check`]); a fresh
-//! database has a fresh epoch. So a stamp left behind by a crash between a
+//! stored — the store only gains records, except where a commit takes one
+//! back: `gc` and `verify` remove records; a forced or unmemoized re-run
+//! (perhaps from another checkout sharing the store) replaces an output
+//! with other bytes at the same version; a step without outputs, done
+//! exactly when its latest trace is at its version, gets a latest trace at
+//! another version (another pipeline's step of the same name). Each of
+//! those replaces the database's *stamp epoch* (a random value in its
+//! `meta` table) in the transaction that takes the record back, and a stamp
+//! answers only while its epoch is the database's ([`Store::accept_check`]);
+//! a fresh database has a fresh epoch. So a stamp left behind by a crash between a
 //! commit and the stamp's rewrite, or one that a later partial run did not
 //! manage to remove, is still a true statement: the check compares every
 //! file, and any file that differs takes the run off the shortcut.
@@ -438,7 +443,8 @@ fn new_epoch() -> Epoch {
     epoch
 }
 
-/// In a transaction that removes records: no stamp written before answers
+/// In a transaction that takes records back (removes one, or replaces what
+/// a stamped run found): no stamp written before answers
 /// any more (a new epoch), and the stamps and parse cache trove once kept
 /// in the database go too.
 pub(crate) fn invalidate_all(txn: &redb::WriteTransaction, path: &Path) -> Result<(), StoreError> {

@@ -55,6 +55,9 @@ pub(crate) const ALL_TABLES: [Table; 11] =
 pub(crate) enum Db {
     Rw(redb::Database),
     Ro(redb::ReadOnlyDatabase),
+    /// A file this process may not write, opened over a scratch backend
+    /// (see [`crate::scratch`]): read-only to trove.
+    Scratch(redb::Database),
     Left,
 }
 
@@ -66,6 +69,7 @@ impl Db {
         match self {
             Db::Rw(db) => Some(db.begin_read()),
             Db::Ro(db) => Some(db.begin_read()),
+            Db::Scratch(db) => Some(db.begin_read()),
             Db::Left => None,
         }
     }

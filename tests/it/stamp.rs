@@ -450,3 +450,88 @@ fn a_damaged_stamp_file_is_no_stamp() {
         assert!(stamped(&again), "the full run wrote a good stamp");
     }
 }
+
+/// Runs `trove.toml` (with `args`) until the stamp answers.
+#[track_caller]
+fn settle_plain(ws: &TestWorkspace, args: &[&str]) {
+    for _ in 0..3 {
+        let mut all = vec!["run", "--json"];
+        all.extend_from_slice(args);
+        let out = ws.run(&all);
+        out.ok();
+        if stamped(&out) {
+            return;
+        }
+    }
+    panic!("the stamp never answered");
+}
+
+/// Another pipeline in the same store may run a step of the same name. For
+/// a step without outputs the last trace is the record that it is done, so
+/// once the other pipeline has replaced it the first one's stamp must not
+/// answer: the full path runs the step again, and so must the stamped path.
+#[test]
+fn a_step_without_outputs_redone_by_another_pipeline_takes_the_stamp_off() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            "[job]\nname = \"a\"\n[ops.announce]\ncmd = \"echo a >> announced.log\"\n",
+        )
+        .file(
+            "other.toml",
+            "[job]\nname = \"b\"\n[ops.announce]\ncmd = \"echo b >> announced.log\"\n",
+        );
+    settle_plain(&ws, &[]);
+    let other = ws.run(["run", "--json", "-f", "other.toml"]);
+    other.ok();
+    assert_eq!(other.outcomes(), "announce:ran");
+    let back = ws.run(["run", "--json"]);
+    back.ok();
+    assert!(!stamped(&back), "{}", back.stdout);
+    assert_eq!(back.outcomes(), "announce:ran", "the full path runs it again");
+    assert_eq!(ws.read("announced.log"), "a\nb\na\n");
+}
+
+/// Two checkouts sharing one store: a forced re-run in one of them that
+/// produces different bytes replaces the stored output the other's stamp
+/// was made against. The other checkout must see the output the store now
+/// holds, as its full path would (restored, downstream re-versioned).
+#[test]
+fn an_output_replaced_through_a_shared_store_takes_the_stamp_off() {
+    const PIPELINE: &str = r#"
+[job]
+name = "shared"
+
+[ops.gen]
+cmd = "cat seed.txt > {out.o}"
+out = { o = "build/o.txt" }
+
+[ops.use]
+cmd = "cat {in.o} {in.o} > {out.u}"
+in = { o = "build/o.txt" }
+out = { u = "build/u.txt" }
+"#;
+    let first = TestWorkspace::new().file("trove.toml", PIPELINE).file("seed.txt", "one\n");
+    let second = TestWorkspace::new().file("trove.toml", PIPELINE).file("seed.txt", "one\n");
+    let store = first.tmp().join("shared-store");
+    let store = store.to_str().expect("utf-8 path");
+    settle_plain(&first, &["--store", store]);
+    assert_eq!(first.read("build/u.txt"), "one\none\n");
+    let hit = second.run(["run", "--json", "--store", store]);
+    hit.ok();
+    assert_eq!(hit.outcomes(), "gen:memoized use:memoized");
+    // `gen` is not a function of what trove sees: its re-run makes other
+    // bytes, which replace the record at the same version.
+    std::fs::write(second.root().join("seed.txt"), "two\n").expect("write");
+    let forced = second.run(["run", "--json", "--store", store, "--force", "gen"]);
+    forced.ok();
+    assert_eq!(second.read("build/u.txt"), "two\ntwo\n");
+    let back = first.run(["run", "--json", "--store", store]);
+    back.ok();
+    assert!(!stamped(&back), "{}", back.stdout);
+    let full = first.run(["run", "--json", "--store", store, "--full-check"]);
+    full.ok();
+    assert_eq!(back.outcomes(), full.outcomes());
+    assert_eq!(first.read("build/o.txt"), "two\n", "the store's bytes, as the full path has them");
+    assert_eq!(first.read("build/u.txt"), "two\ntwo\n");
+}

@@ -954,3 +954,41 @@ fn a_run_let_go_of_before_its_end_reads_as_interrupted() {
     assert_eq!(listed[0].run_id, run_id);
     assert_eq!(listed[0].status, trove::store::RunState::Interrupted);
 }
+
+/// A filesystem this process may read but not write (read-only media,
+/// another user's store): every write step fails as `EROFS` would.
+struct ReadOnlyMedia;
+
+impl trove::store::FsHook for ReadOnlyMedia {
+    fn before(&self, _op: trove::store::FsOp, _path: &Path) -> std::io::Result<()> {
+        Err(std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem))
+    }
+}
+
+/// A store let go at exit sits on media this process cannot write: the
+/// reader cannot settle the file, so it reads it through a scratch overlay
+/// instead, sees every record, and leaves the file's bytes as they were.
+#[test]
+fn a_store_let_go_at_exit_reads_where_it_cannot_be_written() {
+    let w = ws();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let store = open(&w.store_dir);
+    cli_like_run(&store, &w.root, chain_job(&w.root, 5, "a", runs.clone()), 2);
+    store.close_at_exit().unwrap();
+    let db = w.store_dir.join("trove.redb");
+    let before = std::fs::read(&db).unwrap();
+    let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
+    let fs = trove::store::Fs::with_hook(Arc::new(ReadOnlyMedia));
+    let reader =
+        Store::open_with_fs(&w.store_dir, &ro, &mut |_| panic!("nobody holds the store"), fs)
+            .unwrap();
+    assert_eq!(reader.runs(10).unwrap()[0].status, trove::store::RunState::Succeeded);
+    let report = run(&reader, &w.root, chain_job(&w.root, 5, "a", runs.clone()));
+    assert!(report.ran().is_empty(), "every step is known from the traces: {report:?}");
+    drop(reader);
+    assert_eq!(std::fs::read(&db).unwrap(), before, "the file was written");
+    // The next writer opens it as it would have.
+    let store = open(&w.store_dir);
+    assert!(run(&store, &w.root, chain_job(&w.root, 5, "a", runs.clone())).ran().is_empty());
+    assert_eq!(runs.load(Ordering::SeqCst), 5);
+}
