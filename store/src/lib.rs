@@ -1007,7 +1007,7 @@ impl Store {
                         Some(Ok(old)) if old.op_version != latest.op_version => {
                             if rec.trace.outputs.is_empty() {
                                 takes_back = true;
-                            } else if !takes_back {
+                            } else {
                                 moved.push(old.op_version);
                             }
                         }

@@ -908,13 +908,20 @@ fn a_one_step_run_costs_one_commit_its_end() {
     }
 }
 
-#[test]
-fn a_store_let_go_at_exit_opens_for_reading_and_writing_and_loses_nothing() {
+/// A workspace whose store holds a 5-step chain run that `close_at_exit`
+/// let go of, as `trove run` leaves it; with the chain's run counter.
+fn chain_run_let_go_at_exit() -> (Ws, Arc<AtomicUsize>) {
     let w = ws();
     let runs = Arc::new(AtomicUsize::new(0));
     let store = open(&w.store_dir);
     cli_like_run(&store, &w.root, chain_job(&w.root, 5, "a", runs.clone()), 2);
     store.close_at_exit().unwrap();
+    (w, runs)
+}
+
+#[test]
+fn a_store_let_go_at_exit_opens_for_reading_and_writing_and_loses_nothing() {
+    let (w, runs) = chain_run_let_go_at_exit();
     // A reader first: the file was left without redb's shutdown, which a
     // read-only open refuses until a writer has opened it; the store does.
     let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
@@ -970,11 +977,7 @@ impl trove::store::FsHook for ReadOnlyMedia {
 /// instead, sees every record, and leaves the file's bytes as they were.
 #[test]
 fn a_store_let_go_at_exit_reads_where_it_cannot_be_written() {
-    let w = ws();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let store = open(&w.store_dir);
-    cli_like_run(&store, &w.root, chain_job(&w.root, 5, "a", runs.clone()), 2);
-    store.close_at_exit().unwrap();
+    let (w, runs) = chain_run_let_go_at_exit();
     let db = w.store_dir.join("trove.redb");
     let before = std::fs::read(&db).unwrap();
     let ro = OpenOptions { read_only: true, ..OpenOptions::default() };
