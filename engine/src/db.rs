@@ -114,7 +114,7 @@ pub struct InputNode {
     /// The input's name.
     pub name: Name,
     /// The workspace path it is read at.
-    pub path: Option<String>,
+    pub path: Option<Name>,
     /// Its wiring.
     pub edge: InputNodeEdge,
 }

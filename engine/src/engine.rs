@@ -223,7 +223,6 @@ impl Engine {
             .inner
             .source_index
             .get(name)
-            .copied()
             .ok_or_else(|| PlanError::UnknownSource { source_name: name.to_owned() })?;
         self.graph.set_source(idx, data);
         Ok(())

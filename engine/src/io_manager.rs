@@ -19,6 +19,7 @@ use std::sync::Mutex;
 
 use serde::Serialize;
 
+use crate::chunked::ChunkedVec;
 use crate::version::{DataVersion, OutputVersion};
 
 /// An output's value as it passes between the op and the IO manager.
@@ -259,11 +260,11 @@ impl VersionSlot {
 /// job; the step and output names are still compared, so a caller that
 /// reuses a version for another output never reads the wrong bytes.
 ///
-/// The slots live in a list and the map holds their positions: a map of the
-/// slots themselves moved every one of them each time it grew.
+/// The slots live in a chunked list and the map holds their positions: a map
+/// of the slots themselves moved every one of them each time it grew.
 #[derive(Debug, Default)]
 struct MemoryOutputs {
-    slots: Vec<VersionSlot>,
+    slots: ChunkedVec<VersionSlot>,
     index: HashMap<OutputVersion, usize, BuildHasherDefault<DigestHasher>>,
 }
 

@@ -161,6 +161,74 @@ pub enum InputEdge {
     Output(StepIdx, usize),
 }
 
+/// One list per step (or source, or resource) in a single allocation: a
+/// job of 100k steps held a `Vec` per step for each of its wirings, each an
+/// allocation to make and a pointer to follow.
+#[derive(Clone, Debug)]
+pub(crate) struct Lists<T> {
+    items: Vec<T>,
+    /// Where each list ends in `items`.
+    ends: Vec<usize>,
+}
+
+impl<T> Default for Lists<T> {
+    fn default() -> Lists<T> {
+        Lists { items: Vec::new(), ends: Vec::new() }
+    }
+}
+
+impl<T> Lists<T> {
+    pub(crate) fn with_capacity(lists: usize, items: usize) -> Lists<T> {
+        Lists { items: Vec::with_capacity(items), ends: Vec::with_capacity(lists) }
+    }
+
+    /// List `i`.
+    pub(crate) fn get(&self, i: usize) -> &[T] {
+        let start = if i == 0 { 0 } else { self.ends[i - 1] };
+        &self.items[start..self.ends[i]]
+    }
+
+    /// The list being built (the items pushed since the last [`Lists::close`]).
+    pub(crate) fn open_mut(&mut self) -> &mut [T] {
+        let start = self.ends.last().copied().unwrap_or(0);
+        &mut self.items[start..]
+    }
+
+    /// Adds an item to the list being built.
+    pub(crate) fn push(&mut self, item: T) {
+        self.items.push(item);
+    }
+
+    /// Ends the list being built: it becomes list `self.len() - 1`.
+    pub(crate) fn close(&mut self) {
+        self.ends.push(self.items.len());
+    }
+}
+
+impl<T: Copy> Lists<T> {
+    /// `lists` lists where list `k` holds every `item` of a `(k, item)`
+    /// pair, in the pairs' order.
+    pub(crate) fn from_pairs(lists: usize, pairs: &[(usize, T)]) -> Lists<T> {
+        let mut ends = vec![0usize; lists];
+        for &(k, _) in pairs {
+            ends[k] += 1;
+        }
+        let mut next = Vec::with_capacity(lists);
+        let mut total = 0;
+        for end in &mut ends {
+            next.push(total);
+            total += *end;
+            *end = total;
+        }
+        let mut items: Vec<Option<T>> = vec![None; total];
+        for &(k, item) in pairs {
+            items[next[k]] = Some(item);
+            next[k] += 1;
+        }
+        Lists { items: items.into_iter().flatten().collect(), ends }
+    }
+}
+
 /// Step names to step indices, for every lookup by name (the engine's public
 /// calls take names). The names sit back to back in one string and the map
 /// holds only each name's FxHash: a lookup probes the map and compares a few
@@ -181,19 +249,36 @@ impl StepIndex {
     /// Indexes names given in step order (they are unique: validated).
     pub(crate) fn new<'n>(names: impl Iterator<Item = &'n str>) -> StepIndex {
         let mut index = StepIndex::default();
-        for (idx, name) in names.enumerate() {
-            index.names.push_str(name);
-            index.ends.push(index.names.len());
-            match index.by_hash.entry(FxHasher::hash_str(name)) {
-                Entry::Vacant(slot) => {
-                    slot.insert(idx);
-                }
-                Entry::Occupied(_) => {
-                    index.collided.insert(name.to_owned(), idx);
-                }
-            }
+        for name in names {
+            // A repeated name keeps its first index.
+            let _ = index.push(name);
         }
         index
+    }
+
+    /// Adds `name` as the next index and returns it, or returns the index
+    /// it already has (then nothing is added).
+    pub(crate) fn push(&mut self, name: &str) -> Result<StepIdx, StepIdx> {
+        let idx = self.ends.len();
+        match self.by_hash.entry(FxHasher::hash_str(name)) {
+            Entry::Vacant(slot) => {
+                slot.insert(idx);
+            }
+            Entry::Occupied(slot) => {
+                let first = *slot.get();
+                let start = if first == 0 { 0 } else { self.ends[first - 1] };
+                if &self.names[start..self.ends[first]] == name {
+                    return Err(first);
+                }
+                if let Some(&other) = self.collided.get(name) {
+                    return Err(other);
+                }
+                self.collided.insert(name.to_owned(), idx);
+            }
+        }
+        self.names.push_str(name);
+        self.ends.push(self.names.len());
+        Ok(idx)
     }
 
     fn name(&self, idx: StepIdx) -> &str {
@@ -245,16 +330,16 @@ pub(crate) struct JobInner {
     /// Steps in topological order.
     pub(crate) steps: Vec<Op>,
     /// Per step, per input (sorted by input name): the wiring.
-    pub(crate) edges: Vec<Vec<(usize, InputEdge)>>,
+    pub(crate) edges: Lists<(usize, InputEdge)>,
     /// Per step, per input (in `edges` order): where it reads, as traces
     /// and reasons name it (`source NAME` or `STEP.OUTPUT`), made once per
     /// step when first asked for rather than for every trace (a format and
     /// an allocation per input: a third of building a job that only hits).
     pub(crate) origins: Vec<std::sync::OnceLock<Box<[Name]>>>,
     /// Per step: the steps that read one of its outputs (deduplicated).
-    pub(crate) downstream: Vec<Vec<StepIdx>>,
+    pub(crate) downstream: Lists<StepIdx>,
     /// Per step: the steps it reads (deduplicated).
-    pub(crate) upstream: Vec<Vec<StepIdx>>,
+    pub(crate) upstream: Lists<StepIdx>,
     pub(crate) step_index: StepIndex,
     /// Resources in topological order (dependencies first).
     pub(crate) resources: Vec<Resource>,
@@ -262,13 +347,13 @@ pub(crate) struct JobInner {
     /// Per resource: indices of its direct dependencies, sorted by name.
     pub(crate) resource_deps: Vec<Vec<usize>>,
     /// Per step: indices of required resources, sorted by name.
-    pub(crate) step_resources: Vec<Vec<usize>>,
+    pub(crate) step_resources: Lists<usize>,
     /// Source names, sorted (outputs read from outside the job among them).
     pub(crate) sources: Vec<String>,
     /// Per source: whether it is an output from outside the job
     /// ([`InputFrom::Outside`]).
     pub(crate) outside: Vec<bool>,
-    pub(crate) source_index: HashMap<String, usize>,
+    pub(crate) source_index: StepIndex,
     pub(crate) strategy: Arc<dyn VersionStrategy>,
 }
 
@@ -326,7 +411,7 @@ impl Job {
     /// The wiring of a step's inputs: `(index into op.inputs(), edge)`,
     /// sorted by input name.
     pub fn input_edges(&self, idx: StepIdx) -> &[(usize, InputEdge)] {
-        &self.inner.edges[idx]
+        self.inner.edges.get(idx)
     }
     /// Where each input of a step reads, in [`Job::input_edges`] order:
     /// `source NAME` or `STEP.OUTPUT`.
@@ -335,11 +420,11 @@ impl Job {
     }
     /// The steps that read outputs of `idx`.
     pub fn downstream(&self, idx: StepIdx) -> &[StepIdx] {
-        &self.inner.downstream[idx]
+        self.inner.downstream.get(idx)
     }
     /// The steps whose outputs `idx` reads.
     pub fn upstream(&self, idx: StepIdx) -> &[StepIdx] {
-        &self.inner.upstream[idx]
+        self.inner.upstream.get(idx)
     }
     /// The resources, dependencies first.
     pub fn resources(&self) -> &[Resource] {
@@ -365,7 +450,7 @@ impl Job {
     }
     /// The indices of the resources a step requires directly, sorted by name.
     pub fn step_resources(&self, idx: StepIdx) -> &[usize] {
-        &self.inner.step_resources[idx]
+        self.inner.step_resources.get(idx)
     }
     /// The direct dependencies of a resource, sorted by name.
     pub fn resource_dependencies(&self, idx: usize) -> &[usize] {

@@ -425,7 +425,7 @@ pub fn compute_reasons(previous: Option<&Trace>, now: &VersionComponents) -> Vec
             Some(o) if o.version != input.version => reasons.push(RerunReason::InputChanged {
                 input: input.name.to_string(),
                 from: input.from.to_string(),
-                path: input.path.clone(),
+                path: input.path.as_ref().map(Name::to_string),
             }),
             Some(_) => {}
         }

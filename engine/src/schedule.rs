@@ -1060,7 +1060,8 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
     for &(input_idx, edge) in job.input_edges(idx) {
         if let InputEdge::Source(s) = edge {
             let spec = &op.inputs()[input_idx];
-            let path = spec.path.clone().unwrap_or_else(|| job.sources()[s].clone());
+            let path =
+                spec.path.as_ref().map_or_else(|| job.sources()[s].clone(), |p| p.to_string());
             inputs.push((spec.name.as_str(), OutputValue::File(path)));
         }
     }

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chunked::ChunkedVec;
 use crate::name::{FxHasher, Name};
 use crate::version::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
@@ -55,7 +56,7 @@ pub struct InputComponent {
     /// Where it reads: `source NAME` or `STEP.OUTPUT`.
     pub from: Name,
     /// The workspace path it is read at, if any.
-    pub path: Option<String>,
+    pub path: Option<Name>,
     /// The digest it contributed: a data version (sources, early cutoff) or an
     /// output version (lineage).
     pub version: Digest,
@@ -192,10 +193,10 @@ pub struct MemoryTraceStore {
 struct MemoryTraces {
     /// The latest trace of each step, in first-commit order, and where each
     /// step's is: a trace is a few hundred bytes, and a map of them moves
-    /// every one each time it grows (a list grows in place). The index uses
+    /// every one each time it grows (a chunked list never moves them). The index uses
     /// FxHash: SipHash cost more than the rest of a commit, mostly when the
     /// index grows and every name is hashed again.
-    latest: Vec<Trace>,
+    latest: ChunkedVec<Trace>,
     latest_index: HashMap<Name, usize, BuildHasherDefault<FxHasher>>,
     failures: Vec<StepFailure>,
     logs: HashMap<Name, StepLog>,

@@ -74,7 +74,7 @@ pub struct InputSpec {
     pub from: InputFrom,
     /// The workspace-relative path the op reads it at, if it is a file. Part
     /// of the version: pointing an input at another file re-runs the op.
-    pub path: Option<String>,
+    pub path: Option<Name>,
 }
 
 /// A named output of an op.
@@ -222,7 +222,7 @@ impl Op {
         self.inputs.push(InputSpec {
             name: Name::from(name.into()),
             from,
-            path: Some(path.into()),
+            path: Some(Name::from(path.into())),
         });
         self
     }

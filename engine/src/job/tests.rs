@@ -170,3 +170,116 @@ fn step_index_resolves_names_that_share_a_hash() {
     assert_eq!(index.get("b"), Some(1));
     assert_eq!(index.get("c"), None);
 }
+
+#[test]
+fn lists_from_pairs_keep_the_pairs_order_per_list() {
+    use super::Lists;
+    let lists = Lists::from_pairs(4, &[(2, 'a'), (0, 'b'), (2, 'c'), (3, 'd'), (0, 'e')]);
+    let all: Vec<&[char]> = (0..4).map(|i| lists.get(i)).collect();
+    assert_eq!(all, [&['b', 'e'][..], &[], &['a', 'c'], &['d']]);
+}
+
+#[test]
+fn step_index_push_reports_a_repeated_name() {
+    use super::StepIndex;
+    let mut index = StepIndex::default();
+    assert_eq!(index.push("a"), Ok(0));
+    assert_eq!(index.push("b"), Ok(1));
+    assert_eq!(index.push("a"), Err(0));
+    assert_eq!(index.push("c"), Ok(2));
+    assert_eq!(index.get("c"), Some(2));
+}
+
+mod wiring {
+    use std::collections::BTreeSet;
+
+    use proptest::prelude::*;
+
+    use super::super::{InputEdge, InputFrom, Job, Op};
+
+    /// A random DAG: op `i` reads from some ops `< i` (by their outputs
+    /// `a` or `b`) and from some of a few sources, under shuffled input
+    /// names.
+    /// Per op: the `(upstream, reads output b)` it reads, the sources it
+    /// reads; and the order the ops are declared in.
+    type Dag = (Vec<Vec<(usize, bool)>>, Vec<Vec<usize>>, Vec<usize>);
+
+    fn dag() -> impl Strategy<Value = Dag> {
+        (1usize..24).prop_flat_map(|n| {
+            let reads = (0..n)
+                .map(|i| {
+                    if i == 0 {
+                        Just(Vec::new()).boxed()
+                    } else {
+                        prop::collection::vec((0..i, any::<bool>()), 0..4).boxed()
+                    }
+                })
+                .collect::<Vec<_>>();
+            let sources = prop::collection::vec(prop::collection::vec(0usize..5, 0..3), n);
+            let order = Just((0..n).collect::<Vec<usize>>()).prop_shuffle();
+            (reads, sources, order)
+        })
+    }
+
+    proptest! {
+        /// However the ops are declared, every step reads what it declared:
+        /// its edges name the right upstream output or source, and its
+        /// upstream and downstream lists are exactly the steps it reads and
+        /// the steps that read it; steps come upstream first.
+        #[test]
+        fn every_declaration_order_wires_the_same_graph((reads, srcs, order) in dag()) {
+            let n = reads.len();
+            let op = |i: usize| {
+                let mut op = Op::new(format!("op{i}")).output("a").output("b").code_version("1");
+                for (k, &(up, b)) in reads[i].iter().enumerate() {
+                    let out = if b { "b" } else { "a" };
+                    op = op.input(format!("z{}", 9 - k), InputFrom::output(format!("op{up}"), out));
+                }
+                for (k, s) in srcs[i].iter().enumerate() {
+                    op = op.input(format!("s{k}"), InputFrom::source(format!("src{s}")));
+                }
+                op
+            };
+            let mut builder = Job::builder("j");
+            for &i in &order {
+                builder = builder.op(op(i));
+            }
+            let job = builder.build().map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(job.len(), n);
+            let idx_of = |i: usize| job.step_index(&format!("op{i}")).unwrap();
+            let want_sources: BTreeSet<String> =
+                srcs.iter().flatten().map(|s| format!("src{s}")).collect();
+            prop_assert_eq!(job.sources().to_vec(), want_sources.into_iter().collect::<Vec<_>>());
+            for i in 0..n {
+                let idx = idx_of(i);
+                let step = job.step(idx);
+                prop_assert_eq!(step.name(), format!("op{i}"));
+                let mut names: Vec<&str> = Vec::new();
+                for &(input, edge) in job.input_edges(idx) {
+                    let spec = &step.inputs()[input];
+                    names.push(&spec.name);
+                    match (edge, &spec.from) {
+                        (InputEdge::Output(up, out), InputFrom::Output { step: s, output }) => {
+                            prop_assert!(up < idx, "upstream first");
+                            prop_assert_eq!(job.step(up).name(), s.as_str());
+                            prop_assert_eq!(job.step(up).outputs()[out].name.as_str(), output.as_str());
+                        }
+                        (InputEdge::Source(s), InputFrom::Source(name)) => {
+                            prop_assert_eq!(&job.sources()[s], name);
+                        }
+                        other => prop_assert!(false, "mismatched edge {:?}", other),
+                    }
+                }
+                prop_assert_eq!(names.len(), step.inputs().len());
+                prop_assert!(names.windows(2).all(|w| w[0] < w[1]), "edges sorted by input name");
+                let ups: BTreeSet<usize> = reads[i].iter().map(|&(u, _)| idx_of(u)).collect();
+                prop_assert_eq!(job.upstream(idx).to_vec(), ups.into_iter().collect::<Vec<_>>());
+                let downs: BTreeSet<usize> = (0..n)
+                    .filter(|&d| reads[d].iter().any(|&(u, _)| u == i))
+                    .map(idx_of)
+                    .collect();
+                prop_assert_eq!(job.downstream(idx).to_vec(), downs.into_iter().collect::<Vec<_>>());
+            }
+        }
+    }
+}

@@ -6,7 +6,7 @@ use std::collections::{BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::{
-    InputEdge, InputFrom, JobError, JobInner, Op, Resource, StepIdx, StepIndex, VersionMode,
+    InputEdge, InputFrom, JobError, JobInner, Lists, Op, Resource, StepIdx, StepIndex, VersionMode,
 };
 use crate::name::Name;
 use crate::version::VersionStrategy;
@@ -82,6 +82,25 @@ fn topo_order(preds: &[Vec<usize>], succ: &[Vec<usize>]) -> Option<Vec<usize>> {
     (order.len() == n).then_some(order)
 }
 
+/// Where an input reads, in declaration indices, before the sources are
+/// sorted and the steps put in topological order.
+#[derive(Clone, Copy, Debug)]
+enum Wire {
+    /// The input's position among source references.
+    Source(usize),
+    /// A step (declaration index) and one of its outputs.
+    Output(usize, usize),
+}
+
+impl Wire {
+    fn upstream(&self) -> Option<usize> {
+        match *self {
+            Wire::Output(up, _) => Some(up),
+            Wire::Source(_) => None,
+        }
+    }
+}
+
 fn dedup_sorted(mut v: Vec<usize>) -> Vec<usize> {
     v.sort_unstable();
     v.dedup();
@@ -107,7 +126,8 @@ fn first_repeated<'a>(names: impl Iterator<Item = &'a str> + Clone) -> Option<&'
 /// first asked for: a run that only hits never needs them).
 pub(super) fn input_origins(job: &JobInner, idx: usize) -> Box<[Name]> {
     let op = &job.steps[idx];
-    job.edges[idx]
+    job.edges
+        .get(idx)
         .iter()
         .map(|&(i, edge)| input_origin(&job.steps, &job.sources, op, i, edge))
         .collect()
@@ -182,20 +202,24 @@ pub(super) fn build(
         })
         .collect();
 
-    // Ops: names, duplicates, per-op checks.
-    let mut op_decl: HashMap<&str, usize> = HashMap::with_capacity(ops.len());
-    for (i, op) in ops.iter().enumerate() {
+    // Ops: names, duplicates, per-op checks, and each input's wiring in
+    // declaration order (sources by their position in `refs` until the
+    // source list is sorted).
+    let n = ops.len();
+    let mut op_decl = StepIndex::default();
+    for op in &ops {
         check_name("op", &op.name)?;
-        if op_decl.insert(op.name.as_str(), i).is_some() {
+        if op_decl.push(&op.name).is_err() {
             return Err(JobError::DuplicateOp { op: op.name.to_string() });
         }
     }
-    // Source names as read (sorted and deduplicated once, below: cheaper
-    // than a set of strings grown one insertion at a time).
-    let mut sources: Vec<&str> = Vec::new();
-    let mut outside: Vec<&str> = Vec::new();
-    let mut preds: Vec<Vec<usize>> = Vec::with_capacity(ops.len());
-    for op in &ops {
+    let inputs_total: usize = ops.iter().map(|op| op.inputs.len()).sum();
+    let mut wires: Lists<Wire> = Lists::with_capacity(n, inputs_total);
+    let mut refs: Vec<(&str, bool, usize)> = Vec::new();
+    // Whether every op reads only ops declared before it: then the
+    // declaration order is the topological order and nothing moves.
+    let mut in_order = true;
+    for (i, op) in ops.iter().enumerate() {
         for input in &op.inputs {
             check_name("input", &input.name)?;
         }
@@ -222,10 +246,12 @@ pub(super) fn build(
                 });
             }
         }
-        let mut op_preds = Vec::new();
         for input in &op.inputs {
-            match &input.from {
-                InputFrom::Source(source) => sources.push(source.as_str()),
+            let wire = match &input.from {
+                InputFrom::Source(source) => {
+                    refs.push((source.as_str(), false, refs.len()));
+                    Wire::Source(refs.len() - 1)
+                }
                 InputFrom::Outside { name, .. } => {
                     if mode == VersionMode::Lineage {
                         return Err(JobError::OutsideInLineage {
@@ -233,101 +259,133 @@ pub(super) fn build(
                             name: name.clone(),
                         });
                     }
-                    outside.push(name.as_str());
+                    refs.push((name.as_str(), true, refs.len()));
+                    Wire::Source(refs.len() - 1)
                 }
                 InputFrom::Output { step, output } => {
-                    let &up = op_decl.get(step.as_str()).ok_or_else(|| JobError::UnknownStep {
+                    let up = op_decl.get(step).ok_or_else(|| JobError::UnknownStep {
                         step: op.name.to_string(),
                         input: input.name.to_string(),
                         upstream: step.clone(),
                     })?;
-                    if !ops[up].outputs.iter().any(|o| &o.name == output) {
-                        return Err(JobError::UnknownOutput {
+                    let out = ops[up].outputs.iter().position(|o| &o.name == output).ok_or_else(
+                        || JobError::UnknownOutput {
                             step: op.name.to_string(),
                             input: input.name.to_string(),
                             upstream: step.clone(),
                             output: output.clone(),
-                        });
-                    }
-                    op_preds.push(up);
+                        },
+                    )?;
+                    in_order &= up < i;
+                    Wire::Output(up, out)
                 }
+            };
+            wires.push(wire);
+        }
+        wires.close();
+    }
+    // The topological order, as declaration indices (`None`: declaration
+    // order already is one).
+    let order = if in_order {
+        None
+    } else {
+        let preds: Vec<Vec<usize>> = (0..n)
+            .map(|i| dedup_sorted(wires.get(i).iter().filter_map(Wire::upstream).collect()))
+            .collect();
+        let mut succ: Vec<Vec<usize>> = vec![Vec::new(); n];
+        for (i, p) in preds.iter().enumerate() {
+            for &u in p {
+                succ[u].push(i);
             }
         }
-        preds.push(dedup_sorted(op_preds));
-    }
-    let mut succ: Vec<Vec<usize>> = vec![Vec::new(); ops.len()];
-    for (i, p) in preds.iter().enumerate() {
-        for &u in p {
-            succ[u].push(i);
-        }
-    }
-    let order = match topo_order(&preds, &succ) {
-        Some(order) => order,
-        None => {
-            let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
-            // Report along data flow: producer -> consumer.
-            return Err(JobError::Cycle { path: cycle_names(&names, &succ) });
+        match topo_order(&preds, &succ) {
+            Some(order) => Some(order),
+            None => {
+                let names: Vec<&str> = ops.iter().map(|o| o.name.as_str()).collect();
+                // Report along data flow: producer -> consumer.
+                return Err(JobError::Cycle { path: cycle_names(&names, &succ) });
+            }
         }
     };
 
-    sources.sort_unstable();
-    sources.dedup();
-    outside.sort_unstable();
-    outside.dedup();
-    if let Some(name) = outside.iter().find(|o| sources.binary_search(o).is_ok()) {
-        return Err(JobError::SourceAndOutside { name: (*name).to_owned() });
-    }
-    // Both kinds in one sorted list, each marked.
-    let mut all: Vec<(&str, bool)> = sources.iter().map(|s| (*s, false)).collect();
-    all.extend(outside.iter().map(|s| (*s, true)));
-    all.sort_unstable();
-    let outside: Vec<bool> = all.iter().map(|(_, o)| *o).collect();
-    let sources: Vec<String> = all.iter().map(|(s, _)| (*s).to_owned()).collect();
-    drop(op_decl);
-    let source_index: HashMap<String, usize> =
-        sources.iter().enumerate().map(|(i, s)| (s.clone(), i)).collect();
-
-    let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
-    let steps: Vec<Op> = order.iter().filter_map(|&old| slots[old].take()).collect();
-    let step_index = StepIndex::new(steps.iter().map(|op| op.name()));
-
-    let mut edges = Vec::with_capacity(steps.len());
-    let mut upstream = Vec::with_capacity(steps.len());
-    let mut downstream: Vec<Vec<StepIdx>> = vec![Vec::new(); steps.len()];
-    let mut step_resources = Vec::with_capacity(steps.len());
-    for (idx, op) in steps.iter().enumerate() {
-        let mut op_edges: Vec<(usize, InputEdge)> = Vec::with_capacity(op.inputs.len());
-        let mut ups = Vec::new();
-        for (input_idx, input) in op.inputs.iter().enumerate() {
-            let edge = match &input.from {
-                InputFrom::Source(source) | InputFrom::Outside { name: source, .. } => {
-                    InputEdge::Source(source_index[source.as_str()])
+    // Sources: sorted, each once, marked when read from outside the job; a
+    // name may not be both.
+    refs.sort_unstable();
+    let mut source_of_ref = vec![0usize; refs.len()];
+    let mut sources: Vec<String> = Vec::new();
+    let mut outside: Vec<bool> = Vec::new();
+    for &(name, is_outside, r) in &refs {
+        match sources.last() {
+            Some(last) if last == name => {
+                if outside.last() != Some(&is_outside) {
+                    return Err(JobError::SourceAndOutside { name: name.to_owned() });
                 }
-                InputFrom::Output { step, output } => {
-                    let up = step_index.get(step).ok_or_else(|| JobError::UnknownStep {
-                        step: op.name.to_string(),
-                        input: input.name.to_string(),
-                        upstream: step.clone(),
-                    })?;
-                    let out = steps[up].outputs.iter().position(|o| &o.name == output).unwrap_or(0);
-                    ups.push(up);
-                    InputEdge::Output(up, out)
+            }
+            _ => {
+                sources.push(name.to_owned());
+                outside.push(is_outside);
+            }
+        }
+        source_of_ref[r] = sources.len() - 1;
+    }
+    drop(refs);
+    let source_index = StepIndex::new(sources.iter().map(String::as_str));
+
+    let (steps, step_index, old_of_new, new_of_old) = match order {
+        None => (ops, op_decl, None, None),
+        Some(order) => {
+            let mut new_of_old = vec![0; n];
+            for (new, &old) in order.iter().enumerate() {
+                new_of_old[old] = new;
+            }
+            let mut slots: Vec<Option<Op>> = ops.into_iter().map(Some).collect();
+            let steps: Vec<Op> = order.iter().filter_map(|&old| slots[old].take()).collect();
+            let step_index = StepIndex::new(steps.iter().map(|op| op.name()));
+            (steps, step_index, Some(order), Some(new_of_old))
+        }
+    };
+
+    let mut edges = Lists::with_capacity(n, inputs_total);
+    let mut upstream = Lists::with_capacity(n, inputs_total);
+    let mut down_pairs: Vec<(usize, StepIdx)> = Vec::with_capacity(inputs_total);
+    let mut step_resources = Lists::with_capacity(n, 0);
+    for (idx, op) in steps.iter().enumerate() {
+        let old = old_of_new.as_ref().map_or(idx, |o| o[idx]);
+        for (input_idx, wire) in wires.get(old).iter().enumerate() {
+            let edge = match *wire {
+                Wire::Source(r) => InputEdge::Source(source_of_ref[r]),
+                Wire::Output(up, out) => {
+                    InputEdge::Output(new_of_old.as_ref().map_or(up, |m| m[up]), out)
                 }
             };
-            op_edges.push((input_idx, edge));
+            edges.push((input_idx, edge));
         }
+        let op_edges = edges.open_mut();
         op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
-        let ups = dedup_sorted(ups);
+        let mut ups: Vec<StepIdx> = op_edges
+            .iter()
+            .filter_map(|&(_, e)| match e {
+                InputEdge::Output(up, _) => Some(up),
+                InputEdge::Source(_) => None,
+            })
+            .collect();
+        edges.close();
+        ups.sort_unstable();
+        ups.dedup();
         for &u in &ups {
-            downstream[u].push(idx);
+            down_pairs.push((u, idx));
+            upstream.push(u);
         }
-        edges.push(op_edges);
-        upstream.push(ups);
+        upstream.close();
         let mut res: Vec<usize> = op.resources.iter().map(|r| resource_index[r.as_str()]).collect();
         res.sort_by(|&a, &b| resources[a].name.cmp(&resources[b].name));
         res.dedup();
-        step_resources.push(res);
+        for r in res {
+            step_resources.push(r);
+        }
+        step_resources.close();
     }
+    let downstream = Lists::from_pairs(steps.len(), &down_pairs);
 
     let origins = (0..steps.len()).map(|_| std::sync::OnceLock::new()).collect();
     Ok(JobInner {
