@@ -8,7 +8,8 @@
 //! The graph is layered: width ≈ sqrt(N), each op reading 2 outputs of the
 //! layer above, one output each, a config and an explicit code version.
 //! `TROVE_BENCH_SIZES=1000,10000` overrides the sizes; `TROVE_BENCH_REPS`
-//! the repetitions (best reported); `TROVE_BENCH_ONLY=d` runs only (d), and
+//! the repetitions (best reported); `TROVE_BENCH_ONLY=d` runs only (d),
+//! `TROVE_BENCH_ONLY=e` only (e) and the floor of (a), and
 //! `TROVE_BENCH_JOBS=1` only its `jobs=1` rows (for profiling).
 
 #![allow(clippy::print_stdout, clippy::unwrap_used)]
@@ -23,8 +24,8 @@ use trove::version::encode::{
     compute_output_version, compute_outputs_digest,
 };
 use trove::{
-    DataVersion, Engine, InputFrom, Job, MemoryIoManager, MemoryTraceStore, Op, OpContext,
-    OpFailure, OutputVersion, RunOptions, VersionMode,
+    DataVersion, Engine, InputFrom, Job, JobBuilder, MemoryIoManager, MemoryTraceStore, Op,
+    OpContext, OpFailure, OutputVersion, RunOptions, VersionMode,
 };
 
 struct Graph {
@@ -71,6 +72,11 @@ fn trivial(ctx: &mut OpContext<'_>) -> Result<(), OpFailure> {
 }
 
 fn job(graph: &Graph, mode: VersionMode) -> Job {
+    builder(graph, mode).build().unwrap()
+}
+
+/// The bench job's ops, not yet validated.
+fn builder(graph: &Graph, mode: VersionMode) -> JobBuilder {
     let mut builder = Job::builder("bench").mode(mode);
     for i in 0..graph.n {
         let mut op = Op::new(name(i))
@@ -83,7 +89,7 @@ fn job(graph: &Graph, mode: VersionMode) -> Job {
         }
         builder = builder.op(op);
     }
-    builder.build().unwrap()
+    builder
 }
 
 /// The floor: the same hashing as the version graph (config digests, code
@@ -184,6 +190,9 @@ fn bench(n: usize, reps: usize, only: &str, rows: &mut Vec<Row>) {
     // (a) cold versions: salsa (load the job, query every output version in
     // topological order) against the plain loop doing the same hashing.
     let floor = time(reps, || (), |_| floor_versions(&graph, &configs));
+    if only == "e" {
+        return loading(n, reps, &graph, &lineage, floor, rows);
+    }
     let cold = time(
         reps,
         || lineage.clone(),
@@ -311,6 +320,39 @@ fn bench(n: usize, reps: usize, only: &str, rows: &mut Vec<Row>) {
         });
     }
     scheduler(n, reps, &graph, &early, rows);
+    loading(n, reps, &graph, &lineage, floor, rows);
+}
+
+/// (e) what a new process pays before the first version: validating the
+/// job's ops (`JobBuilder::build`: names, wiring, order) and loading the
+/// job into a new engine (`Engine::new`: salsa inputs, config digests, code
+/// versions), each against (a)'s plain loop.
+fn loading(
+    n: usize,
+    reps: usize,
+    graph: &Graph,
+    lineage: &Job,
+    floor: (Duration, Duration),
+    rows: &mut Vec<Row>,
+) {
+    let build = time(reps, || builder(graph, VersionMode::Lineage), |b| b.build().unwrap());
+    rows.push(Row {
+        n,
+        what: "(e) validate the job (JobBuilder::build)",
+        time: build,
+        baseline: "plain blake3 loop",
+        ratio: ratio(build, floor),
+        target: "—",
+    });
+    let load = time(reps, || lineage.clone(), Engine::new);
+    rows.push(Row {
+        n,
+        what: "(e) load the job into a new engine (Engine::new)",
+        time: load,
+        baseline: "plain blake3 loop",
+        ratio: ratio(load, floor),
+        target: "—",
+    });
 }
 
 /// (d) scheduler overhead: a cold run of trivial ops (engine already
