@@ -1,7 +1,7 @@
 //! Engine benchmarks (`cargo bench --bench engine`): versions through salsa
 //! against a plain blake3 loop, re-versioning after edits, a no-op plan, and
 //! the scheduler's per-step overhead. Prints the markdown table kept in
-//! `engine/BENCHMARKS-engine.md`; every figure is a ratio against a baseline
+//! `BENCHMARKS.md` (section "Engine benchmarks"); every figure is a ratio against a baseline
 //! measured in the same run. Nothing here is asserted: the execution counts
 //! behind these timings are asserted in `tests/it/incremental.rs`.
 //!
