@@ -199,7 +199,7 @@ impl<T> Lists<T> {
         self.items.push(item);
     }
 
-    /// Ends the list being built: it becomes list `self.len() - 1`.
+    /// Ends the list being built: it becomes the next list.
     pub(crate) fn close(&mut self) {
         self.ends.push(self.items.len());
     }
@@ -266,8 +266,7 @@ impl StepIndex {
             }
             Entry::Occupied(slot) => {
                 let first = *slot.get();
-                let start = if first == 0 { 0 } else { self.ends[first - 1] };
-                if &self.names[start..self.ends[first]] == name {
+                if self.name(first) == name {
                     return Err(first);
                 }
                 if let Some(&other) = self.collided.get(name) {

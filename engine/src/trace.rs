@@ -193,9 +193,9 @@ pub struct MemoryTraceStore {
 struct MemoryTraces {
     /// The latest trace of each step, in first-commit order, and where each
     /// step's is: a trace is a few hundred bytes, and a map of them moves
-    /// every one each time it grows (a chunked list never moves them). The index uses
-    /// FxHash: SipHash cost more than the rest of a commit, mostly when the
-    /// index grows and every name is hashed again.
+    /// every one each time it grows (a chunked list never moves them). The
+    /// index uses FxHash: SipHash cost more than the rest of a commit, mostly
+    /// when the index grows and every name is hashed again.
     latest: ChunkedVec<Trace>,
     latest_index: HashMap<Name, usize, BuildHasherDefault<FxHasher>>,
     failures: Vec<StepFailure>,

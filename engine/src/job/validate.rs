@@ -362,16 +362,16 @@ pub(super) fn build(
         }
         let op_edges = edges.open_mut();
         op_edges.sort_by(|a, b| op.inputs[a.0].name.cmp(&op.inputs[b.0].name));
-        let mut ups: Vec<StepIdx> = op_edges
-            .iter()
-            .filter_map(|&(_, e)| match e {
-                InputEdge::Output(up, _) => Some(up),
-                InputEdge::Source(_) => None,
-            })
-            .collect();
+        let ups = dedup_sorted(
+            op_edges
+                .iter()
+                .filter_map(|&(_, e)| match e {
+                    InputEdge::Output(up, _) => Some(up),
+                    InputEdge::Source(_) => None,
+                })
+                .collect(),
+        );
         edges.close();
-        ups.sort_unstable();
-        ups.dedup();
         for &u in &ups {
             down_pairs.push((u, idx));
             upstream.push(u);
