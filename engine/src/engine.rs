@@ -30,8 +30,16 @@ use crate::version::{
     CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion, SCHEME_VERSION, config_digest,
 };
 
-/// An op version and the output versions derived from it.
-type KnownOutputs = (Digest, Arc<[OutputVersion]>);
+/// Per step, the op version whose output versions were last asked for, and
+/// those output versions: one flat list for all steps' outputs (step
+/// `idx`'s start at `first[idx]`), so caching them allocates nothing per
+/// step.
+#[derive(Default)]
+struct KnownOutputs {
+    ops: Vec<Option<Digest>>,
+    first: Vec<usize>,
+    outputs: Vec<OutputVersion>,
+}
 
 /// A job loaded into the version graph.
 pub struct Engine {
@@ -45,7 +53,7 @@ pub struct Engine {
     config_texts: Mutex<HashMap<Digest, Name, BuildHasherDefault<DigestHasher>>>,
     /// Per step: the op version whose output versions were last asked for,
     /// and those output versions.
-    output_versions_cache: Mutex<Vec<Option<KnownOutputs>>>,
+    output_versions_cache: Mutex<KnownOutputs>,
     pub(crate) env_values: BTreeMap<String, Option<String>>,
 }
 
@@ -200,7 +208,7 @@ impl Engine {
             code_versions,
             config_digests,
             config_texts: Mutex::new(HashMap::default()),
-            output_versions_cache: Mutex::new(Vec::new()),
+            output_versions_cache: Mutex::new(KnownOutputs::default()),
             env_values,
         }
     }
@@ -263,7 +271,7 @@ impl Engine {
     ) -> Result<(), PlanError> {
         let idx = self.step_idx(step)?;
         let inner = Arc::make_mut(&mut self.job.inner);
-        inner.steps[idx].code.explicit = version;
+        inner.steps[idx].code.explicit = version.map(Name::from);
         let code = inner.strategy.op_code_version(&inner.steps[idx]);
         self.code_versions[idx] = code;
         self.graph.edit_op(idx, |def| def.code = code);
@@ -293,7 +301,7 @@ impl Engine {
             .resource_index(resource)
             .ok_or_else(|| PlanError::UnknownResource { resource: resource.to_owned() })?;
         let inner = Arc::make_mut(&mut self.job.inner);
-        inner.resources[idx].code.explicit = version;
+        inner.resources[idx].code.explicit = version.map(Name::from);
         let code = inner.strategy.resource_code_version(&inner.resources[idx]);
         self.graph.resources[idx].set_code(&mut self.graph.db).to(code);
         Ok(())
@@ -309,7 +317,12 @@ impl Engine {
     pub fn output_versions(&self, step: &str) -> Result<Option<Vec<OutputVersion>>, PlanError> {
         let idx = self.step_idx(step)?;
         Ok(match self.graph.op_version(idx) {
-            OpVersion::Versioned(v) => Some(self.cached_output_versions(idx, v).to_vec()),
+            OpVersion::Versioned(v) => {
+                let mut versions =
+                    vec![OutputVersion(Digest([0; 32])); self.job.step(idx).outputs().len()];
+                self.cached_output_versions(idx, v, &mut versions);
+                Some(versions)
+            }
             _ => None,
         })
     }
@@ -339,32 +352,48 @@ impl Engine {
 
     /// The output versions of a step at op version `v`, recomputed only
     /// when the op version changed since they were last asked for.
-    pub(crate) fn cached_output_versions(&self, idx: StepIdx, v: Digest) -> Arc<[OutputVersion]> {
+    /// Writes them into `into` (one slot per declared output).
+    pub(crate) fn cached_output_versions(
+        &self,
+        idx: StepIdx,
+        v: Digest,
+        into: &mut [OutputVersion],
+    ) {
         let mut cache = self.output_versions_cache.lock().unwrap_or_else(|e| e.into_inner());
-        if cache.len() != self.job.len() {
-            cache.resize(self.job.len(), None);
-        }
-        match &cache[idx] {
-            Some((op, outputs)) if *op == v => Arc::clone(outputs),
-            _ => {
-                let outputs = self.output_versions_of(idx, v);
-                cache[idx] = Some((v, Arc::clone(&outputs)));
-                outputs
+        if cache.ops.len() != self.job.len() {
+            let mut first = Vec::with_capacity(self.job.len() + 1);
+            let mut n = 0;
+            for op in self.job.steps() {
+                first.push(n);
+                n += op.outputs().len();
             }
+            first.push(n);
+            *cache = KnownOutputs {
+                ops: vec![None; self.job.len()],
+                first,
+                outputs: vec![OutputVersion(Digest([0; 32])); n],
+            };
         }
+        let KnownOutputs { ops, first, outputs } = &mut *cache;
+        let cached = &mut outputs[first[idx]..first[idx + 1]];
+        if ops[idx] != Some(v) {
+            self.output_versions_of(idx, v, cached);
+            ops[idx] = Some(v);
+        }
+        into.copy_from_slice(cached);
     }
 
+    /// The output versions of a step at op version `op_version`, written
+    /// into `into` (one slot per declared output).
     pub(crate) fn output_versions_of(
         &self,
         idx: StepIdx,
         op_version: Digest,
-    ) -> Arc<[OutputVersion]> {
-        self.job
-            .step(idx)
-            .outputs()
-            .iter()
-            .map(|o| compute_output_version(op_version, &o.name))
-            .collect()
+        into: &mut [OutputVersion],
+    ) {
+        for (slot, o) in into.iter_mut().zip(self.job.step(idx).outputs()) {
+            *slot = compute_output_version(op_version, &o.name);
+        }
     }
 
     pub(crate) fn unversioned_op_version(&self, idx: StepIdx, run_id: &str) -> Digest {

@@ -299,8 +299,8 @@ pub fn compute_reasons(previous: Option<&Trace>, now: &VersionComponents) -> Vec
     if old.code != now.code {
         if old.code.explicit != now.code.explicit {
             reasons.push(RerunReason::CodeVersionChanged {
-                old: old.code.explicit.clone(),
-                new: now.code.explicit.clone(),
+                old: old.code.explicit.as_ref().map(Name::to_string),
+                new: now.code.explicit.as_ref().map(Name::to_string),
             });
         }
         if now.code.explicit.is_none() {
@@ -348,7 +348,10 @@ pub fn compute_reasons(previous: Option<&Trace>, now: &VersionComponents) -> Vec
     let own_change = |name: &str| -> Option<ResourceCause> {
         let (a, b) = (old_res.get(name)?, new_res.get(name)?);
         if a.explicit != b.explicit {
-            return Some(ResourceCause::Code { old: a.explicit.clone(), new: b.explicit.clone() });
+            return Some(ResourceCause::Code {
+                old: a.explicit.as_ref().map(Name::to_string),
+                new: b.explicit.as_ref().map(Name::to_string),
+            });
         }
         if let Some((key, x, y)) = config_changes(&a.config, &b.config).into_iter().next() {
             return Some(ResourceCause::Config { key, old: x, new: y });

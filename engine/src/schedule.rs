@@ -22,10 +22,11 @@ use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::hash::{BuildHasherDefault, Hasher};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, mpsc};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::db::OpVersion;
 use crate::engine::Engine;
@@ -68,7 +69,7 @@ impl State {
 enum WorkerResult {
     Done {
         idx: StepIdx,
-        stored: Vec<StoredOutput>,
+        stored: SmallVec<[StoredOutput; 1]>,
         duration: Duration,
         log: StepLog,
     },
@@ -119,14 +120,23 @@ enum Miss {
     Corrupt(RerunReason),
 }
 
+/// One input of a step's work, wired to an upstream output.
+struct WorkInput {
+    /// Its index in `op.inputs()`.
+    input: usize,
+    upstream: StepIdx,
+    output: usize,
+    version: OutputVersion,
+    stored: StoredOutput,
+}
+
 /// What a worker needs to run one step.
 struct StepWork {
     idx: StepIdx,
-    /// `(index into op.inputs(), upstream step, upstream output, version,
-    /// stored)`.
-    inputs: Vec<(usize, StepIdx, usize, OutputVersion, StoredOutput)>,
+    /// The inputs wired to upstream outputs.
+    inputs: SmallVec<[WorkInput; 2]>,
     /// Output versions, in declaration order.
-    outputs: Arc<[OutputVersion]>,
+    outputs: SmallVec<[OutputVersion; 1]>,
     env: BTreeMap<String, Option<String>>,
 }
 
@@ -139,8 +149,9 @@ struct Runner<'a> {
     lineage: bool,
     state: Vec<State>,
     op_versions: Vec<Option<(Digest, bool)>>,
-    /// Per resolved step: its outputs' versions, in declaration order.
-    versions: Vec<Arc<[OutputVersion]>>,
+    /// Per resolved step: its outputs' versions, in declaration order, all
+    /// steps' outputs in one list (indexed like `stored`).
+    versions: Vec<OutputVersion>,
     reasons: Vec<Vec<RerunReason>>,
     /// Version components of steps resolved to run and not yet finished
     /// (a map, not a slot per step: a few hundred bytes per step of a large
@@ -212,7 +223,6 @@ impl<'a> Runner<'a> {
             n_outputs += op.outputs().len();
         }
         first_output.push(n_outputs);
-        let no_versions: Arc<[OutputVersion]> = Arc::new([]);
         Ok(Runner {
             engine,
             io,
@@ -222,7 +232,7 @@ impl<'a> Runner<'a> {
             lineage,
             state,
             op_versions: vec![None; n],
-            versions: vec![no_versions; n],
+            versions: vec![OutputVersion(Digest([0; 32])); n_outputs],
             reasons: vec![Vec::new(); n],
             components: HashMap::default(),
             stored: vec![None; n_outputs],
@@ -285,7 +295,7 @@ impl<'a> Runner<'a> {
 
     /// The output versions of a resolved step (computed once, in `resolve`).
     fn output_versions(&self, idx: StepIdx) -> &[OutputVersion] {
-        &self.versions[idx]
+        &self.versions[self.first_output[idx]..self.first_output[idx + 1]]
     }
 
     fn resolve(
@@ -307,11 +317,12 @@ impl<'a> Runner<'a> {
             }
         };
         self.op_versions[idx] = Some((op_version, unversioned));
-        self.versions[idx] = if unversioned {
-            self.engine.output_versions_of(idx, op_version)
+        let versions = &mut self.versions[self.first_output[idx]..self.first_output[idx + 1]];
+        if unversioned {
+            self.engine.output_versions_of(idx, op_version, versions);
         } else {
-            self.engine.cached_output_versions(idx, op_version)
-        };
+            self.engine.cached_output_versions(idx, op_version, versions);
+        }
         self.components.remove(&idx);
         let reasons = if unversioned {
             vec![RerunReason::Unversioned]
@@ -320,7 +331,8 @@ impl<'a> Runner<'a> {
         } else if !self.opts.memoize {
             vec![RerunReason::MemoDisabled]
         } else {
-            let versions = Arc::clone(&self.versions[idx]);
+            let versions: SmallVec<[OutputVersion; 2]> =
+                SmallVec::from_slice(self.output_versions(idx));
             // Found outputs go straight into the step's slots (empty until
             // now: a step is resolved only while pending, before it has hit
             // or run in this run); a miss empties them again.
@@ -556,12 +568,18 @@ impl<'a> Runner<'a> {
     fn prepare(&self, idx: StepIdx) -> StepWork {
         let job = &self.engine.job;
         let op = job.step(idx);
-        let mut inputs = Vec::with_capacity(op.inputs().len());
+        let mut inputs = SmallVec::with_capacity(op.inputs().len());
         for &(input_idx, edge) in job.input_edges(idx) {
             if let InputEdge::Output(up, out) = edge
                 && let Some(stored) = self.stored(up)[out]
             {
-                inputs.push((input_idx, up, out, self.output_versions(up)[out], stored));
+                inputs.push(WorkInput {
+                    input: input_idx,
+                    upstream: up,
+                    output: out,
+                    version: self.output_versions(up)[out],
+                    stored,
+                });
             }
         }
         let env = op
@@ -569,7 +587,7 @@ impl<'a> Runner<'a> {
             .iter()
             .map(|n| (n.clone(), self.engine.env_values.get(n).cloned().flatten()))
             .collect();
-        StepWork { idx, inputs, outputs: Arc::clone(&self.versions[idx]), env }
+        StepWork { idx, inputs, outputs: SmallVec::from_slice(self.output_versions(idx)), env }
     }
 
     fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
@@ -611,7 +629,7 @@ impl<'a> Runner<'a> {
                     let spec = &op.outputs()[out];
                     outputs.push(TraceOutput {
                         name: spec.name.clone(),
-                        version: self.versions[idx][out],
+                        version: self.versions[self.first_output[idx] + out],
                         data_version: s.data_version,
                         size: s.size,
                     });
@@ -1034,8 +1052,10 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
             StepLog::default(),
         );
     };
-    let mut inputs = Vec::with_capacity(op.inputs().len());
-    for &(input_idx, up, out, version, ref stored) in &work.inputs {
+    let mut inputs: SmallVec<[(&str, OutputValue); 2]> = SmallVec::with_capacity(op.inputs().len());
+    for &WorkInput { input: input_idx, upstream: up, output: out, version, ref stored } in
+        &work.inputs
+    {
         let name = op.inputs()[input_idx].name.as_str();
         let ctx = output_ctx(job, up, out, version, run_id);
         match io.load_input(&ctx, stored) {
@@ -1079,7 +1099,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         run_id,
         op,
         inputs,
-        outputs: Vec::new(),
+        outputs: SmallVec::new(),
         resources,
         env,
         stdout: Vec::new(),
@@ -1112,7 +1132,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         }
         Ok(Ok(())) => {}
     }
-    let mut stored = Vec::with_capacity(op.outputs().len());
+    let mut stored = SmallVec::with_capacity(op.outputs().len());
     for (out, spec) in op.outputs().iter().enumerate() {
         let value = match produced.get_mut(out).and_then(Option::take) {
             Some(v) => v,

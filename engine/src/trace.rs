@@ -24,7 +24,7 @@ pub struct CodeComponent {
     /// The code version the strategy decided (`None`: unversioned).
     pub version: Option<CodeVersion>,
     /// The explicit version string, if any.
-    pub explicit: Option<String>,
+    pub explicit: Option<Name>,
     /// The digest of the source text, if any.
     pub text: Option<Digest>,
     /// Script files named by the code and their data versions.
@@ -41,7 +41,7 @@ pub struct ResourceComponent {
     /// Its version (`None`: unversioned).
     pub version: Option<ResourceVersion>,
     /// Its explicit code version string (for example `Python 3.11.7`).
-    pub explicit: Option<String>,
+    pub explicit: Option<Name>,
     /// Its config as canonical JSON text.
     pub config: String,
     /// The resources it depends on.

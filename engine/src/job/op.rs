@@ -7,6 +7,7 @@ use std::sync::Arc;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::io_manager::OutputValue;
 use crate::name::Name;
@@ -102,7 +103,7 @@ pub struct SourceText {
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct CodeSpec {
     /// An explicit code version string.
-    pub explicit: Option<String>,
+    pub explicit: Option<Name>,
     /// Source text for the source-hash strategy.
     pub source: Option<SourceText>,
 }
@@ -260,7 +261,7 @@ impl Op {
 
     /// Sets an explicit code version string.
     pub fn code_version(mut self, version: impl Into<String>) -> Op {
-        self.code.explicit = Some(version.into());
+        self.code.explicit = Some(Name::from(version.into()));
         self
     }
 
@@ -340,9 +341,9 @@ pub struct OpContext<'a> {
     pub(crate) op: &'a Op,
     /// Loaded inputs, sorted by name (a handful per op: a sorted list is
     /// cheaper to build and search than a map).
-    pub(crate) inputs: Vec<(&'a str, OutputValue)>,
+    pub(crate) inputs: SmallVec<[(&'a str, OutputValue); 2]>,
     /// Outputs set so far, by position in the op's declared outputs.
-    pub(crate) outputs: Vec<Option<OutputValue>>,
+    pub(crate) outputs: SmallVec<[Option<OutputValue>; 1]>,
     pub(crate) resources: BTreeMap<&'a str, &'a Value>,
     pub(crate) env: BTreeMap<&'a str, Option<&'a str>>,
     pub(crate) stdout: Vec<u8>,

@@ -5,6 +5,7 @@
 use serde_json::Value;
 
 use super::op::{CodeSpec, SourceText};
+use crate::name::Name;
 
 /// A resource definition. Built with [`Resource::new`] and chained methods.
 #[derive(Clone, Debug, PartialEq)]
@@ -35,7 +36,7 @@ impl Resource {
     /// Sets an explicit code version string (for example the output of
     /// `python3 --version`).
     pub fn code_version(mut self, version: impl Into<String>) -> Resource {
-        self.code.explicit = Some(version.into());
+        self.code.explicit = Some(Name::from(version.into()));
         self
     }
 
