@@ -19,10 +19,11 @@
 //! `handle_output` makes blobs durable (or, for a small file, reads it into
 //! the record) and *stages* the output record; `commit_trace` moves the
 //! step's records into the current batch, and a batch commits in one redb
-//! write transaction every [`Store::set_batch`] steps or milliseconds and at
-//! `flush` — or, with [`Store::set_background_flush`] (the CLI), whenever the
-//! scheduler flushes from a thread of its own after steps finish (at most
-//! once per interval), so no step waits for an fsync. A trace is thus committed only
+//! write transaction whenever the scheduler flushes from a thread of its own
+//! after steps finish (at most once per [`Store::set_background_flush`]
+//! interval, 20 ms unless set), so no step waits for an fsync — or, after
+//! [`Store::set_batch`], inside `commit_trace` every so many steps or
+//! milliseconds, and at `flush`. A trace is thus committed only
 //! after its blobs are durable, and a crash loses at most the uncommitted
 //! batch, whose steps simply run again.
 //!
@@ -386,6 +387,9 @@ impl std::fmt::Debug for Store {
 pub const INLINE_MAX: usize = 16 * 1024;
 const DEFAULT_BATCH_STEPS: usize = 1000;
 const DEFAULT_BATCH_MS: u64 = 200;
+/// How often, at most, the scheduler flushes a store in the background
+/// unless told otherwise ([`Store::set_background_flush`]).
+const DEFAULT_BACKGROUND_FLUSH_MS: u64 = 20;
 
 fn schema_bytes(v: u32) -> [u8; 4] {
     v.to_le_bytes()
@@ -549,7 +553,7 @@ impl Store {
             commit_lock: Mutex::new(()),
             batch_max: AtomicUsize::new(DEFAULT_BATCH_STEPS),
             batch_delay_ms: AtomicU64::new(DEFAULT_BATCH_MS),
-            background_flush_ms: AtomicU64::new(u64::MAX),
+            background_flush_ms: AtomicU64::new(DEFAULT_BACKGROUND_FLUSH_MS),
             inline_file_max: AtomicU64::new(INLINE_MAX as u64),
             verified: RwLock::new(stamp::Verified::default()),
             counters: Counters::default(),
@@ -679,12 +683,16 @@ impl Store {
         self.read_only
     }
 
-    /// Sets when a batch of finished steps commits: after `max_steps` steps
-    /// or `max_delay` since its first step, whichever comes first (and at
-    /// every flush). `max_steps = 1` commits every step on its own.
+    /// Commits finished steps inside `commit_trace`, on the thread that
+    /// records them, instead of in the background: a batch commits after
+    /// `max_steps` steps or `max_delay` since its first step, whichever comes
+    /// first (and at every flush). `max_steps = 1` commits every step on its
+    /// own. Turns background flushing off ([`Store::set_background_flush`]
+    /// with `None`).
     pub fn set_batch(&self, max_steps: usize, max_delay: Duration) {
         self.batch_max.store(max_steps.max(1), Ordering::SeqCst);
         self.batch_delay_ms.store(max_delay.as_millis() as u64, Ordering::SeqCst);
+        self.set_background_flush(None);
     }
 
     /// `Some(interval)`: leaves commits to the scheduler, which flushes
@@ -693,9 +701,9 @@ impl Store {
     /// still committed durably, at most `interval` (plus a commit) after it
     /// finished, but no step waits for a commit, and a commit covers every
     /// step that finished since the last (each commit rewrites whole B-tree
-    /// pages, so fewer, larger commits write less). `None` (the default):
-    /// the batch policy of [`Store::set_batch`] applies inside
-    /// `commit_trace`.
+    /// pages, so fewer, larger commits write less). The default is
+    /// `Some(20 ms)`. `None`: the batch policy of [`Store::set_batch`]
+    /// applies inside `commit_trace` (1,000 steps or 200 ms unless set).
     pub fn set_background_flush(&self, interval: Option<Duration>) {
         let ms = interval.map_or(u64::MAX, |d| d.as_millis().min(u128::from(u64::MAX - 1)) as u64);
         self.background_flush_ms.store(ms, Ordering::SeqCst);

@@ -19,6 +19,9 @@ use trove::{Engine, InputFrom, Job, Op, RunOptions, TraceStore};
 
 const CHILD_DIR: &str = "TROVE_CRASH_CHILD_DIR";
 const CHILD_SALT: &str = "TROVE_CRASH_CHILD_SALT";
+/// Set: the child commits in batches inside `commit_trace` (`set_batch`);
+/// unset: with the store's defaults (background flushes from the scheduler).
+const CHILD_BATCH: &str = "TROVE_CRASH_CHILD_BATCH";
 const CHILD_TEST: &str = "crash::crash_child_job_runs_to_completion";
 const N_STEPS: usize = 240;
 
@@ -91,9 +94,13 @@ fn open_store(dir: &Path) -> Store {
     .unwrap()
 }
 
-fn run_job(root: &Path, salt: &str, pause: Duration) -> trove::RunReport {
+/// Runs the crash job; `batch`: commits in batches of 16 steps inside
+/// `commit_trace`, else with the store's defaults (background flushes).
+fn run_job(root: &Path, salt: &str, pause: Duration, batch: bool) -> trove::RunReport {
     let store = open_store(&root.join(".trove"));
-    store.set_batch(16, Duration::from_millis(20));
+    if batch {
+        store.set_batch(16, Duration::from_millis(20));
+    }
     let io = store.io_manager(root);
     let opts = RunOptions { jobs: 2, ..RunOptions::default() };
     Engine::new(crash_job(root, salt, pause)).run(&io, &store, &opts, &mut |_| {}).unwrap()
@@ -177,15 +184,16 @@ fn child_exe(dir: &Path) -> PathBuf {
 }
 
 #[allow(clippy::disallowed_methods)] // the child is this test binary, not a user command
-fn spawn_child(exe: &Path, root: &Path, salt: &str) -> std::process::Child {
-    Command::new(exe)
+fn spawn_child(exe: &Path, root: &Path, salt: &str, batch: bool) -> std::process::Child {
+    let mut command = Command::new(exe);
+    command
         .args([CHILD_TEST, "--exact", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, root)
-        .env(CHILD_SALT, salt)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap()
+        .env(CHILD_SALT, salt);
+    if batch {
+        command.env(CHILD_BATCH, "1");
+    }
+    command.stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap()
 }
 
 /// The child's entry point. Run directly (no marker variable), it runs the
@@ -194,15 +202,18 @@ fn spawn_child(exe: &Path, root: &Path, salt: &str) -> std::process::Child {
 fn crash_child_job_runs_to_completion() {
     if let Ok(dir) = std::env::var(CHILD_DIR) {
         let salt = std::env::var(CHILD_SALT).unwrap_or_default();
-        let report = run_job(Path::new(&dir), &salt, Duration::from_millis(1));
+        let batch = std::env::var_os(CHILD_BATCH).is_some();
+        let report = run_job(Path::new(&dir), &salt, Duration::from_millis(1), batch);
         assert_eq!(report.status, trove::RunStatus::Succeeded);
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let report = run_job(tmp.path(), "x", Duration::ZERO);
-    assert_eq!(report.ran().len(), N_STEPS);
-    assert_outputs(tmp.path(), "x");
-    assert!(run_job(tmp.path(), "x", Duration::ZERO).ran().is_empty());
+    for batch in [false, true] {
+        let tmp = tempfile::tempdir().unwrap();
+        let report = run_job(tmp.path(), "x", Duration::ZERO, batch);
+        assert_eq!(report.ran().len(), N_STEPS);
+        assert_outputs(tmp.path(), "x");
+        assert!(run_job(tmp.path(), "x", Duration::ZERO, batch).ran().is_empty());
+    }
 }
 
 #[test]
@@ -233,7 +244,7 @@ fn sigkill_at_random_moments_never_leaves_a_bad_store() {
     let calibration_root = tmp.path().join("calibration");
     std::fs::create_dir_all(&calibration_root).unwrap();
     let started = std::time::Instant::now();
-    let calibration = spawn_child(&exe, &calibration_root, "a").wait().unwrap();
+    let calibration = spawn_child(&exe, &calibration_root, "a", true).wait().unwrap();
     assert!(calibration.success(), "the child failed on its own: {calibration}");
     let full_run_ms = (started.elapsed().as_millis() as u64).max(2);
     eprintln!("a whole child run takes {full_run_ms} ms here");
@@ -250,7 +261,10 @@ fn sigkill_at_random_moments_never_leaves_a_bad_store() {
             _ => fresh.as_str(),
         };
         let delay = Duration::from_millis(rng.next() % full_run_ms);
-        let mut child = spawn_child(&exe, &root, salt);
+        // Half the children commit in batches, half with the store's
+        // defaults (background flushes), which a library user gets.
+        let batch = rng.next().is_multiple_of(2);
+        let mut child = spawn_child(&exe, &root, salt, batch);
         std::thread::sleep(delay);
         let finished = child.try_wait().unwrap().is_some();
         child.kill().ok(); // SIGKILL on Unix
@@ -260,11 +274,13 @@ fn sigkill_at_random_moments_never_leaves_a_bad_store() {
         } else {
             assert!(status.success(), "iteration {it}: the child failed on its own: {status}");
         }
-        let context = format!("seed {seed} iteration {it} (salt {salt}, kill after {delay:?})");
+        let context = format!(
+            "seed {seed} iteration {it} (salt {salt}, batch {batch}, kill after {delay:?})"
+        );
         assert_store_sound(&store_dir, &context);
         // A re-run completes with exactly the fresh-run outputs.
         let rerun_salt = salts[(rng.next() % 3) as usize];
-        let report = run_job(&root, rerun_salt, Duration::ZERO);
+        let report = run_job(&root, rerun_salt, Duration::ZERO, !batch);
         assert_eq!(report.status, trove::RunStatus::Succeeded, "{context}");
         assert_outputs(&root, rerun_salt);
     }
@@ -278,14 +294,14 @@ fn two_processes_writing_at_once_take_turns_and_both_finish() {
     let exe = child_exe(tmp.path());
     let root = &tmp.path().join("ws");
     std::fs::create_dir_all(root).unwrap();
-    let mut a = spawn_child(&exe, root, "a");
-    let mut b = spawn_child(&exe, root, "b");
+    let mut a = spawn_child(&exe, root, "a", true);
+    let mut b = spawn_child(&exe, root, "b", false);
     assert!(a.wait().unwrap().success());
     assert!(b.wait().unwrap().success());
     assert_store_sound(&root.join(".trove"), "after two writers");
     // Both runs' traces are stored: re-running either salt is all hits.
     for salt in ["a", "b"] {
-        let report = run_job(root, salt, Duration::ZERO);
+        let report = run_job(root, salt, Duration::ZERO, false);
         assert!(report.ran().is_empty(), "salt {salt} re-ran {:?}", report.ran());
         assert_outputs(root, salt);
     }
@@ -298,7 +314,7 @@ fn a_reader_process_follows_a_running_writer_without_waiting_or_harm() {
     let root = tmp.path().join("ws");
     std::fs::create_dir_all(&root).unwrap();
     let store_dir = root.join(".trove");
-    let mut child = spawn_child(&exe, &root, "r");
+    let mut child = spawn_child(&exe, &root, "r", false);
     // Wait until the writer has created the store, then read while it runs.
     while !store_dir.join("trove.redb").exists() {
         assert!(child.try_wait().unwrap().is_none(), "the writer exited early");
