@@ -323,16 +323,23 @@ impl Workspace {
 
     /// Parses the file; diagnostics become a [`PipelineError`].
     pub fn parse(&self) -> anyhow::Result<Pipeline> {
-        parse(&self.text).map_err(|diags| {
-            let mut out = String::new();
-            for d in &diags {
-                out.push_str(&d.render(&self.display, &self.text));
-            }
-            if diags.len() > 1 {
-                out.push_str(&format!("error: {} problems in {}\n", diags.len(), self.display));
-            }
-            anyhow::Error::new(PipelineError(out))
-        })
+        let file = self.file.file_name().map(|f| f.to_string_lossy().into_owned());
+        parse(&self.text)
+            .and_then(|pipeline| {
+                let diags =
+                    file.map(|f| parse::check_pipeline_file(&pipeline, &f)).unwrap_or_default();
+                if diags.is_empty() { Ok(pipeline) } else { Err(diags) }
+            })
+            .map_err(|diags| {
+                let mut out = String::new();
+                for d in &diags {
+                    out.push_str(&d.render(&self.display, &self.text));
+                }
+                if diags.len() > 1 {
+                    out.push_str(&format!("error: {} problems in {}\n", diags.len(), self.display));
+                }
+                anyhow::Error::new(PipelineError(out))
+            })
     }
 
     /// One diagnostic as a [`PipelineError`].

@@ -511,6 +511,62 @@ impl Parser<'_> {
                     let op = &p.ops[w];
                     p.ops[o].inputs[i].from =
                         Wire::Output { op: op.name.clone(), output: op.outputs[k].name.clone() };
+                } else if let Some((inner, &(w, k))) = enclosed(&writers, &path) {
+                    // A source directory is hashed before anything runs: an
+                    // output written into it would be read stale.
+                    let (reader, writer) = (&p.ops[o], &p.ops[w]);
+                    let d = self.error(
+                        format!(
+                            "input `{}` ({path}) of op `{}` is a source directory that holds \
+                             `{inner}`, output `{}` of op `{}`",
+                            reader.inputs[i].name, reader.name, writer.outputs[k].name, writer.name
+                        ),
+                        reader.inputs[i].span.clone(),
+                    );
+                    d.label = format!(
+                        "a source may not hold an output: read `{inner}` as an input of its own, \
+                         or write it outside `{path}`"
+                    );
+                }
+            }
+        }
+        // Code files are sources, hashed before anything runs: one that an
+        // op writes would be read stale, and its reader not wired.
+        for op in &p.ops {
+            for (path, span) in &op.code {
+                let clash = match writers.get(path) {
+                    Some(&w) => Some((format!("code file `{path}` of op `{}` is", op.name), w)),
+                    None => match enclosing(&writers, path) {
+                        Some((outer, &w)) => Some((
+                            format!(
+                                "code file `{path}` of op `{}` lies inside `{outer}`, which is",
+                                op.name
+                            ),
+                            w,
+                        )),
+                        None => enclosed(&writers, path).map(|(inner, &w)| {
+                            (
+                                format!(
+                                    "code directory `{path}` of op `{}` holds `{inner}`, which is",
+                                    op.name
+                                ),
+                                w,
+                            )
+                        }),
+                    },
+                };
+                if let Some((what, (w, k))) = clash {
+                    let writer = &p.ops[w];
+                    let d = self.error(
+                        format!(
+                            "{what} output `{}` of op `{}`",
+                            writer.outputs[k].name, writer.name
+                        ),
+                        span.clone(),
+                    );
+                    d.label = "code files must be sources: read a generated file through `in`, \
+                               which wires the two ops"
+                        .into();
                 }
             }
         }
@@ -600,6 +656,33 @@ fn enclosing<'a, T>(writers: &'a BTreeMap<String, T>, path: &str) -> Option<(&'a
         cut = slash;
     }
     None
+}
+
+/// Outputs that would overwrite the pipeline file itself (`file`, its path
+/// in the workspace): a failed or stale step would destroy it.
+pub(crate) fn check_pipeline_file(p: &Pipeline, file: &str) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    for op in &p.ops {
+        for out in op.outputs.iter().filter(|o| o.path == file) {
+            let mut d = Diagnostic::new(
+                format!("output `{}` of op `{}` is the pipeline file `{file}`", out.name, op.name),
+                out.span.clone(),
+            );
+            d.label = "an op may not write the pipeline file: choose another path".into();
+            diags.push(d);
+        }
+    }
+    diags
+}
+
+/// The first output that lies inside directory `path`, if any.
+fn enclosed<'a, T>(writers: &'a BTreeMap<String, T>, path: &str) -> Option<(&'a str, &'a T)> {
+    let prefix = format!("{path}/");
+    writers
+        .range::<str, _>((std::ops::Bound::Included(prefix.as_str()), std::ops::Bound::Unbounded))
+        .next()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(k, v)| (k.as_str(), v))
 }
 
 /// Quotes a word for `sh`, leaving plain words bare.

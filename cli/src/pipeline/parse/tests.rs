@@ -206,6 +206,85 @@ error: duplicate output `build/x.csv`: written by op `a` and op `b`
 }
 
 #[test]
+fn a_source_directory_holding_an_output_is_an_error() {
+    // Hashed before anything runs, the directory would be read stale.
+    check(
+        r#"
+[ops.a]
+cmd = "true"
+out = { o = "data/gen.txt" }
+[ops.b]
+cmd = "true"
+in = { d = "data", ok = "data/gen.txt", other = "database" }
+out = { o = "b.txt" }
+"#,
+        r#"
+error: input `d` (data) of op `b` is a source directory that holds `data/gen.txt`, output `o` of op `a`
+ --> trove.toml:7:12
+  |
+7 | in = { d = "data", ok = "data/gen.txt", other = "database" }
+  |            ^^^^^^ a source may not hold an output: read `data/gen.txt` as an input of its own, or write it outside `data`
+"#,
+    );
+}
+
+#[test]
+fn a_code_file_another_op_writes_is_an_error() {
+    check(
+        r#"
+[ops.gen]
+cmd = "true"
+out = { s = "gen/script.sh", d = "tools" }
+[ops.use]
+cmd = "true"
+code = ["gen/script.sh", "gen", "tools/x.sh", "generate.sh"]
+"#,
+        r#"
+error: code file `gen/script.sh` of op `use` is output `s` of op `gen`
+ --> trove.toml:7:9
+  |
+7 | code = ["gen/script.sh", "gen", "tools/x.sh", "generate.sh"]
+  |         ^^^^^^^^^^^^^^^ code files must be sources: read a generated file through `in`, which wires the two ops
+error: code directory `gen` of op `use` holds `gen/script.sh`, which is output `s` of op `gen`
+ --> trove.toml:7:26
+  |
+7 | code = ["gen/script.sh", "gen", "tools/x.sh", "generate.sh"]
+  |                          ^^^^^ code files must be sources: read a generated file through `in`, which wires the two ops
+error: code file `tools/x.sh` of op `use` lies inside `tools`, which is output `d` of op `gen`
+ --> trove.toml:7:33
+  |
+7 | code = ["gen/script.sh", "gen", "tools/x.sh", "generate.sh"]
+  |                                 ^^^^^^^^^^^^ code files must be sources: read a generated file through `in`, which wires the two ops
+"#,
+    );
+}
+
+#[test]
+fn an_op_may_not_write_the_pipeline_file() {
+    let text = r#"
+[ops.x]
+cmd = "true"
+out = { o = "trove.toml", p = "sub/trove.toml" }
+"#;
+    let pipeline = parse(text).unwrap();
+    let rendered: String = check_pipeline_file(&pipeline, "trove.toml")
+        .iter()
+        .map(|d| d.render("trove.toml", text))
+        .collect();
+    assert_eq!(
+        rendered.trim_end(),
+        r#"
+error: output `o` of op `x` is the pipeline file `trove.toml`
+ --> trove.toml:4:13
+  |
+4 | out = { o = "trove.toml", p = "sub/trove.toml" }
+  |             ^^^^^^^^^^^^ an op may not write the pipeline file: choose another path
+"#
+        .trim()
+    );
+}
+
+#[test]
 fn cycles_show_their_path() {
     check(
         r#"
