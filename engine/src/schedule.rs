@@ -173,6 +173,10 @@ struct Runner<'a> {
     /// in the job's topological order.
     ready: BinaryHeap<Reverse<StepIdx>>,
     outcomes: Vec<Option<StepOutcome>>,
+    /// A step failed after the run was cancelled: most likely the same
+    /// interruption reached its command (a terminal's Ctrl-C signals the
+    /// whole process group), so the run counts as cancelled, not failed.
+    failed_while_cancelled: bool,
     counts: RunCounts,
     /// The run id, shared by every trace of the run.
     run_id: Name,
@@ -247,6 +251,7 @@ impl<'a> Runner<'a> {
             // Outcomes are for runs (a plan reads only states): a plan of a
             // large job does not allocate and fill one slot per step.
             outcomes: if execute { vec![None; n] } else { Vec::new() },
+            failed_while_cancelled: false,
             counts: RunCounts::default(),
             run_id: Name::from(opts.run_id.as_str()),
         })
@@ -680,6 +685,8 @@ impl<'a> Runner<'a> {
                     .map_err(|source| PlanError::Trace { step: name.to_string(), source })?;
                 self.state[idx] = State::Failed;
                 self.counts.failed += 1;
+                self.failed_while_cancelled |=
+                    self.opts.cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
                 self.outcomes[idx] =
                     Some(StepOutcome::Failed { message: message.clone(), exit_code });
                 events(&RunEvent::Failed { step: name, message });
@@ -1342,14 +1349,15 @@ impl Engine {
             return Err(e);
         }
         flushed?;
-        // Cancelled only if the cancellation left something undone: a flag
-        // raised while the last step finished changes nothing.
+        // Cancelled only if the cancellation left something undone, or a
+        // step failed after it (its command was likely interrupted too): a
+        // flag raised while the last step finished changes nothing.
         let unfinished = runner
             .state
             .iter()
             .zip(&runner.outcomes)
             .any(|(state, outcome)| *state != State::Unselected && outcome.is_none());
-        let status = if cancelled() && unfinished {
+        let status = if cancelled() && (unfinished || runner.failed_while_cancelled) {
             RunStatus::Cancelled
         } else if runner.counts.failed > 0 || (stop && unfinished) {
             RunStatus::Failed

@@ -572,6 +572,48 @@ out = { o = "two.txt" }
 }
 
 #[test]
+fn a_terminal_ctrl_c_cancels_the_run_and_keeps_what_finished() {
+    use std::os::unix::process::CommandExt as _;
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.first]
+cmd = "echo one > {out.o}"
+out = { o = "one.txt" }
+
+[ops.second]
+cmd = "if [ -e started ]; then cat {in.x} > {out.o}; else touch started; sleep 30; fi"
+in = { x = "one.txt" }
+out = { o = "two.txt" }
+
+[ops.third]
+cmd = "cat {in.x} > {out.o}"
+in = { x = "two.txt" }
+out = { o = "three.txt" }
+"#,
+    );
+    // trove and its commands in a process group of their own, as a shell
+    // runs a foreground job: Ctrl-C signals the whole group.
+    let mut command = ws.command(["run", "-j", "1"]);
+    command.process_group(0);
+    let run = command.spawn().unwrap();
+    ws.wait_for("started");
+    let group = run.id();
+    trove_cli::command::sh(ws.root(), &format!("kill -INT -{group}"), &[]).unwrap();
+    let out = Outcome::of(run.wait_with_output().unwrap());
+    // The command died of the signal: the run is cancelled, not failed.
+    out.code(130);
+    assert!(out.stderr.contains("cancelled: "), "{}", out.stderr);
+    let log = ws.run(["log", "--json"]);
+    log.ok();
+    assert_eq!(log.json()["runs"][0]["status"], "cancelled", "{}", log.stdout);
+    // What finished stays memoized; the interrupted step runs again.
+    let again = run_json(&ws, &[]);
+    again.ok();
+    assert_eq!(again.outcomes(), "first:memoized second:ran third:ran");
+}
+
+#[test]
 fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
     // `numbers` writes ~48 KB, kept in a blob; `sum` writes a few bytes,
     // kept inline in its record.

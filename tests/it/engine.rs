@@ -288,6 +288,48 @@ fn cancellation_stops_cleanly_and_keeps_what_finished() {
 }
 
 #[test]
+fn a_step_failing_after_a_cancellation_leaves_the_run_cancelled_not_failed() {
+    // A terminal's Ctrl-C reaches trove and the running command alike: the
+    // command dies of the signal after the flag is raised. The run was
+    // interrupted, not broken.
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = Arc::clone(&cancel);
+    let job = Job::builder("j")
+        .op(op("a", &[]))
+        .op(Op::new("b")
+            .input("a", InputFrom::output("a", "out"))
+            .output("out")
+            .code_version("1")
+            .compute(move |_| {
+                flag.store(true, Ordering::SeqCst);
+                Err(OpFailure::new("command was killed by signal 2"))
+            }))
+        .op(op("c", &["b"]))
+        .build()
+        .unwrap();
+    let world = World::new();
+    let mut engine = Engine::new(job);
+    let opts = RunOptions { cancel: Some(Arc::clone(&cancel)), jobs: 1, ..RunOptions::default() };
+    let (report, _) = world.run(&mut engine, &opts);
+    assert_eq!(report.status, RunStatus::Cancelled);
+    assert_eq!(report.ran(), ["a"]);
+    assert_eq!(report.counts.failed, 1);
+    // Without a cancellation the same failure fails the run.
+    cancel.store(false, Ordering::SeqCst);
+    let job = Job::builder("j")
+        .op(op("a", &[]))
+        .op(Op::new("b")
+            .input("a", InputFrom::output("a", "out"))
+            .output("out")
+            .code_version("1")
+            .compute(|_| Err(OpFailure::new("exit 1"))))
+        .build()
+        .unwrap();
+    let report = world.run(&mut Engine::new(job), &opts).0;
+    assert_eq!(report.status, RunStatus::Failed);
+}
+
+#[test]
 fn a_corrupt_stored_output_is_never_served_and_its_step_runs_again() {
     let world = World::new();
     let mut engine = Engine::new(diamond().build().unwrap());

@@ -104,7 +104,11 @@ pub fn exec(args: RunArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         render::out_json(&json::run(&job, &report, false))?;
     } else {
         render::err(&human::failures(&report));
-        human::note(&human::summary(&report));
+        if report.status == RunStatus::Cancelled {
+            human::note(&format!("cancelled: {}", human::summary(&report)));
+        } else {
+            human::note(&human::summary(&report));
+        }
     }
     // The process ends here: freeing the engine's and the pipeline's many
     // small allocations one by one would cost a tenth of a no-op run, and
