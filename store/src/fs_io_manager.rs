@@ -368,13 +368,24 @@ impl IoManager for FsIoManager<'_> {
             OutputValue::File(rel) => {
                 check_rel(&rel).map_err(|e| other(ctx, e))?;
                 let full = self.root.join(&rel);
-                let stat = match self.dir.stat(&rel) {
+                // `lstat`: a link is not followed. Stored as its target's
+                // bytes, it would come back as a regular file.
+                let stat = match self.dir.lstat(&rel) {
                     Ok(stat) => stat,
                     Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                         return Err(IoError::NotWritten { what: rel });
                     }
                     Err(e) => return Err(other(ctx, StoreError::io("reading", &full, e))),
                 };
+                if stat.mode & 0o170_000 == 0o120_000 {
+                    return Err(IoError::Other {
+                        context: format!("storing declared output {rel}"),
+                        message: "it is a symbolic link: trove stores files and directories \
+                                  (a link inside an output directory is kept as a link); write \
+                                  the file itself, or declare the directory that holds the link"
+                            .into(),
+                    });
+                }
                 let mode = stat.mode & 0o7777;
                 if stat.kind == crate::record::StatKind::Dir {
                     let manifest = self

@@ -614,6 +614,34 @@ out = { o = "three.txt" }
 }
 
 #[test]
+fn a_symbolic_link_declared_as_an_output_fails_its_step_and_one_inside_a_directory_is_kept() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[ops.link]
+cmd = "ln -s target.txt {out.s}"
+out = { s = "alink" }
+
+[ops.dir]
+cmd = "mkdir -p {out.d} && ln -s ../target.txt {out.d}/link"
+out = { d = "d" }
+"#,
+        )
+        .file("target.txt", "hi\n");
+    // Stored as its target's bytes, the link would come back as a regular
+    // file: the step fails and says why.
+    let out = ws.run(["run"]);
+    out.code(1);
+    assert!(out.stderr.contains("alink: it is a symbolic link"), "{}", out.stderr);
+    // A link inside an output directory is restored as the same link.
+    std::fs::remove_dir_all(ws.root().join("d")).unwrap();
+    ws.run(["run", "dir"]).ok();
+    let target = std::fs::read_link(ws.root().join("d/link")).unwrap();
+    assert_eq!(target, std::path::Path::new("../target.txt"));
+}
+
+#[test]
 fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
     // `numbers` writes ~48 KB, kept in a blob; `sum` writes a few bytes,
     // kept inline in its record.
