@@ -74,8 +74,8 @@ use std::time::{Duration, Instant};
 use redb::backends::FileBackend;
 use redb::{ConcurrencyMode, Durability, ReadableTable, StorageBackend as _};
 use trove_engine::{
-    DataVersion, Digest, OutputVersion, RunReport, RunStatus, StepFailure, StepLog, Trace,
-    TraceError, TraceStore,
+    DataVersion, Digest, OutputVersion, RunReport, RunStatus, StepFailure, StepLog, StepOutcome,
+    StepReport, Trace, TraceError, TraceStore,
 };
 
 pub use blob::{EntryKind, Manifest, ManifestEntry};
@@ -659,6 +659,23 @@ impl Store {
                     && rec.status == RunState::Running
                 {
                     rec.status = RunState::Interrupted;
+                    // What it finished before it died, from the records its
+                    // commits left (the run's end, which lists its steps,
+                    // never came). A damaged page only costs the list.
+                    if let Ok(Some(steps)) =
+                        trace_db::quietly(|| finished_steps(txn, &rec.run_id).ok())
+                    {
+                        for s in &steps {
+                            match s.outcome {
+                                StepOutcome::Ran { .. } => rec.counts.ran += 1,
+                                _ => rec.counts.failed += 1,
+                            }
+                        }
+                        txn.open_table(RUN_STEPS)
+                            .map_err(|e| db_err(path)(&e))?
+                            .insert(id.as_slice(), encode(RecordKind::RunSteps, &steps).as_slice())
+                            .map_err(|e| db_err(path)(&e))?;
+                    }
                     runs.insert(id.as_slice(), encode(RecordKind::Run, &rec).as_slice())
                         .map_err(|e| db_err(path)(&e))?;
                 }
@@ -1685,6 +1702,46 @@ fn run_state(status: RunStatus) -> RunState {
         RunStatus::Failed => RunState::Failed,
         RunStatus::Cancelled => RunState::Cancelled,
     }
+}
+
+/// The steps a run that died committed, in the order they were committed:
+/// those whose latest trace it wrote (ran) and whose latest log records its
+/// failure. Read when the run is found interrupted, before any later run
+/// could replace those records.
+fn finished_steps(
+    txn: &redb::WriteTransaction,
+    run_id: &str,
+) -> Result<Vec<StepReport>, redb::Error> {
+    let mut steps: Vec<(u64, StepReport)> = Vec::new();
+    let latest = txn.open_table(LATEST)?;
+    let traces = txn.open_table(TRACES)?;
+    for row in latest.iter()? {
+        let (_, value) = row?;
+        let Ok(pointer) = decode::<LatestRecord>(RecordKind::Latest, value.value()) else {
+            continue;
+        };
+        if pointer.run_id != run_id {
+            continue;
+        }
+        let Some(bytes) = traces.get(pointer.op_version.0.as_slice())? else { continue };
+        let Ok(rec) = decode::<TraceRecord>(RecordKind::Trace, bytes.value()) else {
+            continue;
+        };
+        let outcome = StepOutcome::Ran { reasons: Vec::new(), duration_ns: rec.trace.duration_ns };
+        steps.push((rec.committed_ms, StepReport { step: rec.trace.step, outcome }));
+    }
+    for row in txn.open_table(LOGS)?.iter()? {
+        let (_, value) = row?;
+        let Ok(log) = decode::<StepLogRecord>(RecordKind::Log, value.value()) else { continue };
+        if log.run_id == run_id
+            && let Some(message) = log.failure
+        {
+            let outcome = StepOutcome::Failed { message, exit_code: log.exit_code };
+            steps.push((log.at_ms, StepReport { step: log.step.as_str().into(), outcome }));
+        }
+    }
+    steps.sort_by_key(|(at, _)| *at);
+    Ok(steps.into_iter().map(|(_, s)| s).collect())
 }
 
 /// Writes a run record and its per-step outcomes.

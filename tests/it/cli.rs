@@ -563,6 +563,15 @@ out = { o = "two.txt" }
     let runs = listed(&ws);
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["status"], "interrupted");
+    // It lists and counts the step it finished before it died.
+    assert_eq!(runs[0]["counts"]["ran"], 1, "{runs:?}");
+    let id = runs[0]["run_id"].as_str().unwrap();
+    let show = ws.run(["show", id, "--json"]);
+    show.ok();
+    let steps = show.json()["steps"].clone();
+    assert_eq!(steps.as_array().map(Vec::len), Some(1), "{steps}");
+    assert_eq!(steps[0]["step"], "first");
+    assert_eq!(steps[0]["outcome"], "ran");
     ws.run(["plan"]).ok();
     let again = run_json(&ws, &[]);
     again.ok();

@@ -337,6 +337,10 @@ pub fn outcome(outcome: &StepOutcome) -> String {
         StepOutcome::Hit { restored } => format!("memoized (restored {})", restored.join(", ")),
         StepOutcome::CutOff { restored } if restored.is_empty() => "cut off".to_owned(),
         StepOutcome::CutOff { restored } => format!("cut off (restored {})", restored.join(", ")),
+        // No reasons: recovered from the commits of a run that died.
+        StepOutcome::Ran { reasons: r, duration_ns } if r.is_empty() => {
+            format!("ran in {}", duration(*duration_ns))
+        }
         StepOutcome::Ran { reasons: r, duration_ns } => {
             format!("ran in {}: {}", duration(*duration_ns), reasons(r))
         }
@@ -411,6 +415,8 @@ pub fn show(detail: &trove_store::RunDetail) -> String {
     }
     if detail.steps.is_empty() {
         let _ = writeln!(out, "  (no step finished: the run did not complete)");
+    } else if r.status == trove_store::RunState::Interrupted {
+        let _ = writeln!(out, "  (the run was interrupted: these steps finished before it died)");
     }
     out
 }
