@@ -143,8 +143,8 @@ pub struct WhyArgs {
 /// `trove log`.
 #[derive(Debug, Args, Clone, Default)]
 pub struct LogArgs {
-    /// How many runs to list
-    #[arg(short = 'n', value_name = "N", default_value_t = 20)]
+    /// How many runs to list (at least 1)
+    #[arg(short = 'n', value_name = "N", default_value_t = 20, value_parser = at_least_one)]
     pub limit: usize,
     /// Show this step's last standard output and error instead
     #[arg(long, value_name = "NAME")]
@@ -251,9 +251,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     Ok(n.saturating_mul(mult))
 }
 
+/// A count of at least 1.
+fn at_least_one(text: &str) -> Result<usize, String> {
+    match text.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_start_at_one() {
+        assert_eq!(at_least_one("3"), Ok(3));
+        assert!(at_least_one("0").is_err());
+        assert!(at_least_one("-1").is_err());
+    }
 
     #[test]
     fn ages_and_sizes_parse() {

@@ -1565,12 +1565,12 @@ impl Store {
         let rows = scan_in(&self.db_path, &txn, RUNS, b"", true, usize::MAX)?;
         let mut out = Vec::new();
         for (_, v) in rows {
+            if out.len() >= limit {
+                break;
+            }
             match decode::<RunRecord>(RecordKind::Run, &v) {
                 Ok(r) => out.push(r),
                 Err(_) => self.corrupt(),
-            }
-            if out.len() >= limit {
-                break;
             }
         }
         Ok(out)

@@ -311,6 +311,15 @@ out = { o = "after.txt" }
     log.ok();
     assert!(log.stdout.contains("working\n"), "{}", log.stdout);
     assert!(log.stdout.contains("something broke\n"), "{}", log.stdout);
+    // A step the pipeline does not have is named as unknown; one that has
+    // not run yet, as such.
+    let typo = ws.run(["log", "--step", "badd"]);
+    typo.code(2);
+    assert!(typo.stderr.contains("unknown step `badd`: did you mean `bad`?"), "{}", typo.stderr);
+    let never = ws.run(["log", "--step", "after"]);
+    never.code(2);
+    assert!(never.stderr.contains("step `after` has no recorded output yet"), "{}", never.stderr);
+    ws.run(["log", "-n", "0"]).code(2);
 }
 
 #[test]

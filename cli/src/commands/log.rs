@@ -23,10 +23,17 @@ pub fn exec(args: LogArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     };
     if let Some(step) = &args.step {
-        let log = store
-            .step_log(step)
-            .with_context(|| format!("reading the log of step `{step}`"))?
-            .ok_or_else(|| anyhow::anyhow!("step `{step}` has no recorded output yet"))?;
+        let Some(log) =
+            store.step_log(step).with_context(|| format!("reading the log of step `{step}`"))?
+        else {
+            // A step the pipeline does not have is a typo, not a step
+            // that has not run yet (a pipeline that does not parse cannot
+            // say which).
+            if let Ok(pipeline) = ws.parse_cached(&store) {
+                crate::commands::check_steps(&pipeline, [step])?;
+            }
+            anyhow::bail!("step `{step}` has no recorded output yet");
+        };
         if args.json {
             render::out_json(&json::step_log(&log))?;
         } else {

@@ -155,9 +155,13 @@ pub fn reason(reason: &RerunReason) -> String {
         }
         RerunReason::InputChanged { input, from, path } => {
             match (path, from.strip_prefix("source ")) {
-                (Some(path), _) => format!("input {input} ({path}) changed"),
+                (Some(path), Some(_)) => format!("input {input} ({path}) changed"),
                 (None, Some(src)) => format!("input {input} ({src}) changed"),
-                (None, None) => format!("input {input} ({from}) changed"),
+                // A wired input contributes its upstream output (the whole
+                // directory, for a path inside one; in lineage mode, its
+                // version, not its bytes): name what changed.
+                (Some(path), None) => format!("input {input} ({path}): upstream {from} changed"),
+                (None, None) => format!("input {input}: upstream {from} changed"),
             }
         }
         RerunReason::InputRewired { input, old, new } => {
@@ -544,6 +548,14 @@ mod tests {
                 path: Some("data/raw.csv".into()),
             },
             "input raw (data/raw.csv) changed",
+        );
+        check(
+            RerunReason::InputChanged {
+                input: "f".into(),
+                from: "a.d".into(),
+                path: Some("d/f".into()),
+            },
+            "input f (d/f): upstream a.d changed",
         );
         check(
             RerunReason::CodeFileChanged { path: "clean.py".into(), change: FileChange::Modified },
