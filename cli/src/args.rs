@@ -61,7 +61,9 @@ pub enum Command {
     #[command(after_help = "Examples:\n  trove log -n 5\n  trove log --step clean")]
     Log(LogArgs),
     /// Show one run step by step
-    #[command(after_help = "Examples:\n  trove show 01J9Z3K8Q2\n  trove show 01J9Z3K8Q2 --json")]
+    #[command(
+        after_help = "Examples:\n  trove show 01a252fd0d79928b0d18    # a run id from `trove log`\n  trove show 01a252fd --json         # a unique prefix is enough"
+    )]
     Show(ShowArgs),
     /// Remove old runs and the stored outputs no kept run needs
     #[command(
@@ -93,7 +95,7 @@ pub struct RunArgs {
     #[arg(value_name = "STEP")]
     pub steps: Vec<String>,
     /// Run at most N steps at once [default: one per core]
-    #[arg(short = 'j', long = "jobs", value_name = "N")]
+    #[arg(short = 'j', long = "jobs", value_name = "N", value_parser = at_least_one)]
     pub jobs: Option<usize>,
     /// Run every selected step, ignoring stored outputs (tag memoized=false)
     #[arg(long)]

@@ -10,7 +10,7 @@ pub mod op;
 pub mod resource;
 mod validate;
 
-pub use validate::find_cycle;
+pub use validate::{find_cycle, is_valid_name};
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;

@@ -25,6 +25,16 @@ pub fn exec(args: GcArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
         render::out_json(&json::gc(&report))?;
     } else {
         render::out(&human::gc(&report))?;
+        if let Some(budget) = args.max_size
+            && report.bytes_kept > budget
+        {
+            human::note(&format!(
+                "note: the {} kept exceed --max-size {}: they are every step's latest outputs, \
+                 which gc keeps so the next run stays memoized",
+                human::bytes(report.bytes_kept),
+                human::bytes(budget)
+            ));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

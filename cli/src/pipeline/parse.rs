@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 use toml_edit::{Item, Key, TableLike};
-use trove_engine::job::find_cycle;
+use trove_engine::job::{find_cycle, is_valid_name};
 
 use super::{
     Diagnostic, InputDef, OpDef, OutputDef, Pipeline, ResourceDef, Span, VersionSource, Wire,
@@ -231,8 +231,12 @@ impl Parser<'_> {
     fn paths(&mut self, item: &Item, what: &str) -> Vec<(String, String, Span)> {
         let Some(table) = self.table(item, what) else { return Vec::new() };
         let mut out = Vec::new();
-        for (name, _, value) in self.entries(table, &[], what) {
+        for (name, name_span, value) in self.entries(table, &[], what) {
             let span = item_span(value);
+            if !is_valid_name(name) {
+                self.invalid_name(&format!("{what} name"), name, name_span);
+                continue;
+            }
             let Some(path) = self.string(value, &format!("{what} `{name}`")) else { continue };
             match normalise_path(&path) {
                 Ok(path) => out.push((name.to_owned(), path, span)),
@@ -308,7 +312,17 @@ impl Parser<'_> {
         pipeline
     }
 
+    /// A name the engine would refuse, pointed at in the file.
+    fn invalid_name(&mut self, what: &str, name: &str, span: Span) {
+        self.error(format!("{what} `{}` is invalid", name.escape_debug()), span).label =
+            "names are non-empty and contain no `/`, newline or NUL".into();
+    }
+
     fn resource(&mut self, name: &str, span: Span, item: &Item) -> Option<ResourceDef> {
+        if !is_valid_name(name) {
+            self.invalid_name("resource name", name, span);
+            return None;
+        }
         let what = format!("resource `{name}`");
         let table = self.table(item, &what)?;
         let mut def = ResourceDef {
@@ -343,6 +357,10 @@ impl Parser<'_> {
     }
 
     fn op(&mut self, name: &str, span: Span, item: &Item) -> Option<OpDef> {
+        if !is_valid_name(name) {
+            self.invalid_name("op name", name, span);
+            return None;
+        }
         let what = format!("op `{name}`");
         let table = self.table(item, &what)?;
         let mut def = OpDef {

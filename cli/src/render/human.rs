@@ -68,8 +68,17 @@ fn json_or_absent(v: &Option<String>) -> String {
     v.clone().unwrap_or_else(|| "(absent)".to_owned())
 }
 
+/// An environment value: bare when it is a plain word, quoted (with
+/// escapes) when it is empty or holds spaces or control characters, so
+/// every value reads on one line and an empty one is seen.
 fn text_or_unset(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| "(unset)".to_owned())
+    match v {
+        None => "(unset)".to_owned(),
+        Some(v) if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) => {
+            v.clone()
+        }
+        Some(v) => format!("{v:?}"),
+    }
 }
 
 /// A stable machine name of a reason (for `--json`).
@@ -170,7 +179,8 @@ pub fn reason(reason: &RerunReason) -> String {
         RerunReason::InputAdded { input } => format!("input {input} added"),
         RerunReason::InputRemoved { input } => format!("input {input} removed"),
         RerunReason::OutputsChanged { old, new } => {
-            format!("outputs changed: {} → {}", old.join(", "), new.join(", "))
+            let list = |l: &[String]| if l.is_empty() { "(none)".to_owned() } else { l.join(", ") };
+            format!("outputs changed: {} → {}", list(old), list(new))
         }
         _ => "its version changed".to_owned(),
     }
@@ -459,17 +469,22 @@ pub fn bytes(n: u64) -> String {
     if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
 
+/// `n` and a noun, singular or plural: `1 blob`, `2 blobs`.
+fn count(n: usize, noun: &str) -> String {
+    if n == 1 { format!("1 {noun}") } else { format!("{n} {noun}s") }
+}
+
 /// What gc removed.
 pub fn gc(r: &trove_store::GcReport) -> String {
     let verb = if r.dry_run { "would remove" } else { "removed" };
     format!(
-        "{verb} {} runs, {} traces, {} stored outputs, {} blobs ({}); kept {} blobs ({})\n",
-        r.runs_removed,
-        r.traces_removed,
-        r.outputs_removed,
-        r.blobs_removed,
+        "{verb} {}, {}, {}, {} ({}); kept {} ({})\n",
+        count(r.runs_removed, "run"),
+        count(r.traces_removed, "trace"),
+        count(r.outputs_removed, "stored output"),
+        count(r.blobs_removed, "blob"),
         bytes(r.bytes_freed),
-        r.blobs_kept,
+        count(r.blobs_kept, "blob"),
         bytes(r.bytes_kept)
     )
 }
@@ -477,12 +492,12 @@ pub fn gc(r: &trove_store::GcReport) -> String {
 /// What verify found.
 pub fn verify(r: &trove_store::VerifyReport) -> String {
     let mut out = format!(
-        "checked {} blobs ({}), {} records, {} traces; {} orphan blobs\n",
-        r.blobs_checked,
+        "checked {} ({}), {}, {}; {}\n",
+        count(r.blobs_checked, "blob"),
         bytes(r.bytes_checked),
-        r.records_checked,
-        r.traces_checked,
-        r.orphan_blobs
+        count(r.records_checked, "record"),
+        count(r.traces_checked, "trace"),
+        count(r.orphan_blobs, "orphan blob")
     );
     for p in &r.problems {
         let _ = writeln!(out, "problem: {}: {}", p.what, p.detail);
@@ -495,8 +510,8 @@ pub fn verify(r: &trove_store::VerifyReport) -> String {
     } else {
         let _ = writeln!(
             out,
-            "{} problems: the affected steps will run again on the next `trove run`",
-            r.problems.len()
+            "{}: the affected steps will run again on the next `trove run`",
+            count(r.problems.len(), "problem")
         );
     }
     out
@@ -564,6 +579,14 @@ mod tests {
         check(
             RerunReason::EnvChanged { name: "LANG".into(), old: None, new: Some("C".into()) },
             "env LANG: (unset) → C",
+        );
+        check(
+            RerunReason::EnvChanged {
+                name: "V".into(),
+                old: Some(String::new()),
+                new: Some("a b\nc".into()),
+            },
+            r#"env V: "" → "a b\nc""#,
         );
         check(
             RerunReason::ConfigChanged {

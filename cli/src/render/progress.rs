@@ -155,7 +155,7 @@ impl Progress {
                 }
             }
             RunEvent::Warning { step, message } => {
-                let text = format!("warning: step `{step}`: {message}; it will run again");
+                let text = format!("warning: step `{step}`: {message}");
                 match &self.bar {
                     Some(bar) => bar.println(text),
                     None => human::note(&text),

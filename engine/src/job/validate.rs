@@ -11,8 +11,15 @@ use super::{
 use crate::name::Name;
 use crate::version::VersionStrategy;
 
+/// Whether `name` may name an op, a resource, an input or an output:
+/// non-empty, without `/`, a newline or NUL. Shared with the pipeline
+/// parser, which points at the offending name in the file.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty() && !name.contains(['/', '\n', '\0'])
+}
+
 fn check_name(kind: &'static str, name: &str) -> Result<(), JobError> {
-    if name.is_empty() || name.contains(['/', '\n', '\0']) {
+    if !is_valid_name(name) {
         return Err(JobError::InvalidName { kind, name: name.to_owned() });
     }
     Ok(())

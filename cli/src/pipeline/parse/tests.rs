@@ -285,6 +285,31 @@ error: output `o` of op `x` is the pipeline file `trove.toml`
 }
 
 #[test]
+fn invalid_names_point_at_the_name() {
+    check(
+        r#"
+[ops."a b/c"]
+cmd = "true"
+[ops.ok]
+cmd = "true"
+out = { "o/x" = "x.txt" }
+"#,
+        r#"
+error: op name `a b/c` is invalid
+ --> trove.toml:2:6
+  |
+2 | [ops."a b/c"]
+  |      ^^^^^^^ names are non-empty and contain no `/`, newline or NUL
+error: op `ok` output name `o/x` is invalid
+ --> trove.toml:6:9
+  |
+6 | out = { "o/x" = "x.txt" }
+  |         ^^^^^ names are non-empty and contain no `/`, newline or NUL
+"#,
+    );
+}
+
+#[test]
 fn cycles_show_their_path() {
     check(
         r#"
