@@ -175,7 +175,8 @@ pub struct GcArgs {
     /// Remove runs older than this (e.g. 30d, 12h, 90m)
     #[arg(long, value_name = "AGE", value_parser = parse_age)]
     pub older_than: Option<u64>,
-    /// Remove the oldest outputs until the store fits (e.g. 10G, 500M)
+    /// Remove the least recently used outputs until the stored output files fit (e.g. 10G,
+    /// 500M; every step's latest outputs are kept, and the trace database is not counted)
     #[arg(long, value_name = "SIZE", value_parser = parse_size)]
     pub max_size: Option<u64>,
     /// Say what would be removed, remove nothing
