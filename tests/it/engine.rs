@@ -287,6 +287,11 @@ fn cancellation_stops_cleanly_and_keeps_what_finished() {
     assert_eq!(report.ran(), ["b", "c"]);
 }
 
+/// An op with one output that reads `a`'s, its computation still to give.
+fn reading_a(name: &str) -> Op {
+    Op::new(name).input("a", InputFrom::output("a", "out")).output("out").code_version("1")
+}
+
 #[test]
 fn a_step_failing_after_a_cancellation_leaves_the_run_cancelled_not_failed() {
     // A terminal's Ctrl-C reaches trove and the running command alike: the
@@ -296,14 +301,10 @@ fn a_step_failing_after_a_cancellation_leaves_the_run_cancelled_not_failed() {
     let flag = Arc::clone(&cancel);
     let job = Job::builder("j")
         .op(op("a", &[]))
-        .op(Op::new("b")
-            .input("a", InputFrom::output("a", "out"))
-            .output("out")
-            .code_version("1")
-            .compute(move |_| {
-                flag.store(true, Ordering::SeqCst);
-                Err(OpFailure::new("command was killed by signal 2"))
-            }))
+        .op(reading_a("b").compute(move |_| {
+            flag.store(true, Ordering::SeqCst);
+            Err(OpFailure::new("command was killed by signal 2"))
+        }))
         .op(op("c", &["b"]))
         .build()
         .unwrap();
@@ -318,11 +319,7 @@ fn a_step_failing_after_a_cancellation_leaves_the_run_cancelled_not_failed() {
     cancel.store(false, Ordering::SeqCst);
     let job = Job::builder("j")
         .op(op("a", &[]))
-        .op(Op::new("b")
-            .input("a", InputFrom::output("a", "out"))
-            .output("out")
-            .code_version("1")
-            .compute(|_| Err(OpFailure::new("exit 1"))))
+        .op(reading_a("b").compute(|_| Err(OpFailure::new("exit 1"))))
         .build()
         .unwrap();
     let report = world.run(&mut Engine::new(job), &opts).0;
@@ -855,14 +852,10 @@ fn a_cancellation_raised_by_the_last_step_leaves_the_run_succeeded() {
     let flag = Arc::clone(&cancel);
     let job = Job::builder("j")
         .op(op("a", &[]))
-        .op(Op::new("last")
-            .input("a", InputFrom::output("a", "out"))
-            .output("out")
-            .code_version("1")
-            .compute(move |ctx| {
-                flag.store(true, Ordering::SeqCst);
-                ctx.set_output_bytes("out", vec![1])
-            }))
+        .op(reading_a("last").compute(move |ctx| {
+            flag.store(true, Ordering::SeqCst);
+            ctx.set_output_bytes("out", vec![1])
+        }))
         .build()
         .unwrap();
     let world = World::new();
