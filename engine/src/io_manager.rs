@@ -151,6 +151,18 @@ pub trait IoManager: Send + Sync {
         let _ = (ctx, stored);
         Ok(Restore::Present)
     }
+
+    /// After a step ran, before its outputs are stored: whether the source
+    /// or code file at the workspace-relative `path` still holds `expected`,
+    /// the data version the step's version was computed from. A file edited
+    /// while its step ran would otherwise have the step's outputs stored
+    /// under a version they do not match, and served as hits from then on;
+    /// `false` fails the step instead. The default, for IO managers that keep
+    /// no workspace files, says yes.
+    fn source_unchanged(&self, path: &str, expected: DataVersion) -> Result<bool, IoError> {
+        let _ = (path, expected);
+        Ok(true)
+    }
 }
 
 /// One stored output: whose it is, what is on record about it, and its bytes.

@@ -41,7 +41,7 @@ use crate::plan::{Plan, PlannedStep, RerunReason, StepPlan, compute_reasons};
 use crate::trace::{
     StepFailure, StepLog, Trace, TraceError, TraceOutput, TraceStore, VersionComponents,
 };
-use crate::version::{Digest, OutputVersion};
+use crate::version::{DataVersion, Digest, OutputVersion};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum State {
@@ -135,6 +135,9 @@ struct StepWork {
     idx: StepIdx,
     /// The inputs wired to upstream outputs.
     inputs: SmallVec<[WorkInput; 2]>,
+    /// `(index into op.inputs(), data version)` of the source inputs read
+    /// at a path, as the step's version saw them.
+    sources: SmallVec<[(usize, DataVersion); 1]>,
     /// Output versions, in declaration order.
     outputs: SmallVec<[OutputVersion; 1]>,
     env: BTreeMap<String, Option<String>>,
@@ -587,12 +590,27 @@ impl<'a> Runner<'a> {
                 });
             }
         }
+        let mut sources = SmallVec::new();
+        for &(input_idx, edge) in job.input_edges(idx) {
+            if let InputEdge::Source(s) = edge
+                && op.inputs()[input_idx].path.is_some()
+                && let Some(data) = self.engine.graph.source_data[s]
+            {
+                sources.push((input_idx, data));
+            }
+        }
         let env = op
             .env_names()
             .iter()
             .map(|n| (n.clone(), self.engine.env_values.get(n).cloned().flatten()))
             .collect();
-        StepWork { idx, inputs, outputs: SmallVec::from_slice(self.output_versions(idx)), env }
+        StepWork {
+            idx,
+            inputs,
+            sources,
+            outputs: SmallVec::from_slice(self.output_versions(idx)),
+            env,
+        }
     }
 
     fn skip_downstream(&mut self, idx: StepIdx, events: &mut dyn FnMut(&RunEvent)) {
@@ -1139,6 +1157,9 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         }
         Ok(Ok(())) => {}
     }
+    if let Some(changed) = changed_source(job, io, &work) {
+        return fail(changed, duration, log);
+    }
     let mut stored = SmallVec::with_capacity(op.outputs().len());
     for (out, spec) in op.outputs().iter().enumerate() {
         let value = match produced.get_mut(out).and_then(Option::take) {
@@ -1161,6 +1182,36 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         }
     }
     WorkerResult::Done { idx, stored, duration, log }
+}
+
+/// After a step ran: the source inputs and code files its version was
+/// computed from that no longer hold those bytes (edited while it ran), as
+/// the step's failure; `None` if all still do. Code files count only under
+/// the source hash (an explicit code version does not read them).
+fn changed_source(job: &Job, io: &dyn IoManager, work: &StepWork) -> Option<String> {
+    let op = job.step(work.idx);
+    let sources = work
+        .sources
+        .iter()
+        .filter_map(|&(input, data)| op.inputs()[input].path.as_deref().map(|path| (path, data)));
+    let code_files = match (&op.code().explicit, &op.code().source) {
+        (None, Some(source)) => source.files.as_slice(),
+        _ => &[],
+    };
+    let code = code_files.iter().map(|(path, data)| (path.as_str(), *data));
+    for (path, data) in sources.chain(code) {
+        match io.source_unchanged(path, data) {
+            Ok(true) => {}
+            Ok(false) => {
+                return Some(format!(
+                    "{path} changed while the step ran: its outputs were not stored, and the \
+                     next run runs it again"
+                ));
+            }
+            Err(e) => return Some(format!("checking {path} after the step ran: {e}")),
+        }
+    }
+    None
 }
 
 impl Engine {

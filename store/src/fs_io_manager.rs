@@ -464,6 +464,18 @@ impl IoManager for FsIoManager<'_> {
         }
     }
 
+    /// One stat (the stat cache spares a re-read of a file whose stat did
+    /// not change; a directory is walked); a file gone counts as changed.
+    fn source_unchanged(&self, path: &str, expected: DataVersion) -> Result<bool, IoError> {
+        match self.store.hash_path_now(&self.root, path) {
+            Ok(found) => Ok(found == expected),
+            Err(StoreError::MissingPath { .. }) => Ok(false),
+            Err(e) => {
+                Err(IoError::Other { context: format!("checking {path}"), message: e.to_string() })
+            }
+        }
+    }
+
     fn restore(&self, ctx: &OutputContext<'_>, stored: &StoredOutput) -> Result<Restore, IoError> {
         let rec = self.record(ctx, stored)?;
         match rec.location {

@@ -1301,6 +1301,18 @@ impl Store {
             self.counters.stat_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(dv);
         }
+        self.hash_path_now(workspace_root, rel)
+    }
+
+    /// [`Store::hash_path`] as the file is now: statted again even if an
+    /// up-to-date check of this process found it unchanged (only the stat
+    /// cache spares a re-read).
+    pub(crate) fn hash_path_now(
+        &self,
+        workspace_root: &Path,
+        rel: &str,
+    ) -> Result<DataVersion, StoreError> {
+        check_rel(rel)?;
         let full = workspace_root.join(rel);
         let stat = self
             .root_dir(workspace_root)

@@ -660,6 +660,51 @@ out = { d = "d" }
 }
 
 #[test]
+fn a_source_or_code_file_edited_while_its_step_runs_fails_the_step_and_poisons_nothing() {
+    // The step's version is computed from the bytes hashed when the run
+    // starts; stored after an edit, its outputs would be served for those
+    // bytes from then on.
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[ops.a]
+cmd = "touch started; while [ ! -e go ]; do sleep 0.01; done; rm go started; cat {in.i} > {out.o}; sh tool.sh >> {out.o}"
+in = { i = "in.txt" }
+out = { o = "build/o" }
+code = ["tool.sh"]
+"#,
+        )
+        .file("in.txt", "v1\n")
+        .file("tool.sh", "echo one\n");
+    for (path, edited, original, rerun) in
+        [("in.txt", "v2\n", "v1\n", "a:ran"), ("tool.sh", "echo two\n", "echo one\n", "a:memoized")]
+    {
+        let run = ws.command(["run", "--force", "a"]).spawn().unwrap();
+        ws.wait_for("started");
+        std::fs::write(ws.root().join(path), edited).unwrap();
+        std::fs::write(ws.root().join("go"), "").unwrap();
+        let out = Outcome::of(run.wait_with_output().unwrap());
+        out.code(1);
+        assert!(
+            out.stderr.contains(&format!("{path} changed while the step ran")),
+            "{}",
+            out.stderr
+        );
+        // Back to the bytes the failed run hashed: nothing was stored for
+        // the edited bytes under their version. The first time the step
+        // runs; the second time what the first run stored is the hit.
+        std::fs::write(ws.root().join(path), original).unwrap();
+        std::fs::write(ws.root().join("go"), "").unwrap();
+        let again = run_json(&ws, &[]);
+        again.ok();
+        assert_eq!(again.outcomes(), rerun);
+        assert_eq!(ws.read("build/o"), "v1\none\n");
+        let _ = std::fs::remove_file(ws.root().join("go"));
+    }
+}
+
+#[test]
 fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
     // `numbers` writes ~48 KB, kept in a blob; `sum` writes a few bytes,
     // kept inline in its record.
