@@ -632,6 +632,40 @@ out = { o = "three.txt" }
 }
 
 #[test]
+fn sigterm_lets_the_running_step_finish_and_records_the_run_as_cancelled() {
+    // What `timeout` and CI runners send: trove alone gets it, its running
+    // command does not, and nothing may outlive trove unrecorded.
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.slow]
+cmd = "touch started; while [ ! -e go ]; do sleep 0.01; done; echo done > {out.o}"
+out = { o = "slow.txt" }
+
+[ops.after]
+cmd = "cat {in.x} > {out.o}"
+in = { x = "slow.txt" }
+out = { o = "after.txt" }
+"#,
+    );
+    let run = ws.command(["run", "-j", "1"]).spawn().unwrap();
+    ws.wait_for("started");
+    trove_cli::command::sh(ws.root(), &format!("kill -TERM {}", run.id()), &[]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    std::fs::write(ws.root().join("go"), "").unwrap();
+    let out = Outcome::of(run.wait_with_output().unwrap());
+    out.code(130);
+    assert_eq!(ws.read("slow.txt"), "done\n");
+    assert!(!ws.exists("after.txt"), "nothing new starts after the signal");
+    let log = ws.run(["log", "--json"]);
+    log.ok();
+    assert_eq!(log.json()["runs"][0]["status"], "cancelled", "{}", log.stdout);
+    let again = run_json(&ws, &[]);
+    again.ok();
+    assert_eq!(again.outcomes(), "slow:memoized after:ran");
+}
+
+#[test]
 fn a_symbolic_link_declared_as_an_output_fails_its_step_and_one_inside_a_directory_is_kept() {
     let ws = TestWorkspace::new()
         .file(
