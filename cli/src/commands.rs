@@ -54,7 +54,10 @@ impl Ctx {
 
     /// Finds and reads the pipeline file.
     pub fn workspace(&self) -> anyhow::Result<Workspace> {
-        Workspace::locate(&self.dir, self.global.dir.as_deref(), self.global.file.as_deref())
+        let ws =
+            Workspace::locate(&self.dir, self.global.dir.as_deref(), self.global.file.as_deref())?;
+        let store = self.store_dir(&ws);
+        Ok(ws.with_store(&store))
     }
 
     /// The store directory of a workspace.

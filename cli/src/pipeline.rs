@@ -234,6 +234,9 @@ pub struct Workspace {
     pub text: String,
     /// [`crate::uptodate::key`] of it, computed once.
     pub key: std::sync::OnceLock<trove_engine::Digest>,
+    /// The store directory, workspace-relative, when it lies inside the
+    /// workspace (`.trove` unless `--store` says otherwise).
+    pub store: Option<String>,
 }
 
 impl Workspace {
@@ -268,7 +271,36 @@ impl Workspace {
             std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {display}"))?;
         let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
-        Ok(Workspace { root, file: path, display, text, key: std::sync::OnceLock::new() })
+        Ok(Workspace {
+            root,
+            file: path,
+            display,
+            text,
+            key: std::sync::OnceLock::new(),
+            store: Some(".trove".to_owned()),
+        })
+    }
+
+    /// Takes note of where the store is: a store inside the workspace may not
+    /// lie in an output or a source (see [`parse::check_placement`]).
+    pub fn with_store(mut self, store_dir: &Path) -> Workspace {
+        let absolute = std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.to_path_buf());
+        let mut clean = PathBuf::new();
+        for part in absolute.components() {
+            match part {
+                std::path::Component::ParentDir => {
+                    clean.pop();
+                }
+                std::path::Component::CurDir => {}
+                other => clean.push(other),
+            }
+        }
+        self.store = clean
+            .strip_prefix(&self.root)
+            .ok()
+            .map(|rel| rel.to_string_lossy().replace('\\', "/"))
+            .filter(|rel| !rel.is_empty());
+        self
     }
 
     /// Parses the file through the store's parse cache: a file whose text
@@ -326,8 +358,21 @@ impl Workspace {
         let file = self.file.file_name().map(|f| f.to_string_lossy().into_owned());
         parse(&self.text)
             .and_then(|pipeline| {
-                let diags =
+                let mut diags =
                     file.map(|f| parse::check_pipeline_file(&pipeline, &f)).unwrap_or_default();
+                // A pipeline file that is a link: its target, if in the
+                // workspace, may not be written either.
+                if let (Ok(target), Ok(root)) =
+                    (std::fs::canonicalize(&self.file), std::fs::canonicalize(&self.root))
+                    && let Ok(rel) = target.strip_prefix(&root)
+                    && self.file.is_symlink()
+                {
+                    let rel = rel.to_string_lossy().replace('\\', "/");
+                    diags.extend(parse::check_pipeline_file(&pipeline, &rel));
+                }
+                if let Some(store) = &self.store {
+                    diags.extend(parse::check_placement(&pipeline, store));
+                }
                 if diags.is_empty() { Ok(pipeline) } else { Err(diags) }
             })
             .map_err(|diags| {

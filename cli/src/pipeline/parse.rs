@@ -693,6 +693,60 @@ pub(crate) fn check_pipeline_file(p: &Pipeline, file: &str) -> Vec<Diagnostic> {
     diags
 }
 
+/// A store at `store` (workspace-relative) in an output (every re-run of
+/// the op would delete it), holding an output, or in a source or code
+/// directory (every run would change what it hashes).
+pub(crate) fn check_placement(p: &Pipeline, store: &str) -> Vec<Diagnostic> {
+    let within = |path: &str, dir: &str| path == dir || path.starts_with(&format!("{dir}/"));
+    let mut diags = Vec::new();
+    let mut error = |message: String, span: &Span, label: &str| {
+        let mut d = Diagnostic::new(message, span.clone());
+        d.label = label.to_owned();
+        diags.push(d);
+    };
+    for op in &p.ops {
+        for out in &op.outputs {
+            if within(store, &out.path) {
+                error(
+                    format!("output `{}` of op `{}` holds the store `{store}`", out.name, op.name),
+                    &out.span,
+                    "a re-run of the op would delete the store: write the output elsewhere, \
+                     or keep the store outside it (--store)",
+                );
+            } else if within(&out.path, store) {
+                error(
+                    format!(
+                        "output `{}` of op `{}` lies inside the store `{store}`",
+                        out.name, op.name
+                    ),
+                    &out.span,
+                    "choose a path outside the store",
+                );
+            }
+        }
+        let sources = op.inputs.iter().filter(|i| matches!(i.from, Wire::Source));
+        let sources =
+            sources.map(|i| (format!("input `{}` ({})", i.name, i.path), &i.path, &i.span));
+        let code = op.code.iter().map(|(path, span)| (format!("code path `{path}`"), path, span));
+        for (what, path, span) in sources.chain(code) {
+            if within(store, path) {
+                error(
+                    format!("{what} of op `{}` holds the store `{store}`", op.name),
+                    span,
+                    "every run would change what it hashes: keep the store outside it (--store)",
+                );
+            } else if within(path, store) {
+                error(
+                    format!("{what} of op `{}` lies inside the store `{store}`", op.name),
+                    span,
+                    "trove changes what is in its store: choose a path outside it",
+                );
+            }
+        }
+    }
+    diags
+}
+
 /// The first output that lies inside directory `path`, if any.
 fn enclosed<'a, T>(writers: &'a BTreeMap<String, T>, path: &str) -> Option<(&'a str, &'a T)> {
     let prefix = format!("{path}/");

@@ -310,6 +310,41 @@ error: op `ok` output name `o/x` is invalid
 }
 
 #[test]
+fn a_store_in_an_output_or_a_source_is_an_error() {
+    let text = r#"
+[ops.a]
+cmd = "true"
+out = { o = "build", p = "st/x" }
+[ops.b]
+cmd = "true"
+in = { d = "data" }
+code = ["st/tool.sh"]
+"#;
+    let pipeline = parse(text).unwrap();
+    let render = |store: &str| -> String {
+        check_placement(&pipeline, store).iter().map(|d| d.render("trove.toml", text)).collect()
+    };
+    assert!(render(".trove").is_empty(), "{}", render(".trove"));
+    assert!(render("elsewhere/st").is_empty());
+    let in_output = render("build/.trove");
+    assert!(
+        in_output.contains("output `o` of op `a` holds the store `build/.trove`"),
+        "{in_output}"
+    );
+    let in_source = render("data/st");
+    assert!(
+        in_source.contains("input `d` (data) of op `b` holds the store `data/st`"),
+        "{in_source}"
+    );
+    let holding = render("st");
+    assert!(holding.contains("output `p` of op `a` lies inside the store `st`"), "{holding}");
+    assert!(
+        holding.contains("code path `st/tool.sh` of op `b` lies inside the store `st`"),
+        "{holding}"
+    );
+}
+
+#[test]
 fn cycles_show_their_path() {
     check(
         r#"
