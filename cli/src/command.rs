@@ -217,9 +217,10 @@ impl Cleared {
     }
 }
 
-/// Clears a stale output before its command runs: a regular file with one
-/// link is emptied in place; anything else (a directory, a symlink, a
-/// hard-linked or read-only file) is removed.
+/// Clears a stale output before its command runs: a regular, not
+/// executable file with one link is emptied in place; anything else (a
+/// directory, a symlink, an executable, a hard-linked or read-only file) is
+/// removed.
 fn clear_output(path: &Path) -> std::io::Result<Cleared> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(Cleared::Absent);
@@ -231,7 +232,11 @@ fn clear_output(path: &Path) -> std::io::Result<Cleared> {
     #[cfg(unix)]
     if meta.is_file() {
         use std::os::unix::fs::MetadataExt;
+        // An executable file is removed: emptied in place it would keep its
+        // mode, and a command that writes it without `chmod` would make an
+        // executable where a clean build makes none.
         if meta.nlink() == 1
+            && meta.mode() & 0o111 == 0
             && let Ok(file) = std::fs::OpenOptions::new().write(true).truncate(true).open(path)
             && file.set_modified(std::time::UNIX_EPOCH + UNTOUCHED).is_ok()
         {

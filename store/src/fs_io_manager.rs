@@ -172,7 +172,7 @@ impl<'a> FsIoManager<'a> {
         mode: u32,
     ) -> Result<Restore, IoError> {
         if self.workspace_copy_is(full, rel, &data_version.0) {
-            return Ok(Restore::Present);
+            return ensure_exec_bit(ctx, full, mode);
         }
         let found = DataVersion::of_bytes(bytes);
         if found != *data_version {
@@ -215,7 +215,7 @@ impl<'a> FsIoManager<'a> {
         mode: u32,
     ) -> Result<Restore, IoError> {
         if self.workspace_copy_is(full, rel, blob) {
-            return Ok(Restore::Present);
+            return ensure_exec_bit(ctx, full, mode);
         }
         let started = now_ns();
         self.store.blob_store().restore_to(blob, full, mode).map_err(|e| read_err(ctx, blob, e))?;
@@ -303,6 +303,29 @@ impl<'a> FsIoManager<'a> {
         }
         Ok(if restored { Restore::Restored } else { Restore::Present })
     }
+}
+
+/// A workspace file with the stored content: its executable bit as stored
+/// too (`mode` 0: none recorded). Content is all its data version covers;
+/// an exec bit taken away or left behind would still make a different build.
+#[cfg(unix)]
+fn ensure_exec_bit(ctx: &OutputContext<'_>, full: &Path, mode: u32) -> Result<Restore, IoError> {
+    use std::os::unix::fs::PermissionsExt;
+    if mode == 0 {
+        return Ok(Restore::Present);
+    }
+    let Ok(meta) = std::fs::symlink_metadata(full) else { return Ok(Restore::Present) };
+    if (meta.permissions().mode() & 0o111 != 0) == (mode & 0o111 != 0) {
+        return Ok(Restore::Present);
+    }
+    std::fs::set_permissions(full, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| other(ctx, StoreError::io("restoring the mode of", full, e)))?;
+    Ok(Restore::Restored)
+}
+
+#[cfg(not(unix))]
+fn ensure_exec_bit(_: &OutputContext<'_>, _: &Path, _: u32) -> Result<Restore, IoError> {
+    Ok(Restore::Present)
 }
 
 fn record_err(ctx: &OutputContext<'_>, e: StoreError) -> IoError {

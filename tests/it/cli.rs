@@ -739,6 +739,45 @@ code = ["tool.sh"]
 }
 
 #[test]
+fn an_outputs_executable_bit_is_restored_and_never_left_behind() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let exec = |ws: &TestWorkspace, rel: &str| {
+        std::fs::metadata(ws.root().join(rel)).unwrap().permissions().mode() & 0o111 != 0
+    };
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.gen]
+cmd = "echo 'echo ok' > {out.s}; chmod {config.m} {out.s}"
+out = { s = "tool.sh" }
+config = { m = "755" }
+
+[ops.plain]
+cmd = "echo {config.v} > {out.o}"
+out = { o = "plain.txt" }
+config = { v = 1 }
+"#,
+    );
+    ws.run(["run"]).ok();
+    assert!(exec(&ws, "tool.sh"));
+    // Same bytes, another mode, then back: the stored mode comes back.
+    ws.write("trove.toml", &ws.read("trove.toml").replace("\"755\"", "\"644\""));
+    ws.run(["run"]).ok();
+    assert!(!exec(&ws, "tool.sh"));
+    ws.write("trove.toml", &ws.read("trove.toml").replace("\"644\"", "\"755\""));
+    let back = run_json(&ws, &[]);
+    back.ok();
+    assert!(exec(&ws, "tool.sh"), "the stored executable bit is restored");
+    // A stale executable output is not reused in place: a command that
+    // writes it without chmod makes what a clean build makes.
+    let plain = ws.root().join("plain.txt");
+    std::fs::set_permissions(&plain, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws.write("trove.toml", &ws.read("trove.toml").replace("v = 1", "v = 2"));
+    ws.run(["run"]).ok();
+    assert!(!exec(&ws, "plain.txt"));
+}
+
+#[test]
 fn a_corrupt_stored_output_is_a_miss_with_a_warning() {
     // `numbers` writes ~48 KB, kept in a blob; `sum` writes a few bytes,
     // kept inline in its record.
