@@ -150,7 +150,26 @@ impl CommandStep {
                 .map_err(|e| OpFailure::new(format!("cannot run sh: {e}")))?;
         ctx.log_stdout(&out.stdout);
         ctx.log_stderr(&out.stderr);
+        // Outputs the command left as they were emptied: not written.
+        let mut unwritten = Vec::new();
+        for (out, cleared) in self.outputs.iter().zip(&cleared) {
+            match std::fs::symlink_metadata(self.root.join(out)) {
+                Ok(meta) if cleared.is_untouched(&meta) => unwritten.push((out, true)),
+                Ok(_) => {}
+                Err(_) => unwritten.push((out, false)),
+            }
+        }
+        // A failed step leaves no empty placeholder where its output was
+        // (a 0-byte file dated 1970 is nobody's output).
+        let remove_placeholders = || {
+            for (out, placeholder) in &unwritten {
+                if *placeholder {
+                    let _ = std::fs::remove_file(self.root.join(out));
+                }
+            }
+        };
         if !out.status.success() {
+            remove_placeholders();
             let mut message = format!("command {}", describe_status(&out.status));
             let stderr = tail(&out.stderr, 10);
             if !stderr.is_empty() {
@@ -159,14 +178,9 @@ impl CommandStep {
             }
             return Err(OpFailure { message, exit_code: out.status.code() });
         }
-        for (out, cleared) in self.outputs.iter().zip(&cleared) {
-            let written = match std::fs::symlink_metadata(self.root.join(out)) {
-                Ok(meta) => !cleared.is_untouched(&meta),
-                Err(_) => false,
-            };
-            if !written {
-                return Err(OpFailure::new(format!("declared output {out} was not written")));
-            }
+        if let Some((out, _)) = unwritten.first() {
+            remove_placeholders();
+            return Err(OpFailure::new(format!("declared output {out} was not written")));
         }
         Ok(())
     }

@@ -403,6 +403,8 @@ config = { n = 1 }
     assert_eq!(third.outcomes(), "append:failed empty:ran linked:ran");
     let failed = &third.json()["steps"][0]["message"];
     assert!(failed.to_string().contains("declared output log.txt was not written"), "{failed}");
+    // The failed step leaves no emptied placeholder behind.
+    assert!(!ws.exists("log.txt"), "an empty placeholder was left where the output was");
 }
 
 #[test]

@@ -159,6 +159,10 @@ pub fn reason(reason: &RerunReason) -> String {
         RerunReason::ResourceRemoved { resource } => {
             format!("resource {resource} is no longer required")
         }
+        // Same value on both sides: the variable was declared or dropped.
+        RerunReason::EnvChanged { name, old, new } if old == new => {
+            format!("declared environment changed: {name} is {}", text_or_unset(new))
+        }
         RerunReason::EnvChanged { name, old, new } => {
             format!("env {name}: {} → {}", text_or_unset(old), text_or_unset(new))
         }
@@ -231,8 +235,8 @@ pub fn plan(plan: &Plan, untraced: &[String]) -> String {
     let (hit, run, waiting) = plan.counts();
     let _ = writeln!(
         out,
-        "{} steps: {run} to run, {hit} memoized, {waiting} waiting on upstream results",
-        plan.steps.len()
+        "{}: {run} to run, {hit} memoized, {waiting} waiting on upstream results",
+        count(plan.steps.len(), "step")
     );
     out
 }
@@ -308,8 +312,8 @@ pub fn why(plan: &Plan, step: &str, last_run: Option<&str>) -> String {
 pub fn summary(report: &RunReport) -> String {
     let c = &report.counts;
     let mut out = format!(
-        "{} steps in {}: {} ran, {} memoized, {} cut off, {} failed",
-        report.steps.len(),
+        "{} in {}: {} ran, {} memoized, {} cut off, {} failed",
+        count(report.steps.len(), "step"),
         duration(report.duration_ns),
         c.ran,
         c.hit,
@@ -587,6 +591,10 @@ mod tests {
                 new: Some("a b\nc".into()),
             },
             r#"env V: "" → "a b\nc""#,
+        );
+        check(
+            RerunReason::EnvChanged { name: "V".into(), old: None, new: None },
+            "declared environment changed: V is (unset)",
         );
         check(
             RerunReason::ConfigChanged {
