@@ -282,7 +282,7 @@ impl Workspace {
     }
 
     /// Takes note of where the store is: a store inside the workspace may not
-    /// lie in an output or a source (see [`parse::check_placement`]).
+    /// lie in an output, a source or a code directory.
     pub fn with_store(mut self, store_dir: &Path) -> Workspace {
         let absolute = std::path::absolute(store_dir).unwrap_or_else(|_| store_dir.to_path_buf());
         let mut clean = PathBuf::new();
