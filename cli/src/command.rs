@@ -39,6 +39,32 @@ pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<Sh
     Ok(ShellOutput { status: output.status, stdout: output.stdout, stderr: output.stderr })
 }
 
+/// The flag that cancels this process's run: raised by trove's signal
+/// handler, and by a command that died of SIGINT or SIGHUP. A terminal
+/// signals its whole foreground process group, trove and the running
+/// commands alike, and a command may die, and its step be booked as failed,
+/// before trove's handler has run: the command's death is the same news.
+pub fn interruption() -> Arc<std::sync::atomic::AtomicBool> {
+    static FLAG: std::sync::OnceLock<Arc<std::sync::atomic::AtomicBool>> =
+        std::sync::OnceLock::new();
+    Arc::clone(FLAG.get_or_init(|| Arc::new(std::sync::atomic::AtomicBool::new(false))))
+}
+
+/// Whether a command died of a terminal's interrupt or hangup.
+fn interrupted_by_terminal(status: &ExitStatus) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        // SIGHUP and SIGINT.
+        matches!(status.signal(), Some(1 | 2))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = status;
+        false
+    }
+}
+
 /// This process's environment, read once (trove never changes its own).
 fn inherited_env() -> &'static [(std::ffi::OsString, std::ffi::OsString)] {
     static ENV: std::sync::OnceLock<Vec<(std::ffi::OsString, std::ffi::OsString)>> =
@@ -169,6 +195,9 @@ impl CommandStep {
             }
         };
         if !out.status.success() {
+            if interrupted_by_terminal(&out.status) {
+                interruption().store(true, std::sync::atomic::Ordering::SeqCst);
+            }
             remove_placeholders();
             let mut message = format!("command {}", describe_status(&out.status));
             let stderr = tail(&out.stderr, 10);

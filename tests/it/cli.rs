@@ -634,6 +634,35 @@ out = { o = "three.txt" }
 }
 
 #[test]
+fn a_command_dying_of_sigint_cancels_the_run_even_before_trove_hears_the_signal() {
+    // A terminal signals trove and its command at once, and the command's
+    // death may be booked before trove's own handler runs: here only the
+    // command gets the signal, the latest trove can hear of it.
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.first]
+cmd = "echo $$ > pid; while true; do sleep 0.01; done"
+out = { o = "one.txt" }
+
+[ops.second]
+cmd = "cat {in.x} > {out.o}"
+in = { x = "one.txt" }
+out = { o = "two.txt" }
+"#,
+    );
+    let run = ws.command(["run", "-j", "1"]).spawn().unwrap();
+    ws.wait_for("pid");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let pid = ws.read("pid");
+    trove_cli::command::sh(ws.root(), &format!("kill -INT {}", pid.trim()), &[]).unwrap();
+    let out = Outcome::of(run.wait_with_output().unwrap());
+    out.code(130);
+    let log = ws.run(["log", "--json"]);
+    assert_eq!(log.json()["runs"][0]["status"], "cancelled", "{}", log.stdout);
+}
+
+#[test]
 fn sigterm_lets_the_running_step_finish_and_records_the_run_as_cancelled() {
     // What `timeout` and CI runners send: trove alone gets it, its running
     // command does not, and nothing may outlive trove unrecorded.

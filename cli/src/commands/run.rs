@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use anyhow::Context as _;
 use trove_engine::{RunOptions, RunStatus, Selection};
@@ -153,17 +153,20 @@ fn up_to_date(
     Ok(ExitCode::SUCCESS)
 }
 
-/// A flag set by the first Ctrl-C: running steps finish (or fail, when the
-/// terminal interrupted their commands too), nothing new starts, and the run
-/// is recorded as cancelled. A second Ctrl-C exits at once.
+/// The run's cancellation flag ([`crate::command::interruption`]), set by
+/// the first Ctrl-C (or SIGTERM, SIGHUP): running steps finish (or fail,
+/// when the terminal interrupted their commands too), nothing new starts,
+/// and the run is recorded as cancelled. A second signal exits at once.
 fn interrupt_flag() -> Arc<AtomicBool> {
-    let flag = Arc::new(AtomicBool::new(false));
+    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+    let flag = crate::command::interruption();
     let handler_flag = Arc::clone(&flag);
     // Fails only if a handler is already set (a second run in one process).
     let _ = ctrlc::set_handler(move || {
-        if handler_flag.swap(true, Ordering::SeqCst) {
+        if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
             std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
         }
+        handler_flag.store(true, Ordering::SeqCst);
         human::note("interrupted: finishing the running steps (Ctrl-C again to stop at once)");
     });
     flag
