@@ -591,6 +591,21 @@ out = { o = "two.txt" }
     ws.run(["verify"]).ok();
 }
 
+/// Sends `signal` (`INT`, `TERM`) to `target`: a pid, or `-PGID` for a
+/// process group.
+fn send_signal(ws: &TestWorkspace, signal: &str, target: &str) {
+    let out = trove_cli::command::sh(ws.root(), &format!("kill -{signal} {target}"), &[]).unwrap();
+    assert!(out.status.success(), "kill -{signal} {target} failed");
+}
+
+/// The status `trove log` gives the latest run.
+#[track_caller]
+fn last_run_status(ws: &TestWorkspace) -> String {
+    let log = ws.run(["log", "--json"]);
+    log.ok();
+    log.json()["runs"][0]["status"].as_str().unwrap_or_default().to_owned()
+}
+
 #[test]
 fn a_terminal_ctrl_c_cancels_the_run_and_keeps_what_finished() {
     use std::os::unix::process::CommandExt as _;
@@ -619,14 +634,12 @@ out = { o = "three.txt" }
     let run = command.spawn().unwrap();
     ws.wait_for("started");
     let group = run.id();
-    trove_cli::command::sh(ws.root(), &format!("kill -INT -{group}"), &[]).unwrap();
+    send_signal(&ws, "INT", &format!("-{group}"));
     let out = Outcome::of(run.wait_with_output().unwrap());
     // The command died of the signal: the run is cancelled, not failed.
     out.code(130);
     assert!(out.stderr.contains("cancelled: "), "{}", out.stderr);
-    let log = ws.run(["log", "--json"]);
-    log.ok();
-    assert_eq!(log.json()["runs"][0]["status"], "cancelled", "{}", log.stdout);
+    assert_eq!(last_run_status(&ws), "cancelled");
     // What finished stays memoized; the interrupted step runs again.
     let again = run_json(&ws, &[]);
     again.ok();
@@ -655,11 +668,10 @@ out = { o = "two.txt" }
     ws.wait_for("pid");
     std::thread::sleep(std::time::Duration::from_millis(50));
     let pid = ws.read("pid");
-    trove_cli::command::sh(ws.root(), &format!("kill -INT {}", pid.trim()), &[]).unwrap();
+    send_signal(&ws, "INT", pid.trim());
     let out = Outcome::of(run.wait_with_output().unwrap());
     out.code(130);
-    let log = ws.run(["log", "--json"]);
-    assert_eq!(log.json()["runs"][0]["status"], "cancelled", "{}", log.stdout);
+    assert_eq!(last_run_status(&ws), "cancelled");
 }
 
 #[test]
@@ -681,16 +693,14 @@ out = { o = "after.txt" }
     );
     let run = ws.command(["run", "-j", "1"]).spawn().unwrap();
     ws.wait_for("started");
-    trove_cli::command::sh(ws.root(), &format!("kill -TERM {}", run.id()), &[]).unwrap();
+    send_signal(&ws, "TERM", &run.id().to_string());
     std::thread::sleep(std::time::Duration::from_millis(100));
     std::fs::write(ws.root().join("go"), "").unwrap();
     let out = Outcome::of(run.wait_with_output().unwrap());
     out.code(130);
     assert_eq!(ws.read("slow.txt"), "done\n");
     assert!(!ws.exists("after.txt"), "nothing new starts after the signal");
-    let log = ws.run(["log", "--json"]);
-    log.ok();
-    assert_eq!(log.json()["runs"][0]["status"], "cancelled", "{}", log.stdout);
+    assert_eq!(last_run_status(&ws), "cancelled");
     let again = run_json(&ws, &[]);
     again.ok();
     assert_eq!(again.outcomes(), "slow:memoized after:ran");
