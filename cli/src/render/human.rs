@@ -64,20 +64,35 @@ pub fn duration(ns: u64) -> String {
     }
 }
 
+/// Values in reasons longer than this many characters are cut (a reason is
+/// one line of `plan`; the whole value is in `--json`).
+const VALUE_CHARS: usize = 80;
+
+/// `text` on one line (control characters escaped), cut to
+/// [`VALUE_CHARS`] characters with how much was left out.
+fn clip(text: String) -> String {
+    let text =
+        if text.chars().any(char::is_control) { text.escape_debug().to_string() } else { text };
+    match text.char_indices().nth(VALUE_CHARS) {
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()),
+        None => text,
+    }
+}
+
 fn json_or_absent(v: &Option<String>) -> String {
-    v.clone().unwrap_or_else(|| "(absent)".to_owned())
+    v.clone().map_or_else(|| "(absent)".to_owned(), clip)
 }
 
 /// An environment value: bare when it is a plain word, quoted (with
 /// escapes) when it is empty or holds spaces or control characters, so
-/// every value reads on one line and an empty one is seen.
+/// every value reads on one line and an empty one is seen; cut when long.
 fn text_or_unset(v: &Option<String>) -> String {
     match v {
         None => "(unset)".to_owned(),
         Some(v) if !v.is_empty() && !v.chars().any(|c| c.is_whitespace() || c.is_control()) => {
-            v.clone()
+            clip(v.clone())
         }
-        Some(v) => format!("{v:?}"),
+        Some(v) => clip(format!("{v:?}")),
     }
 }
 
@@ -143,7 +158,11 @@ pub fn reason(reason: &RerunReason) -> String {
                     old.as_deref().unwrap_or("(none)"),
                     new.as_deref().unwrap_or("(none)"),
                 );
-                format!("resource {resource}: version changed ({old} → {new})")
+                format!(
+                    "resource {resource}: version changed ({} → {})",
+                    clip(old.to_owned()),
+                    clip(new.to_owned())
+                )
             }
             ResourceCause::Config { key, old, new } => format!(
                 "resource {resource}: config.{key} {} → {}",
@@ -591,6 +610,10 @@ mod tests {
                 new: Some("a b\nc".into()),
             },
             r#"env V: "" → "a b\nc""#,
+        );
+        check(
+            RerunReason::EnvChanged { name: "V".into(), old: None, new: Some("x".repeat(1000)) },
+            &format!("env V: (unset) → {}… (1000 bytes)", "x".repeat(80)),
         );
         check(
             RerunReason::EnvChanged { name: "V".into(), old: None, new: None },
