@@ -107,6 +107,8 @@ fn early_cutoff_stops_invalidation_at_identical_bytes() {
     let steps = plan.json()["steps"].clone();
     assert_eq!(steps[0]["action"], "run");
     assert_eq!(steps[0]["reasons"][0]["text"], "input raw (data/raw.csv) changed");
+    // The structured reason too, every field whole.
+    assert_eq!(steps[0]["reasons"][0]["detail"]["InputChanged"]["path"], "data/raw.csv");
     assert_eq!(steps[1]["action"], "waiting");
     let run = run_json(&ws, &[]);
     run.ok();

@@ -9,19 +9,26 @@ use super::human;
 /// The schema version of every JSON document.
 pub const SCHEMA: u32 = 1;
 
-/// A reason: a stable kind and the plain words.
+/// A reason: a stable kind, the plain words, and the whole structured
+/// reason (values in `text` are cut to one line; here they are whole).
 #[derive(Debug, Serialize)]
 pub struct ReasonJson {
     /// Machine name (`config_changed`, `no_previous_run`, ...).
     pub kind: &'static str,
     /// The plain words `trove plan` prints.
     pub text: String,
+    /// The engine's reason, every field whole.
+    pub detail: RerunReason,
 }
 
 /// Reasons as DTOs.
 pub fn reasons(list: &[RerunReason]) -> Vec<ReasonJson> {
     list.iter()
-        .map(|r| ReasonJson { kind: human::reason_kind(r), text: human::reason(r) })
+        .map(|r| ReasonJson {
+            kind: human::reason_kind(r),
+            text: human::reason(r),
+            detail: r.clone(),
+        })
         .collect()
 }
 
