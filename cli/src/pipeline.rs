@@ -362,10 +362,10 @@ impl Workspace {
                     file.map(|f| parse::check_pipeline_file(&pipeline, &f)).unwrap_or_default();
                 // A pipeline file that is a link: its target, if in the
                 // workspace, may not be written either.
-                if let (Ok(target), Ok(root)) =
-                    (std::fs::canonicalize(&self.file), std::fs::canonicalize(&self.root))
+                if self.file.is_symlink()
+                    && let (Ok(target), Ok(root)) =
+                        (std::fs::canonicalize(&self.file), std::fs::canonicalize(&self.root))
                     && let Ok(rel) = target.strip_prefix(&root)
-                    && self.file.is_symlink()
                 {
                     let rel = rel.to_string_lossy().replace('\\', "/");
                     diags.extend(parse::check_pipeline_file(&pipeline, &rel));

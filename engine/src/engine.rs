@@ -361,13 +361,8 @@ impl Engine {
     ) {
         let mut cache = self.output_versions_cache.lock().unwrap_or_else(|e| e.into_inner());
         if cache.ops.len() != self.job.len() {
-            let mut first = Vec::with_capacity(self.job.len() + 1);
-            let mut n = 0;
-            for op in self.job.steps() {
-                first.push(n);
-                n += op.outputs().len();
-            }
-            first.push(n);
+            let first = self.job.output_offsets();
+            let n = first[self.job.len()];
             *cache = KnownOutputs {
                 ops: vec![None; self.job.len()],
                 first,

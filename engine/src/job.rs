@@ -391,6 +391,18 @@ impl Job {
     pub fn steps(&self) -> &[Op] {
         &self.inner.steps
     }
+    /// Where each step's outputs start in a list of all steps' outputs in
+    /// step order: step `idx`'s are `offsets[idx]..offsets[idx + 1]`.
+    pub(crate) fn output_offsets(&self) -> Vec<usize> {
+        let mut offsets = Vec::with_capacity(self.len() + 1);
+        let mut n = 0;
+        for op in self.steps() {
+            offsets.push(n);
+            n += op.outputs().len();
+        }
+        offsets.push(n);
+        offsets
+    }
     /// The number of steps.
     pub fn len(&self) -> usize {
         self.inner.steps.len()

@@ -135,8 +135,9 @@ struct StepWork {
     idx: StepIdx,
     /// The inputs wired to upstream outputs.
     inputs: SmallVec<[WorkInput; 2]>,
-    /// `(index into op.inputs(), data version)` of the source inputs read
-    /// at a path, as the step's version saw them.
+    /// `(index into op.inputs(), data version)` of the source inputs, as
+    /// the step's version saw them (those read at a path are checked again
+    /// after the step ran).
     sources: SmallVec<[(usize, DataVersion); 1]>,
     /// Output versions, in declaration order.
     outputs: SmallVec<[OutputVersion; 1]>,
@@ -223,13 +224,8 @@ impl<'a> Runner<'a> {
             }
         }
         let lineage = job.mode() == VersionMode::Lineage;
-        let mut first_output = Vec::with_capacity(n + 1);
-        let mut n_outputs = 0;
-        for op in job.steps() {
-            first_output.push(n_outputs);
-            n_outputs += op.outputs().len();
-        }
-        first_output.push(n_outputs);
+        let first_output = job.output_offsets();
+        let n_outputs = first_output[n];
         Ok(Runner {
             engine,
             io,
@@ -577,26 +573,25 @@ impl<'a> Runner<'a> {
         let job = &self.engine.job;
         let op = job.step(idx);
         let mut inputs = SmallVec::with_capacity(op.inputs().len());
-        for &(input_idx, edge) in job.input_edges(idx) {
-            if let InputEdge::Output(up, out) = edge
-                && let Some(stored) = self.stored(up)[out]
-            {
-                inputs.push(WorkInput {
-                    input: input_idx,
-                    upstream: up,
-                    output: out,
-                    version: self.output_versions(up)[out],
-                    stored,
-                });
-            }
-        }
         let mut sources = SmallVec::new();
         for &(input_idx, edge) in job.input_edges(idx) {
-            if let InputEdge::Source(s) = edge
-                && op.inputs()[input_idx].path.is_some()
-                && let Some(data) = self.engine.graph.source_data[s]
-            {
-                sources.push((input_idx, data));
+            match edge {
+                InputEdge::Output(up, out) => {
+                    if let Some(stored) = self.stored(up)[out] {
+                        inputs.push(WorkInput {
+                            input: input_idx,
+                            upstream: up,
+                            output: out,
+                            version: self.output_versions(up)[out],
+                            stored,
+                        });
+                    }
+                }
+                InputEdge::Source(s) => {
+                    if let Some(data) = self.engine.graph.source_data[s] {
+                        sources.push((input_idx, data));
+                    }
+                }
             }
         }
         let env = op

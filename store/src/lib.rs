@@ -1301,7 +1301,7 @@ impl Store {
             self.counters.stat_hits.fetch_add(1, Ordering::Relaxed);
             return Ok(dv);
         }
-        self.hash_path_now(workspace_root, rel)
+        self.hash_checked_path(workspace_root, rel)
     }
 
     /// [`Store::hash_path`] as the file is now: statted again even if an
@@ -1313,6 +1313,15 @@ impl Store {
         rel: &str,
     ) -> Result<DataVersion, StoreError> {
         check_rel(rel)?;
+        self.hash_checked_path(workspace_root, rel)
+    }
+
+    /// Both of the above, once `rel` is checked.
+    fn hash_checked_path(
+        &self,
+        workspace_root: &Path,
+        rel: &str,
+    ) -> Result<DataVersion, StoreError> {
         let full = workspace_root.join(rel);
         let stat = self
             .root_dir(workspace_root)
