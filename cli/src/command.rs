@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 
-use trove_engine::{OpContext, OpFailure};
+use trove_engine::{OpContext, OpFailure, RerunReason};
 
 /// What a finished shell command left behind.
 #[derive(Debug)]
@@ -154,10 +154,16 @@ impl CommandStep {
     /// parent directories, runs, keeps stdout and stderr in the step's log,
     /// and checks that every declared output was written.
     pub fn run(&self, ctx: &mut OpContext<'_>) -> Result<(), OpFailure> {
+        // Emptying a stale output in place keeps its shape: right when only
+        // the inputs' data changed (the same command rewrites the same
+        // file), wrong when the command or its config changed and may now
+        // make a directory there. Otherwise the command starts from what a
+        // clean build has: nothing.
+        let in_place = ctx.reasons().iter().all(|r| matches!(r, RerunReason::InputChanged { .. }));
         let mut cleared = Vec::with_capacity(self.outputs.len());
         for out in &self.outputs {
             let path = self.root.join(out);
-            let state = clear_output(&path)
+            let state = clear_output(&path, in_place)
                 .map_err(|e| OpFailure::new(format!("cannot remove stale output {out}: {e}")))?;
             // An output emptied in place has its directory already.
             if matches!(state, Cleared::Absent)
@@ -260,11 +266,11 @@ impl Cleared {
     }
 }
 
-/// Clears a stale output before its command runs: a regular, not
-/// executable file with one link is emptied in place; anything else (a
-/// directory, a symlink, an executable, a hard-linked or read-only file) is
-/// removed.
-fn clear_output(path: &Path) -> std::io::Result<Cleared> {
+/// Clears a stale output before its command runs: with `in_place`, a
+/// regular, not executable file with one link is emptied in place; anything
+/// else (a directory, a symlink, an executable, a hard-linked or read-only
+/// file, or any file without `in_place`) is removed.
+fn clear_output(path: &Path, in_place: bool) -> std::io::Result<Cleared> {
     let Ok(meta) = std::fs::symlink_metadata(path) else {
         return Ok(Cleared::Absent);
     };
@@ -273,7 +279,7 @@ fn clear_output(path: &Path) -> std::io::Result<Cleared> {
         return Ok(Cleared::Absent);
     }
     #[cfg(unix)]
-    if meta.is_file() {
+    if in_place && meta.is_file() {
         use std::os::unix::fs::MetadataExt;
         // An executable file is removed: emptied in place it would keep its
         // mode, and a command that writes it without `chmod` would make an

@@ -69,6 +69,8 @@ impl State {
 enum WorkerResult {
     Done {
         idx: StepIdx,
+        /// The reasons the step ran with (they travel with its work).
+        reasons: Vec<RerunReason>,
         stored: SmallVec<[StoredOutput; 1]>,
         duration: Duration,
         log: StepLog,
@@ -142,6 +144,8 @@ struct StepWork {
     /// Output versions, in declaration order.
     outputs: SmallVec<[OutputVersion; 1]>,
     env: BTreeMap<String, Option<String>>,
+    /// Why the step runs (moved here at launch, back with its result).
+    reasons: Vec<RerunReason>,
 }
 
 struct Runner<'a> {
@@ -605,6 +609,7 @@ impl<'a> Runner<'a> {
             sources,
             outputs: SmallVec::from_slice(self.output_versions(idx)),
             env,
+            reasons: Vec::new(),
         }
     }
 
@@ -635,7 +640,7 @@ impl<'a> Runner<'a> {
     ) -> Result<bool, PlanError> {
         let job = self.job();
         match result {
-            WorkerResult::Done { idx, stored, duration, log } => {
+            WorkerResult::Done { idx, reasons, stored, duration, log } => {
                 let op = job.step(idx);
                 let (op_version, unversioned) =
                     self.op_versions[idx].unwrap_or((Digest([0; 32]), true));
@@ -672,10 +677,7 @@ impl<'a> Runner<'a> {
                     .map_err(|source| PlanError::Trace { step: op.name().to_owned(), source })?;
                 self.state[idx] = State::Done;
                 self.counts.ran += 1;
-                self.outcomes[idx] = Some(StepOutcome::Ran {
-                    reasons: std::mem::take(&mut self.reasons[idx]),
-                    duration_ns,
-                });
+                self.outcomes[idx] = Some(StepOutcome::Ran { reasons, duration_ns });
                 events(&RunEvent::Finished {
                     step: op.shared_name().clone(),
                     duration,
@@ -765,10 +767,11 @@ impl<'a> Runner<'a> {
             reasons: std::mem::take(&mut self.reasons[idx]),
         };
         events(&started);
+        let mut work = self.prepare(idx);
         if let RunEvent::Started { reasons, .. } = started {
-            self.reasons[idx] = reasons;
+            work.reasons = reasons;
         }
-        self.prepare(idx)
+        work
     }
 
     /// Takes in a worker's result; after an engine error nothing more is
@@ -1122,6 +1125,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         outputs: SmallVec::new(),
         resources,
         env,
+        reasons: &work.reasons,
         stdout: Vec::new(),
         stderr: Vec::new(),
     };
@@ -1133,6 +1137,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
         stdout: std::mem::take(&mut ctx.stdout),
         stderr: std::mem::take(&mut ctx.stderr),
     };
+    drop(ctx);
     match result {
         Err(payload) => {
             return fail(
@@ -1176,7 +1181,7 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
             Err(e) => return fail(e.to_string(), duration, log),
         }
     }
-    WorkerResult::Done { idx, stored, duration, log }
+    WorkerResult::Done { idx, reasons: work.reasons, stored, duration, log }
 }
 
 /// After a step ran: the source inputs and code files its version was

@@ -344,10 +344,11 @@ out = { clean = "build/clean.csv" }
     assert!(ws.exists("build"), "parent directories of outputs are created");
 }
 
-/// A stale output is emptied in place before its command runs (a rewrite
-/// is cheaper than a new file): the command never sees the old bytes, one
-/// that does not write it still fails, writing nothing through `> out`
-/// counts, and a link is replaced, never written through.
+/// A stale output of a step that runs because its inputs' data changed is
+/// emptied in place before its command runs (a rewrite is cheaper than a
+/// new file): the command never sees the old bytes, one that does not write
+/// it still fails, writing nothing through `> out` counts, and a link is
+/// replaced, never written through.
 #[test]
 fn a_stale_output_is_emptied_before_its_command_and_must_be_written_again() {
     let ws = TestWorkspace::new()
@@ -355,21 +356,22 @@ fn a_stale_output_is_emptied_before_its_command_and_must_be_written_again() {
             "trove.toml",
             r#"
 [ops.append]
-cmd = "cat {out.o} > seen.txt; echo {config.n} >> {out.o}"
+cmd = "cat {out.o} > seen.txt; grep -q skip {in.n} || cat {in.n} >> {out.o}"
+in = { n = "n.txt" }
 out = { o = "log.txt" }
-config = { n = 1 }
 
 [ops.empty]
 cmd = ": > {out.o}"
+in = { n = "n.txt" }
 out = { o = "empty.txt" }
-config = { n = 1 }
 
 [ops.linked]
-cmd = "echo {config.n} > {out.o}"
+cmd = "cat {in.n} > {out.o}"
+in = { n = "n.txt" }
 out = { o = "linked.txt" }
-config = { n = 1 }
 "#,
         )
+        .file("n.txt", "1\n")
         .file("target.txt", "precious\n");
     run_json(&ws, &[]).ok();
     assert_eq!(ws.read("log.txt"), "1\n");
@@ -384,8 +386,7 @@ config = { n = 1 }
     std::os::unix::fs::symlink(ws.root().join("target.txt"), ws.root().join("linked.txt")).unwrap();
     std::fs::hard_link(ws.root().join("empty.txt"), ws.root().join("other-name.txt")).unwrap();
     std::fs::write(ws.root().join("other-name.txt"), "shared\n").unwrap();
-    let edited = ws.read("trove.toml").replace("n = 1", "n = 2");
-    ws.write("trove.toml", &edited);
+    ws.write("n.txt", "2\n");
     let second = run_json(&ws, &[]);
     second.ok();
     assert_eq!(second.outcomes(), "append:ran empty:ran linked:ran");
@@ -396,10 +397,8 @@ config = { n = 1 }
     assert_eq!(ws.read("other-name.txt"), "shared\n", "a hard link is not emptied");
     assert_eq!(ws.read("target.txt"), "precious\n", "a symlink is not written through");
     assert_eq!(ws.read("linked.txt"), "2\n");
-    // A command that exits 0 without writing its existing output fails.
-    let lazy =
-        ws.read("trove.toml").replace("; echo {config.n} >> {out.o}", "").replace("n = 2", "n = 3");
-    ws.write("trove.toml", &lazy);
+    // A command that exits 0 without writing its emptied output fails.
+    ws.write("n.txt", "skip\n");
     let third = run_json(&ws, &[]);
     third.code(1);
     assert_eq!(third.outcomes(), "append:failed empty:ran linked:ran");
@@ -407,6 +406,59 @@ config = { n = 1 }
     assert!(failed.to_string().contains("declared output log.txt was not written"), "{failed}");
     // The failed step leaves no emptied placeholder behind.
     assert!(!ws.exists("log.txt"), "an empty placeholder was left where the output was");
+}
+
+/// A step that runs for any other reason than its inputs' data (its
+/// command, config or code changed; it never ran) starts from what a clean
+/// build has: no output at all. An output that changes from a file to a
+/// directory (or back) with its command builds on the first run.
+#[test]
+fn a_step_whose_definition_changed_starts_without_its_stale_outputs() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.make]
+cmd = "test -e {out.o} && echo stale > seen.txt; echo {config.n} > {out.o}"
+out = { o = "build/o" }
+config = { n = 1 }
+
+[ops.read]
+cmd = "cat {in.o} > {out.r}"
+in = { o = "build/o" }
+out = { r = "build/r" }
+"#,
+    );
+    run_json(&ws, &[]).ok();
+    let edited = ws.read("trove.toml").replace("n = 1", "n = 2");
+    ws.write("trove.toml", &edited);
+    let second = run_json(&ws, &[]);
+    second.ok();
+    assert!(!ws.exists("seen.txt"), "a config change left the stale output for the command");
+    assert_eq!(ws.read("build/r"), "2\n");
+    // The output becomes a directory: the command that makes it runs at once.
+    let to_dir = ws
+        .read("trove.toml")
+        .replace("echo {config.n} > {out.o}", "mkdir {out.o} && echo {config.n} > {out.o}/f");
+    ws.write("trove.toml", &to_dir);
+    ws.write(
+        "trove.toml",
+        &ws.read("trove.toml").replace("cat {in.o} > {out.r}", "cat {in.o}/f > {out.r}"),
+    );
+    let third = run_json(&ws, &[]);
+    third.ok();
+    assert_eq!(third.outcomes(), "make:ran read:ran");
+    assert_eq!(ws.read("build/o/f"), "2\n");
+    assert_eq!(ws.read("build/r"), "2\n");
+    // And back to a file: the old file version is restored from the store.
+    let back = ws
+        .read("trove.toml")
+        .replace("mkdir {out.o} && echo {config.n} > {out.o}/f", "echo {config.n} > {out.o}");
+    ws.write("trove.toml", &back.replace("cat {in.o}/f > {out.r}", "cat {in.o} > {out.r}"));
+    let fourth = run_json(&ws, &[]);
+    fourth.ok();
+    assert_eq!(fourth.outcomes(), "make:memoized read:memoized");
+    assert_eq!(ws.read("build/o"), "2\n");
+    assert!(!ws.exists("seen.txt"));
 }
 
 #[test]

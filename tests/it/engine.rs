@@ -96,6 +96,51 @@ fn a_second_run_is_all_hits() {
     assert!(world.run_default(&mut engine).ran().is_empty());
 }
 
+/// An op sees why it runs: the reasons its `Started` event carries, and
+/// after the run the report has them too.
+#[test]
+fn an_op_sees_the_reasons_it_runs_for() {
+    type Seen = std::sync::Mutex<Vec<(String, Vec<RerunReason>)>>;
+    let seen: Arc<Seen> = Arc::default();
+    let record = |name: &str| {
+        let seen = Arc::clone(&seen);
+        let name = name.to_owned();
+        Op::new(&name).output("out").code_version("1").compute(move |ctx| {
+            seen.lock().unwrap().push((name.clone(), ctx.reasons().to_vec()));
+            let bytes = ctx.config().to_string().into_bytes();
+            ctx.set_output_bytes("out", bytes)
+        })
+    };
+    let job = || {
+        Job::builder("why").op(record("a").config(json!({"k": 1}))).op(record("b")).build().unwrap()
+    };
+    let world = World::new();
+    let mut engine = Engine::new(job());
+    world.run_default(&mut engine);
+    engine.set_config("a", json!({"k": 2})).unwrap();
+    let (report, events) = world.run(&mut engine, &RunOptions::default());
+    let seen = seen.lock().unwrap().clone();
+    let config_changed = RerunReason::ConfigChanged {
+        key: "k".to_owned(),
+        old: Some("1".to_owned()),
+        new: Some("2".to_owned()),
+    };
+    assert_eq!(
+        seen,
+        [
+            ("a".to_owned(), vec![RerunReason::NoPreviousTrace]),
+            ("b".to_owned(), vec![RerunReason::NoPreviousTrace]),
+            ("a".to_owned(), vec![config_changed.clone()]),
+        ]
+    );
+    assert!(events.iter().any(
+        |e| matches!(e, RunEvent::Started { step, reasons } if step == "a" && reasons == std::slice::from_ref(&config_changed))
+    ));
+    assert!(
+        matches!(report.outcome("a"), Some(StepOutcome::Ran { reasons, .. }) if reasons == &[config_changed])
+    );
+}
+
 #[test]
 fn unversioned_ops_always_run_and_early_cutoff_protects_their_downstream() {
     let runs = Arc::new(AtomicUsize::new(0));

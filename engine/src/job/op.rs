@@ -11,6 +11,7 @@ use smallvec::SmallVec;
 
 use crate::io_manager::OutputValue;
 use crate::name::Name;
+use crate::plan::RerunReason;
 use crate::version::DataVersion;
 
 /// Where an input's data comes from.
@@ -346,6 +347,7 @@ pub struct OpContext<'a> {
     pub(crate) outputs: SmallVec<[Option<OutputValue>; 1]>,
     pub(crate) resources: BTreeMap<&'a str, &'a Value>,
     pub(crate) env: BTreeMap<&'a str, Option<&'a str>>,
+    pub(crate) reasons: &'a [RerunReason],
     pub(crate) stdout: Vec<u8>,
     pub(crate) stderr: Vec<u8>,
 }
@@ -362,6 +364,12 @@ impl<'a> OpContext<'a> {
     /// The op's definition.
     pub fn op(&self) -> &Op {
         self.op
+    }
+    /// Why the step runs: what differs from its last trace (the reasons a
+    /// plan shows). An op can keep work between runs when only its inputs'
+    /// data changed, and start from a clean slate otherwise.
+    pub fn reasons(&self) -> &[RerunReason] {
+        self.reasons
     }
     /// The op's config value.
     pub fn config(&self) -> &Value {
