@@ -146,7 +146,8 @@ pub trait IoManager: Send + Sync {
 
     /// On a hit: makes sure the workspace holds the stored output (for file
     /// outputs), restoring it if it is missing or differs. An error that
-    /// [`IoError::is_miss`] makes the step run again.
+    /// [`IoError::is_miss`] makes the step run again; any other fails the
+    /// step (the workspace cannot take the output back) and the run goes on.
     fn restore(&self, ctx: &OutputContext<'_>, stored: &StoredOutput) -> Result<Restore, IoError> {
         let _ = (ctx, stored);
         Ok(Restore::Present)

@@ -185,6 +185,9 @@ struct Runner<'a> {
     /// interruption reached its command (a terminal's Ctrl-C signals the
     /// whole process group), so the run counts as cancelled, not failed.
     failed_while_cancelled: bool,
+    /// A step failed before it started (its stored output could not be
+    /// restored) and the run is fail-fast: start nothing more.
+    stop_requested: bool,
     counts: RunCounts,
     /// The run id, shared by every trace of the run.
     run_id: Name,
@@ -255,6 +258,7 @@ impl<'a> Runner<'a> {
             // large job does not allocate and fill one slot per step.
             outcomes: if execute { vec![None; n] } else { Vec::new() },
             failed_while_cancelled: false,
+            stop_requested: false,
             counts: RunCounts::default(),
             run_id: Name::from(opts.run_id.as_str()),
         })
@@ -399,7 +403,23 @@ impl<'a> Runner<'a> {
                             }));
                             break;
                         }
-                        Err(source) => return Err(PlanError::Io { step: name.to_owned(), source }),
+                        Err(source) => {
+                            // The workspace cannot take the stored output (a
+                            // file where its directory must go, no space):
+                            // the step fails, like a command that cannot
+                            // write it; the rest of the run goes on.
+                            let message = format!("output {}: {source}", ctx.output);
+                            self.stored_mut(idx).fill(None);
+                            let failed = WorkerResult::Failed {
+                                idx,
+                                message,
+                                exit_code: None,
+                                duration: Duration::ZERO,
+                                log: StepLog::default(),
+                            };
+                            self.stop_requested |= self.handle(failed, events)?;
+                            return Ok(());
+                        }
                     }
                 }
             }
@@ -790,7 +810,7 @@ impl<'a> Runner<'a> {
             self.drain(events)?;
             Ok(s)
         }) {
-            Ok(s) => *stop |= s,
+            Ok(s) => *stop |= s || self.stop_requested,
             Err(e) => {
                 *error = Some(e);
                 *stop = true;
@@ -1254,7 +1274,7 @@ impl Engine {
         let run_id = opts.run_id.as_str();
         let cancel = opts.cancel.clone();
         let cancelled = || cancel.as_ref().is_some_and(|c| c.load(Ordering::SeqCst));
-        let mut stop = false;
+        let mut stop = runner.stop_requested;
         let mut error = None;
         let background = traces.background_flush();
         let flush_err = |source| PlanError::Trace { step: String::new(), source };

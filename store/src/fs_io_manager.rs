@@ -56,6 +56,11 @@ fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
     }
 }
 
+/// A failure to put a stored output back at its workspace path `rel`.
+fn restoring(rel: &str, e: StoreError) -> IoError {
+    IoError::Other { context: format!("restoring {rel}"), message: e.to_string() }
+}
+
 fn read_err(ctx: &OutputContext<'_>, expected: &Digest, e: BlobReadError) -> IoError {
     match e {
         BlobReadError::Missing => IoError::Missing { identifier: ctx.identifier() },
@@ -183,7 +188,7 @@ impl<'a> FsIoManager<'a> {
             });
         }
         let started = now_ns();
-        self.store.blob_store().write_to(bytes, full, mode).map_err(|e| other(ctx, e))?;
+        self.store.blob_store().write_to(bytes, full, mode).map_err(|e| restoring(rel, e))?;
         if let Ok(stat) = FileStat::of(full) {
             self.store.stage_stat(rel, stat.entry(*data_version, started));
         }
@@ -233,7 +238,7 @@ impl<'a> FsIoManager<'a> {
         manifest: &Manifest,
     ) -> Result<Restore, IoError> {
         let io = |action: &'static str, p: &Path, e: std::io::Error| {
-            other(ctx, StoreError::io(action, p, e))
+            restoring(rel, StoreError::io(action, p, e))
         };
         let mut restored = false;
         if !full.is_dir() || full.is_symlink() {
@@ -286,7 +291,7 @@ impl<'a> FsIoManager<'a> {
         }
         // Remove what the stored directory did not have, deepest first.
         let mut present = Vec::new();
-        crate::walk(full, "", &mut present).map_err(|e| other(ctx, e))?;
+        crate::walk(full, "", &mut present).map_err(|e| restoring(rel, e))?;
         present.reverse();
         for (sub, meta) in present {
             if wanted.contains(&sub) {

@@ -461,6 +461,39 @@ out = { r = "build/r" }
     assert!(!ws.exists("seen.txt"));
 }
 
+/// A stored output the workspace cannot take back (a file where its
+/// directory must go) fails its step with the cause; the other steps go on,
+/// and once the path is free the next run restores it.
+#[test]
+fn an_output_that_cannot_be_restored_fails_its_step_not_the_run() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.a]
+cmd = "echo a > {out.x}"
+out = { x = "build/sub/x" }
+
+[ops.b]
+cmd = "echo b > {out.y}"
+out = { y = "build/y" }
+"#,
+    );
+    run_json(&ws, &[]).ok();
+    std::fs::remove_dir_all(ws.root().join("build")).unwrap();
+    ws.write("build/sub", "in the way\n");
+    let blocked = run_json(&ws, &[]);
+    blocked.code(1);
+    assert_eq!(blocked.outcomes(), "a:failed b:memoized");
+    let message = blocked.json()["steps"][0]["message"].to_string();
+    assert!(message.contains("output x: restoring build/sub/x"), "{message}");
+    assert_eq!(ws.read("build/y"), "b\n", "the other step's output was restored");
+    std::fs::remove_file(ws.root().join("build/sub")).unwrap();
+    let freed = run_json(&ws, &[]);
+    freed.ok();
+    assert_eq!(freed.outcomes(), "a:memoized b:memoized");
+    assert_eq!(ws.read("build/sub/x"), "a\n");
+}
+
 #[test]
 fn commands_see_trove_step_and_run_id() {
     let ws = TestWorkspace::new().file(

@@ -371,6 +371,72 @@ fn a_step_failing_after_a_cancellation_leaves_the_run_cancelled_not_failed() {
     assert_eq!(report.status, RunStatus::Failed);
 }
 
+/// An IO manager whose restore of one step's outputs fails (the
+/// workspace cannot take them back).
+struct RestoreFails {
+    inner: MemoryIoManager,
+    step: &'static str,
+}
+
+impl IoManager for RestoreFails {
+    fn has_output(&self, ctx: &OutputContext<'_>) -> Result<Option<trove::StoredOutput>, IoError> {
+        self.inner.has_output(ctx)
+    }
+    fn handle_output(
+        &self,
+        ctx: &OutputContext<'_>,
+        value: trove::OutputValue,
+    ) -> Result<trove::StoredOutput, IoError> {
+        self.inner.handle_output(ctx, value)
+    }
+    fn load_input(
+        &self,
+        ctx: &OutputContext<'_>,
+        stored: &trove::StoredOutput,
+    ) -> Result<trove::OutputValue, IoError> {
+        self.inner.load_input(ctx, stored)
+    }
+    fn restore(
+        &self,
+        ctx: &OutputContext<'_>,
+        _: &trove::StoredOutput,
+    ) -> Result<trove::Restore, IoError> {
+        if ctx.step == self.step {
+            return Err(IoError::Other { context: "restoring".into(), message: "no space".into() });
+        }
+        Ok(trove::Restore::Present)
+    }
+}
+
+/// A hit whose outputs cannot be restored fails its step: its downstream is
+/// skipped, independent steps go on (nothing more starts with fail-fast),
+/// and the run is not an error.
+#[test]
+fn a_step_whose_outputs_cannot_be_restored_fails_and_the_run_goes_on() {
+    let io = RestoreFails { inner: MemoryIoManager::new(), step: "b" };
+    let traces = MemoryTraceStore::new();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    engine.run(&io.inner, &traces, &RunOptions::default(), &mut |_| {}).unwrap();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    engine.set_config("c", json!("c2")).unwrap();
+    engine.set_config("x", json!("x2")).unwrap();
+    let report = engine.run(&io, &traces, &RunOptions::default(), &mut |_| {}).unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(matches!(
+        report.outcome("b"),
+        Some(StepOutcome::Failed { message, .. }) if message == "output out: restoring: no space"
+    ));
+    assert!(matches!(report.outcome("d"), Some(StepOutcome::Skipped { .. })));
+    assert_eq!(report.ran(), ["c", "x"]);
+    // Fail-fast: nothing starts after it.
+    let mut engine = Engine::new(diamond().build().unwrap());
+    engine.set_config("x", json!("x3")).unwrap();
+    let opts = RunOptions { fail_fast: true, jobs: 1, ..RunOptions::default() };
+    let report = engine.run(&io, &traces, &opts, &mut |_| {}).unwrap();
+    assert_eq!(report.status, RunStatus::Failed);
+    assert!(report.ran().is_empty(), "{:?}", report.ran());
+}
+
 #[test]
 fn a_corrupt_stored_output_is_never_served_and_its_step_runs_again() {
     let world = World::new();
