@@ -249,10 +249,14 @@ pub use crate::version::encode::compute_output_version as output_version;
 pub struct VersionGraph {
     pub(crate) db: VersionDb,
     pub(crate) ops: Vec<OpNode>,
-    pub(crate) slots: Vec<Vec<OutputSlot>>,
+    /// Every step's output slots in one list: step `s`'s start at
+    /// `first_slot[s]` (one allocation per engine, not one per step).
+    pub(crate) slots: Vec<OutputSlot>,
     /// What the slots hold, mirrored so unchanged values are never set
-    /// (a set always starts a new revision).
-    pub(crate) slot_data: Vec<Vec<Option<DataVersion>>>,
+    /// (a set always starts a new revision); indexed like `slots`.
+    pub(crate) slot_data: Vec<Option<DataVersion>>,
+    /// Where each step's slots start, and the total at the end.
+    pub(crate) first_slot: Vec<usize>,
     pub(crate) sources: Vec<SourceNode>,
     pub(crate) source_data: Vec<Option<DataVersion>>,
     pub(crate) resources: Vec<ResourceNode>,
@@ -265,15 +269,13 @@ pub struct VersionGraph {
 impl VersionGraph {
     /// Sets an output slot's data version if it differs.
     pub(crate) fn set_slot(&mut self, step: usize, output: usize, data: Option<DataVersion>) {
-        if self.slot_data[step][output] != data {
-            self.slot_data[step][output] = data;
+        let at = self.first_slot[step] + output;
+        if self.slot_data[at] != data {
+            self.slot_data[at] = data;
             if self.lineage {
                 return;
             }
-            self.slots[step][output]
-                .set_data(&mut self.db)
-                .with_durability(Durability::LOW)
-                .to(data);
+            self.slots[at].set_data(&mut self.db).with_durability(Durability::LOW).to(data);
         }
     }
 
@@ -294,6 +296,11 @@ impl VersionGraph {
                 .with_durability(Durability::LOW)
                 .to(Some(data));
         }
+    }
+
+    /// The data versions learnt for a step's outputs, in declaration order.
+    pub(crate) fn slot_data(&self, step: usize) -> &[Option<DataVersion>] {
+        &self.slot_data[self.first_slot[step]..self.first_slot[step + 1]]
     }
 
     /// The version of a step.

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use salsa::{Durability, Setter};
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use crate::db::{
     InputNode, InputNodeEdge, OpDef, OpNode, OpVersion, OutputSlot, ResourceNode, SourceNode,
@@ -146,15 +147,16 @@ impl Engine {
         let lineage = job.mode() == VersionMode::Lineage;
         let env_values = BTreeMap::new();
         let mut ops: Vec<OpNode> = Vec::with_capacity(job.len());
-        let mut slots: Vec<Vec<OutputSlot>> = Vec::with_capacity(job.len());
+        let first_slot = job.output_offsets();
+        let mut slots: Vec<OutputSlot> = Vec::with_capacity(first_slot[job.len()]);
         let mut code_versions = Vec::with_capacity(job.len());
         let mut config_digests = Vec::with_capacity(job.len());
         for (idx, op) in job.steps().iter().enumerate() {
-            let step_slots: Vec<OutputSlot> = op
-                .outputs()
-                .iter()
-                .map(|_| OutputSlot::builder(None).durability(Durability::LOW).new(&db))
-                .collect();
+            slots.extend(
+                op.outputs()
+                    .iter()
+                    .map(|_| OutputSlot::builder(None).durability(Durability::LOW).new(&db)),
+            );
             let inputs: Vec<InputNode> = job
                 .input_edges(idx)
                 .iter()
@@ -168,7 +170,7 @@ impl Engine {
                         InputEdge::Output(up, out) => InputNodeEdge::Output {
                             op: ops[up],
                             output: job.step(up).outputs()[out].name.clone(),
-                            slot: slots[up][out],
+                            slot: slots[first_slot[up] + out],
                         },
                     };
                     InputNode { name: spec.name.clone(), path: spec.path.clone(), edge }
@@ -189,9 +191,8 @@ impl Engine {
             };
             let node = OpNode::builder(def).durability(Durability::HIGH).new(&db);
             ops.push(node);
-            slots.push(step_slots);
         }
-        let slot_data = slots.iter().map(|s| vec![None; s.len()]).collect();
+        let slot_data = vec![None; slots.len()];
         let source_data = vec![None; sources.len()];
         Engine {
             job,
@@ -200,6 +201,7 @@ impl Engine {
                 ops,
                 slots,
                 slot_data,
+                first_slot,
                 sources,
                 source_data,
                 resources,
@@ -347,7 +349,7 @@ impl Engine {
     /// a hit, or from a run), in declaration order; `None` where unknown.
     pub fn output_data(&self, step: &str) -> Result<Vec<Option<DataVersion>>, PlanError> {
         let idx = self.step_idx(step)?;
-        Ok(self.graph.slot_data[idx].clone())
+        Ok(self.graph.slot_data(idx).to_vec())
     }
 
     /// The output versions of a step at op version `v`, recomputed only
@@ -450,7 +452,7 @@ impl Engine {
                         _ => None,
                     }
                 } else {
-                    self.graph.slot_data[up][out].map(|d| d.0)
+                    self.graph.slot_data(up)[out].map(|d| d.0)
                 }
             }
         }
@@ -540,9 +542,9 @@ fn env_digest(names: &[String], values: &BTreeMap<String, Option<String>>) -> Op
 }
 
 fn outputs_digest(job: &Job, idx: StepIdx) -> Digest {
-    let mut outputs: Vec<(&str, Option<&str>)> =
+    let mut outputs: SmallVec<[(&str, Option<&str>); 2]> =
         job.step(idx).outputs().iter().map(|o| (o.name.as_str(), o.path.as_deref())).collect();
-    outputs.sort();
+    outputs.sort_unstable();
     compute_outputs_digest(job.step(idx).name(), &outputs)
 }
 

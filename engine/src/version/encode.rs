@@ -20,6 +20,7 @@
 use std::sync::OnceLock;
 
 use serde_json::Value;
+use smallvec::SmallVec;
 
 use super::{CodeVersion, DataVersion, Digest, OutputVersion, ResourceVersion};
 
@@ -259,14 +260,14 @@ pub fn canonical_config(value: &Value, out: &mut Vec<u8>) {
         Value::Object(map) => {
             out.push(7);
             len(out, map.len());
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort();
-            for key in keys {
+            // Most configs have a few keys: sorted on the stack, each with
+            // its value (no second lookup).
+            let mut entries: SmallVec<[(&String, &Value); 8]> = map.iter().collect();
+            entries.sort_unstable_by(|a, b| a.0.cmp(b.0));
+            for (key, item) in entries {
                 len(out, key.len());
                 out.extend_from_slice(key.as_bytes());
-                if let Some(item) = map.get(key) {
-                    canonical_config(item, out);
-                }
+                canonical_config(item, out);
             }
         }
     }
@@ -274,7 +275,8 @@ pub fn canonical_config(value: &Value, out: &mut Vec<u8>) {
 
 /// The digest of a config value's canonical encoding.
 pub fn config_digest(value: &Value) -> Digest {
-    let mut buf = Vec::new();
+    // One allocation for the usual small config, not a growing one.
+    let mut buf = Vec::with_capacity(128);
     canonical_config(value, &mut buf);
     let mut encoder = Encoder::new(&DOMAIN_CONFIG);
     encoder.bytes(&buf);
