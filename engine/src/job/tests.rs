@@ -283,3 +283,30 @@ mod wiring {
         }
     }
 }
+
+/// The first name repeating an earlier one, in declaration order: the
+/// pairwise scan of short lists and the sort of long ones agree with the
+/// definition.
+#[test]
+fn first_repeated_finds_the_first_name_seen_before() {
+    use super::validate::first_repeated;
+    let naive = |names: &[&str]| -> Option<String> {
+        (0..names.len()).find(|&i| names[..i].contains(&names[i])).map(|i| names[i].to_owned())
+    };
+    let pool = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l"];
+    // Every list of up to 12 names drawn from a small pool, deterministic.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    for _ in 0..5_000 {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let len = (state % 13) as usize;
+        let names: Vec<&str> =
+            (0..len).map(|k| pool[((state >> (4 + k * 4)) % 12) as usize]).collect();
+        assert_eq!(
+            first_repeated(names.iter().copied()).map(str::to_owned),
+            naive(&names),
+            "{names:?}"
+        );
+    }
+}
