@@ -90,6 +90,19 @@ enum WorkerResult {
     },
 }
 
+impl WorkerResult {
+    /// A step that failed before its op ran: no exit code, no time, no log.
+    fn failed_unrun(idx: StepIdx, message: String) -> WorkerResult {
+        WorkerResult::Failed {
+            idx,
+            message,
+            exit_code: None,
+            duration: Duration::ZERO,
+            log: StepLog::default(),
+        }
+    }
+}
+
 /// Hashes step indices (small integers the runner made, not user data) with
 /// one multiplication instead of SipHash.
 #[derive(Default)]
@@ -410,13 +423,7 @@ impl<'a> Runner<'a> {
                             // write it; the rest of the run goes on.
                             let message = format!("output {}: {source}", ctx.output);
                             self.stored_mut(idx).fill(None);
-                            let failed = WorkerResult::Failed {
-                                idx,
-                                message,
-                                exit_code: None,
-                                duration: Duration::ZERO,
-                                log: StepLog::default(),
-                            };
+                            let failed = WorkerResult::failed_unrun(idx, message);
                             self.stop_requested |= self.handle(failed, events)?;
                             return Ok(());
                         }
@@ -763,14 +770,7 @@ impl<'a> Runner<'a> {
                     }
                     _ => {
                         let message = format!("cannot load input from step `{up_name}`: {message}");
-                        let failed = WorkerResult::Failed {
-                            idx,
-                            message,
-                            exit_code: None,
-                            duration: Duration::ZERO,
-                            log: StepLog::default(),
-                        };
-                        return self.handle(failed, events);
+                        return self.handle(WorkerResult::failed_unrun(idx, message), events);
                     }
                 }
                 Ok(false)
