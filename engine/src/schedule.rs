@@ -1204,9 +1204,10 @@ fn execute_step(job: &Job, io: &dyn IoManager, work: StepWork, run_id: &str) -> 
     WorkerResult::Done { idx, reasons: work.reasons, stored, duration, log }
 }
 
-/// After a step ran: the source inputs and code files its version was
-/// computed from that no longer hold those bytes (edited while it ran), as
-/// the step's failure; `None` if all still do. Code files count only under
+/// After a step ran: the source inputs, code files and upstream outputs read
+/// at a path that its version was computed from and that no longer hold
+/// those bytes (edited while it ran), as the step's failure; `None` if all
+/// still do. Code files count only under
 /// the source hash (an explicit code version does not read them).
 fn changed_source(job: &Job, io: &dyn IoManager, work: &StepWork) -> Option<String> {
     let op = job.step(work.idx);
@@ -1219,7 +1220,13 @@ fn changed_source(job: &Job, io: &dyn IoManager, work: &StepWork) -> Option<Stri
         _ => &[],
     };
     let code = code_files.iter().map(|(path, data)| (path.as_str(), *data));
-    for (path, data) in sources.chain(code) {
+    // Upstream outputs read at a path too: the step read the workspace
+    // copy, which anything outside trove (a command left running by a
+    // killed run, another tool) may have rewritten meanwhile.
+    let wired = work.inputs.iter().filter_map(|input| {
+        op.inputs()[input.input].path.as_deref().map(|path| (path, input.stored.data_version))
+    });
+    for (path, data) in sources.chain(code).chain(wired) {
         match io.source_unchanged(path, data) {
             Ok(true) => {}
             Ok(false) => {

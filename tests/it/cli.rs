@@ -866,6 +866,44 @@ code = ["tool.sh"]
     }
 }
 
+/// An upstream output rewritten in the workspace while a step that reads it
+/// runs (a command left running by a killed run, another tool) fails that
+/// step: stored, its outputs would stand for the upstream's recorded bytes
+/// and be served from then on.
+#[test]
+fn an_upstream_output_rewritten_while_its_reader_runs_fails_the_reader() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.a]
+cmd = "echo {config.v} > {out.o}"
+out = { o = "build/a.txt" }
+config = { v = 1 }
+
+[ops.b]
+cmd = "touch started; while [ ! -e go ]; do sleep 0.01; done; rm go started; cat {in.a} > {out.o}"
+in = { a = "build/a.txt" }
+out = { o = "build/b.txt" }
+"#,
+    );
+    std::fs::write(ws.root().join("go"), "").unwrap();
+    run_json(&ws, &[]).ok();
+    let run = ws.command(["run", "--force", "b"]).spawn().unwrap();
+    ws.wait_for("started");
+    std::fs::write(ws.root().join("build/a.txt"), "stray\n").unwrap();
+    std::fs::write(ws.root().join("go"), "").unwrap();
+    let out = Outcome::of(run.wait_with_output().unwrap());
+    out.code(1);
+    assert!(out.stderr.contains("build/a.txt changed while the step ran"), "{}", out.stderr);
+    // The next run puts a's output back, and b's output at its version is
+    // still the one made from a's bytes: the stray bytes were not stored.
+    let again = run_json(&ws, &[]);
+    again.ok();
+    assert_eq!(again.outcomes(), "a:memoized b:memoized");
+    assert_eq!(ws.read("build/a.txt"), "1\n");
+    assert_eq!(ws.read("build/b.txt"), "1\n");
+}
+
 #[test]
 fn an_outputs_executable_bit_is_restored_and_never_left_behind() {
     use std::os::unix::fs::PermissionsExt as _;
