@@ -35,8 +35,77 @@ pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<Sh
         command.env_clear().envs(inherited_env().iter().map(|(k, v)| (k, v)));
         command.envs(env.iter().copied());
     }
-    let output = command.output()?;
+    command.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let child = command.spawn()?;
+    let pid = child.id();
+    running(|pids| pids.push(pid));
+    let output = child.wait_with_output();
+    running(|pids| pids.retain(|&p| p != pid));
+    let output = output?;
     Ok(ShellOutput { status: output.status, stdout: output.stdout, stderr: output.stderr })
+}
+
+/// The process ids of the commands running now (each `sh` this process
+/// started and has not reaped yet).
+fn running<T>(f: impl FnOnce(&mut Vec<u32>) -> T) -> T {
+    static RUNNING: std::sync::Mutex<Vec<u32>> = std::sync::Mutex::new(Vec::new());
+    let mut pids = RUNNING.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    f(&mut pids)
+}
+
+/// Kills every running command and everything it started, for a trove that
+/// stops at once (a second Ctrl-C): a command left running would go on
+/// writing into the workspace after trove is gone. Commands share trove's
+/// process group (so a terminal's Ctrl-C reaches them as it reaches make's),
+/// which therefore cannot be signalled as a whole: on Linux each command's
+/// descendants are found through `/proc`, twice, to catch one forked
+/// between the look and the kill.
+pub fn kill_running_commands() {
+    let roots = running(|pids| pids.clone());
+    if roots.is_empty() {
+        return;
+    }
+    for _ in 0..2 {
+        for pid in descendants_and_self(&roots) {
+            if let Some(pid) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) {
+                let _ = rustix::process::kill_process(pid, rustix::process::Signal::KILL);
+            }
+        }
+    }
+}
+
+/// `roots` and every process below them, from `/proc/PID/stat` (only
+/// `roots` where there is no `/proc`).
+fn descendants_and_self(roots: &[u32]) -> Vec<u32> {
+    let mut parent_of: Vec<(u32, u32)> = Vec::new();
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+                continue;
+            };
+            // `PID (COMM) STATE PPID ...`; COMM may hold spaces and parens.
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if let Some(ppid) = ppid {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found: Vec<u32> = roots.to_vec();
+    let mut next = 0;
+    while next < found.len() {
+        let parent = found[next];
+        for &(pid, ppid) in &parent_of {
+            if ppid == parent && !found.contains(&pid) {
+                found.push(pid);
+            }
+        }
+        next += 1;
+    }
+    found
 }
 
 /// The flag that cancels this process's run: raised by trove's signal

@@ -793,6 +793,69 @@ out = { o = "after.txt" }
     assert_eq!(again.outcomes(), "slow:memoized after:ran");
 }
 
+/// Whether a process runs (a zombie does not: killed, not yet reaped).
+fn process_runs(pid: &str) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().to_owned()))
+        .is_some_and(|rest| !rest.starts_with('Z') && !rest.starts_with('X'))
+}
+
+#[test]
+fn a_second_signal_stops_at_once_and_leaves_no_command_running() {
+    // Left running, a command would go on writing into the workspace after
+    // trove is gone, and clash with the next run.
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.slow]
+cmd = "echo $$ > pid; sleep 30 & echo $! > child; wait; echo late > {out.o}"
+out = { o = "late.txt" }
+"#,
+    );
+    let run = ws.command(["run", "-j", "1"]).spawn().unwrap();
+    ws.wait_for("child");
+    std::thread::sleep(std::time::Duration::from_millis(50));
+    let (pid, child) = (ws.read("pid"), ws.read("child"));
+    assert!(process_runs(pid.trim()) && process_runs(child.trim()));
+    send_signal(&ws, "TERM", &run.id().to_string());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    send_signal(&ws, "TERM", &run.id().to_string());
+    let out = Outcome::of(run.wait_with_output().unwrap());
+    out.code(130);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while (process_runs(pid.trim()) || process_runs(child.trim()))
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    assert!(!process_runs(pid.trim()), "the command outlived trove");
+    assert!(!process_runs(child.trim()), "what the command started outlived trove");
+    assert!(!ws.exists("late.txt"));
+}
+
+/// `timeout` signals trove and then its whole process group: the run is
+/// cancelled and recorded, with the step its signal killed as failed (the
+/// signal can arrive twice; see `Signals` in `cli/src/commands/run.rs`).
+#[test]
+fn timeout_cancels_the_run_and_records_it() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.slow]
+cmd = "touch started; sleep 30"
+out = { o = "slow.txt" }
+"#,
+    );
+    let mut command = trove_cli::command::program(std::path::Path::new("timeout"), ws.root());
+    command.args(["-s", "TERM", "1"]).arg(crate::support::trove_bin()).args(["run", "-j", "1"]);
+    let out = Outcome::of(command.output().unwrap());
+    assert!(ws.exists("started"));
+    assert_eq!(out.code, 124, "{}", out.stderr);
+    assert_eq!(last_run_status(&ws), "cancelled", "{}", out.stderr);
+    assert!(out.stderr.contains("killed by signal 15"), "{}", out.stderr);
+}
+
 #[test]
 fn a_symbolic_link_declared_as_an_output_fails_its_step_and_one_inside_a_directory_is_kept() {
     let ws = TestWorkspace::new()

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context as _;
 use trove_engine::{RunOptions, RunStatus, Selection};
@@ -156,18 +156,79 @@ fn up_to_date(
 /// The run's cancellation flag ([`crate::command::interruption`]), set by
 /// the first Ctrl-C (or SIGTERM, SIGHUP): running steps finish (or fail,
 /// when the terminal interrupted their commands too), nothing new starts,
-/// and the run is recorded as cancelled. A second signal exits at once.
+/// and the run is recorded as cancelled. A second signal kills the running
+/// commands and exits at once (see [`Signals`]).
 fn interrupt_flag() -> Arc<AtomicBool> {
-    static SIGNALS: AtomicUsize = AtomicUsize::new(0);
+    static SIGNALS: Signals = Signals::new();
     let flag = crate::command::interruption();
     let handler_flag = Arc::clone(&flag);
     // Fails only if a handler is already set (a second run in one process).
-    let _ = ctrlc::set_handler(move || {
-        if SIGNALS.fetch_add(1, Ordering::SeqCst) > 0 {
+    let _ = ctrlc::set_handler(move || match SIGNALS.heard(std::time::Instant::now()) {
+        Heard::First => {
+            handler_flag.store(true, Ordering::SeqCst);
+            human::note("interrupted: finishing the running steps (Ctrl-C again to stop at once)");
+        }
+        Heard::Repeat => {}
+        Heard::Again => {
+            crate::command::kill_running_commands();
             std::process::exit(i32::from(crate::EXIT_INTERRUPTED));
         }
-        handler_flag.store(true, Ordering::SeqCst);
-        human::note("interrupted: finishing the running steps (Ctrl-C again to stop at once)");
     });
     flag
+}
+
+/// What a signal means, given the ones before it.
+#[derive(Debug, PartialEq, Eq)]
+enum Heard {
+    /// The first: cancel the run.
+    First,
+    /// The first again, within [`SAME_SIGNAL`]: `timeout` signals trove and
+    /// then its whole process group, trove included, so one interruption
+    /// can arrive twice; no one presses Ctrl-C twice that fast.
+    Repeat,
+    /// A second one: stop at once.
+    Again,
+}
+
+/// The time of the first signal of the run.
+struct Signals {
+    first: std::sync::OnceLock<std::time::Instant>,
+}
+
+impl Signals {
+    const fn new() -> Signals {
+        Signals { first: std::sync::OnceLock::new() }
+    }
+
+    fn heard(&self, now: std::time::Instant) -> Heard {
+        match self.first.get() {
+            None => {
+                let _ = self.first.set(now);
+                Heard::First
+            }
+            Some(first) if now.saturating_duration_since(*first) < SAME_SIGNAL => Heard::Repeat,
+            Some(_) => Heard::Again,
+        }
+    }
+}
+
+/// How long after a first signal another counts as the same one.
+const SAME_SIGNAL: std::time::Duration = std::time::Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{Heard, Signals};
+
+    #[test]
+    fn a_signal_right_after_the_first_is_the_same_and_a_later_one_stops() {
+        let signals = Signals::new();
+        let t = Instant::now();
+        assert_eq!(signals.heard(t), Heard::First);
+        assert_eq!(signals.heard(t + Duration::from_millis(1)), Heard::Repeat);
+        assert_eq!(signals.heard(t + Duration::from_millis(49)), Heard::Repeat);
+        assert_eq!(signals.heard(t + Duration::from_millis(50)), Heard::Again);
+        assert_eq!(signals.heard(t + Duration::from_secs(3)), Heard::Again);
+    }
 }
