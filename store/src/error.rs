@@ -73,10 +73,10 @@ pub enum StoreError {
         /// redb's message.
         message: String,
     },
-    /// The trace database's bytes are damaged; a read-write open sets it
-    /// aside and starts afresh.
+    /// The trace database's bytes are damaged; a writer sets it aside (in
+    /// the quarantine) and the next open starts afresh.
     #[error(
-        "trace database {} is damaged ({message}); a read-write open (`trove run`) sets it aside and starts afresh",
+        "trace database {} is damaged ({message}); it is set aside in the store's quarantine/ by the next `trove run` (or now, if this command was writing), and a fresh one starts: every step runs again",
         path.display()
     )]
     Damaged {

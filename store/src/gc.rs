@@ -335,16 +335,34 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
         let mut db =
             store.db.write().map_err(|_| StoreError::Internal("database lock poisoned".into()))?;
         if let Db::Rw(db) = &mut *db {
-            match db.check_integrity() {
+            use crate::trace_db::RedbError as _;
+            let checked = crate::trace_db::quietly(|| {
+                db.check_integrity().map_err(|e| (e.damage(), e.to_string()))
+            })
+            .unwrap_or_else(|_| Err((true, "redb failed on its pages".into())));
+            match checked {
                 Ok(true) => {}
                 Ok(false) => report.problems.push(Problem {
                     what: store.db_path().display().to_string(),
                     detail: "database pages were damaged and have been repaired".into(),
                 }),
-                Err(e) => report.problems.push(Problem {
+                Err((false, e)) => report.problems.push(Problem {
                     what: store.db_path().display().to_string(),
                     detail: format!("integrity check failed: {e}"),
                 }),
+                Err((true, e)) => {
+                    // Unsound: it is set aside as the store closes, and the
+                    // next run starts a fresh one.
+                    crate::trace_db::note_damage(store.db_path(), &e);
+                    report.problems.push(Problem {
+                        what: store.db_path().display().to_string(),
+                        detail: format!(
+                            "integrity check failed: {e}; the database is moved to the store's \
+                             quarantine/ and the next run starts a fresh one (every step runs again)"
+                        ),
+                    });
+                    return Ok(report);
+                }
             }
         }
     }

@@ -153,7 +153,18 @@ impl LockedStore {
             create_db(&builder, &dir, &db_path, &fs)?;
         }
         let mut recovered = None;
-        let (db, file) = match open_rw_db(&builder, &db_path, &fs)? {
+        let opened = open_rw_db(&builder, &db_path, &fs)?.and_then(|(db, file)| {
+            match probe(&db) {
+                Ok(()) => Ok((db, file)),
+                Err(message) => {
+                    // Its handle goes before the file is moved aside.
+                    drop(trace_db::quietly(move || drop(db)));
+                    let _ = file.close();
+                    Err(redb::DatabaseError::Storage(redb::StorageError::Corrupted(message)))
+                }
+            }
+        });
+        let (db, file) = match opened {
             Ok(opened) => opened,
             Err(e) if is_damage(&e) && !set_aside => {
                 return Err(StoreError::Damaged { path: db_path, message: e.to_string() });
@@ -449,7 +460,15 @@ impl Store {
         let builder = builder();
         let mut told = false;
         let mut settled = false;
+        let mut settles = 0;
         let db = loop {
+            if settled && !db_path.exists() {
+                // Making it readable found it damaged, and set it aside.
+                return Err(StoreError::Damaged {
+                    path: db_path.clone(),
+                    message: "found damaged while making it readable".into(),
+                });
+            }
             match open_quietly(|| builder.open_read_only(&db_path)) {
                 Ok(db) => break Db::Ro(db),
                 Err(e) if is_damage(&e) => {
@@ -463,8 +482,17 @@ impl Store {
                 // until a writer has opened it again.
                 Err(redb::DatabaseError::RepairAborted) if !settled => {
                     match settle_unclean(dir, &fs) {
+                        // Unclean again and again with no writer about:
+                        // closing it cleanly does not take.
+                        Ok(true) if settles >= 3 => {
+                            return Err(StoreError::Damaged {
+                                path: db_path.clone(),
+                                message: "it stays unclean after a clean close".into(),
+                            });
+                        }
                         Ok(true) => {
                             settled = true;
+                            settles += 1;
                             continue;
                         }
                         // A writer holds it: wait for it below.
@@ -933,11 +961,21 @@ impl Store {
             Db::Left => return Err(StoreError::Internal("the store was closed".into())),
         };
         let path = self.db_path.as_path();
-        let mut txn = db.begin_write().map_err(|e| db_err(path)(&e))?;
-        txn.set_durability(Durability::Immediate).map_err(|e| db_err(path)(&e))?;
-        txn.set_quick_repair(true);
-        let r = f(&txn, path)?;
-        txn.commit().map_err(|e| db_err(path)(&e))?;
+        // redb panics on some damaged pages (a table its directory names
+        // but cannot find): that is damage, not a bug of this process.
+        let r = trace_db::quietly(|| {
+            let mut txn = db.begin_write().map_err(|e| db_err(path)(&e))?;
+            txn.set_durability(Durability::Immediate).map_err(|e| db_err(path)(&e))?;
+            txn.set_quick_repair(true);
+            let r = f(&txn, path)?;
+            txn.commit().map_err(|e| db_err(path)(&e))?;
+            Ok(r)
+        })
+        .unwrap_or_else(|panic| {
+            let message = format!("redb failed on its pages: {}", panic_text(panic.as_ref()));
+            trace_db::note_damage(path, &message);
+            Err(StoreError::Damaged { path: path.to_path_buf(), message })
+        })?;
         self.invalidate_reads();
         Ok(r)
     }
@@ -1825,8 +1863,12 @@ fn settle_unclean(dir: &Path, fs: &Fs) -> Result<bool, StoreError> {
     };
     match Store::open_impl(dir, &opts, &mut |_| {}, fs.clone(), false) {
         Ok(store) => {
+            // One commit, so damage that only a write meets shows now: the
+            // store then sets the file aside as it closes (a file that
+            // cannot be closed cleanly would never become readable).
+            let committed = store.write_txn(|_, _| Ok(()));
             drop(store);
-            Ok(true)
+            committed.map(|()| true)
         }
         Err(StoreError::Locked { .. }) => Ok(false),
         Err(e) => Err(e),
@@ -1862,15 +1904,41 @@ fn open_quietly<D>(
 
 /// Whether redb refused a database file because its bytes are damaged (as
 /// opposed to locked, busy or from a newer format): corruption it detects,
-/// or a file cut short.
+/// a file cut short, or one whose header is not redb's.
 fn is_damage(e: &redb::DatabaseError) -> bool {
-    match e {
-        redb::DatabaseError::Storage(redb::StorageError::Corrupted(_)) => true,
-        redb::DatabaseError::Storage(redb::StorageError::Io(io)) => {
-            io.kind() == std::io::ErrorKind::UnexpectedEof
+    trace_db::RedbError::damage(e)
+}
+
+/// A panic's message.
+fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".to_owned())
+}
+
+/// Reads the root-to-leaf path of both ends of every table, with redb's
+/// panics caught: a damaged table directory or root page shows here, at
+/// open, where the database can still be set aside before anything runs.
+/// `Err`: what is damaged.
+fn probe(db: &redb::Database) -> Result<(), String> {
+    let read = || -> Result<(), String> {
+        let txn = redb::ReadableDatabase::begin_read(db).map_err(|e| e.to_string())?;
+        for table in ALL_TABLES {
+            let handle = match txn.open_table(table) {
+                Ok(handle) => handle,
+                Err(redb::TableError::TableDoesNotExist(_)) => continue,
+                Err(e) => return Err(e.to_string()),
+            };
+            handle.first().map_err(|e| e.to_string())?;
+            handle.last().map_err(|e| e.to_string())?;
         }
-        _ => false,
-    }
+        Ok(())
+    };
+    trace_db::quietly(read).unwrap_or_else(|panic| {
+        Err(format!("redb failed on its pages: {}", panic_text(panic.as_ref())))
+    })
 }
 
 /// Moves a damaged database into the quarantine directory (beside the
@@ -2087,7 +2155,7 @@ impl Store {
     /// and exactly as after a crash, which the crash tests exercise. The
     /// database file stays open and locked until the process exits, so
     /// nothing in this process may open the store again.
-    pub fn close_at_exit(self) -> Result<(), StoreError> {
+    pub fn close_at_exit(mut self) -> Result<(), StoreError> {
         self.flush_all()?;
         // Reads of this process end first: they hold reader slots of the
         // file.
@@ -2103,13 +2171,50 @@ impl Store {
                 file.close().map_err(|e| db_err(&self.db_path)(&e))?;
             }
         }
+        drop(db);
+        self.set_aside_if_damaged();
         Ok(())
+    }
+
+    /// A writer whose database showed damage in this process (a commit or
+    /// a read failed on its pages) moves the file to the quarantine as it
+    /// closes: the next open starts a fresh one, as for a file damaged
+    /// beyond opening, instead of failing on the same pages for good.
+    fn set_aside_if_damaged(&mut self) {
+        if self.read_only || trace_db::take_damage(&self.db_path).is_none() {
+            return;
+        }
+        // Reads hold the database: they go first, then redb's handle
+        // (whose drop may trip on the damage too), then its file locks.
+        self.invalidate_reads();
+        if let Ok(mut db) = self.db.write() {
+            let old = std::mem::replace(&mut *db, Db::Left);
+            let _ = trace_db::quietly(move || drop(old));
+        }
+        if let Some(file) = &self.file {
+            let _ = file.close();
+        }
+        let _ = set_aside_db(&self.dir, &self.db_path, self.blobs.fs());
     }
 }
 
 impl Drop for Store {
     fn drop(&mut self) {
         let _ = self.flush_all();
+        if !self.read_only {
+            // redb's handle commits as it closes, which can trip on damaged
+            // pages no read touched: damage, set aside below.
+            self.invalidate_reads();
+            if let Ok(mut db) = self.db.write() {
+                let old = std::mem::replace(&mut *db, Db::Left);
+                if let Err(panic) = trace_db::quietly(move || drop(old)) {
+                    let message =
+                        format!("redb failed on its pages: {}", panic_text(panic.as_ref()));
+                    trace_db::note_damage(&self.db_path, &message);
+                }
+            }
+        }
+        self.set_aside_if_damaged();
     }
 }
 

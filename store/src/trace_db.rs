@@ -75,9 +75,115 @@ impl Db {
     }
 }
 
-/// Maps any redb error to a [`StoreError::Database`] naming the file.
-pub(crate) fn db_err(path: &Path) -> impl Fn(&dyn std::fmt::Display) -> StoreError + '_ {
-    move |e| StoreError::Database { path: path.to_path_buf(), message: e.to_string() }
+/// Maps any redb error to a [`StoreError`] naming the file:
+/// [`StoreError::Damaged`] when it says the file's bytes are damaged,
+/// [`StoreError::Database`] otherwise.
+pub(crate) fn db_err(path: &Path) -> impl Fn(&dyn RedbError) -> StoreError + '_ {
+    move |e| {
+        if e.damage() {
+            note_damage(path, &e.to_string());
+            StoreError::Damaged { path: path.to_path_buf(), message: e.to_string() }
+        } else {
+            StoreError::Database { path: path.to_path_buf(), message: e.to_string() }
+        }
+    }
+}
+
+/// Database files found damaged in this process, with what was found: the
+/// writer that holds one sets it aside when it closes (see
+/// `Store::set_aside_if_damaged`), wherever the damage showed (a lookup
+/// deep in a run, a commit), so the next open starts afresh instead of
+/// failing on the same pages for good.
+fn damaged() -> std::sync::MutexGuard<'static, Vec<(std::path::PathBuf, String)>> {
+    static DAMAGED: std::sync::Mutex<Vec<(std::path::PathBuf, String)>> =
+        std::sync::Mutex::new(Vec::new());
+    DAMAGED.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Records that the database file at `path` is damaged.
+pub(crate) fn note_damage(path: &Path, message: &str) {
+    let mut found = damaged();
+    if !found.iter().any(|(p, _)| p == path) {
+        found.push((path.to_path_buf(), message.to_owned()));
+    }
+}
+
+/// What was found damaged in the database file at `path`, if anything
+/// (and forgets it: the file is about to be set aside).
+pub(crate) fn take_damage(path: &Path) -> Option<String> {
+    let mut found = damaged();
+    let at = found.iter().position(|(p, _)| p == path)?;
+    Some(found.swap_remove(at).1)
+}
+
+/// A redb error, and whether it means damaged bytes: corruption redb
+/// detects, or a page that points past the end of the file.
+pub(crate) trait RedbError: std::fmt::Display {
+    /// Whether the file's bytes are damaged.
+    fn damage(&self) -> bool;
+}
+
+/// Whether a storage error means damaged bytes.
+pub(crate) fn storage_damage(e: &redb::StorageError) -> bool {
+    match e {
+        redb::StorageError::Corrupted(_) => true,
+        redb::StorageError::Io(io) => {
+            matches!(io.kind(), std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData)
+        }
+        _ => false,
+    }
+}
+
+impl RedbError for redb::StorageError {
+    fn damage(&self) -> bool {
+        storage_damage(self)
+    }
+}
+
+impl RedbError for redb::Error {
+    fn damage(&self) -> bool {
+        match self {
+            redb::Error::Corrupted(_) => true,
+            redb::Error::Io(io) => matches!(
+                io.kind(),
+                std::io::ErrorKind::UnexpectedEof | std::io::ErrorKind::InvalidData
+            ),
+            _ => false,
+        }
+    }
+}
+
+macro_rules! storage_wrapper {
+    ($($t:ty),*) => {$(
+        impl RedbError for $t {
+            fn damage(&self) -> bool {
+                match self {
+                    Self::Storage(e) => storage_damage(e),
+                    _ => false,
+                }
+            }
+        }
+    )*};
+}
+
+storage_wrapper!(
+    redb::TableError,
+    redb::TransactionError,
+    redb::CommitError,
+    redb::DatabaseError,
+    redb::CompactionError
+);
+
+impl RedbError for redb::SetDurabilityError {
+    fn damage(&self) -> bool {
+        false
+    }
+}
+
+impl RedbError for std::io::Error {
+    fn damage(&self) -> bool {
+        false
+    }
 }
 
 thread_local! {

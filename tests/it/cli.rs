@@ -1228,3 +1228,88 @@ out = { o = "b.txt" }
     );
     assert_eq!(run_json(&ws, &[]).outcomes(), "a:ran b:memoized");
 }
+
+/// One flipped byte in the trace database, at the places where redb used to
+/// panic, hang or fail on every run (a system or user table's name, a type
+/// name in a system table, the table directory's offsets, a table's root,
+/// the file's magic number): no command panics or hangs, the damaged file
+/// is set aside in the quarantine at the latest by the first run that
+/// meets the damage, and from the next run on everything is right and
+/// memoized again.
+#[test]
+fn one_flipped_byte_in_the_trace_database_never_panics_hangs_or_fails_for_good() {
+    let cases: [(&str, &[u8], isize); 5] = [
+        ("a system table's name", b"allocator_state", 22),
+        ("a type name in a system table", b"redb::PageList", 7),
+        ("the table directory's offsets", b"blobscachelatest", -33),
+        ("a table's root", b"blobscachelatest", 452),
+        ("the magic number", b"redb", 5),
+    ];
+    for (what, pattern, offset) in cases {
+        let ws = TestWorkspace::new().file(
+            "trove.toml",
+            r#"
+[ops.a]
+cmd = "seq 1 2000 > {out.o}"
+out = { o = "build/a.txt" }
+
+[ops.b]
+cmd = "tr 1 x < {in.i} > {out.o}"
+in = { i = "build/a.txt" }
+out = { o = "build/b.txt" }
+"#,
+        );
+        ws.run(["run"]).ok();
+        let expected = ws.read("build/b.txt");
+        let db = ws.root().join(".trove/trove.redb");
+        let mut bytes = std::fs::read(&db).unwrap();
+        let hits: Vec<usize> = if pattern == b"redb" {
+            vec![0]
+        } else {
+            bytes
+                .windows(pattern.len())
+                .enumerate()
+                .filter(|(_, w)| w == &pattern)
+                .map(|(i, _)| i)
+                .collect()
+        };
+        assert!(!hits.is_empty(), "{what}: {pattern:?} not in the file");
+        for at in hits {
+            let at = at.checked_add_signed(offset).unwrap();
+            bytes[at] ^= 0x10;
+        }
+        std::fs::write(&db, &bytes).unwrap();
+        std::fs::remove_dir_all(ws.root().join("build")).unwrap();
+        let trove = |args: &[&str]| {
+            let mut command =
+                trove_cli::command::program(std::path::Path::new("timeout"), ws.root());
+            command.arg("60").arg(crate::support::trove_bin()).args(args);
+            let out = Outcome::of(command.output().unwrap());
+            assert!(
+                out.code != 101 && !out.stderr.contains("panicked at"),
+                "{what}: {args:?} panicked:\n{}",
+                out.stderr
+            );
+            assert_ne!(out.code, 124, "{what}: {args:?} hung");
+            out
+        };
+        for args in [&["log"][..], &["run"], &["verify"], &["log"]] {
+            trove(args);
+        }
+        let run = trove(&["run"]);
+        assert_eq!(run.code, 0, "{what}: the run after the damage was met failed:\n{}", run.stderr);
+        assert_eq!(ws.read("build/b.txt"), expected, "{what}");
+        let again = trove(&["run", "--full-check"]);
+        assert_eq!(again.code, 0, "{what}: {}", again.stderr);
+        assert!(again.stderr.contains("0 ran, 2 memoized"), "{what}: {}", again.stderr);
+        let aside = std::fs::read_dir(ws.root().join(".trove/quarantine"))
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().ends_with(".damaged"))
+                    .count()
+            })
+            .unwrap_or(0);
+        assert_eq!(aside, 1, "{what}: the damaged database is kept in the quarantine");
+        assert_eq!(trove(&["verify"]).code, 0, "{what}");
+    }
+}
