@@ -109,7 +109,7 @@ fn descendants_and_self(roots: &[u32]) -> Vec<u32> {
 }
 
 /// The flag that cancels this process's run: raised by trove's signal
-/// handler, and by a command that died of SIGINT or SIGHUP. A terminal
+/// handler, and by a command that died of SIGINT, SIGHUP or SIGTERM. A terminal
 /// signals its whole foreground process group, trove and the running
 /// commands alike, and a command may die, and its step be booked as failed,
 /// before trove's handler has run: the command's death is the same news.
@@ -119,13 +119,16 @@ pub fn interruption() -> Arc<std::sync::atomic::AtomicBool> {
     Arc::clone(FLAG.get_or_init(|| Arc::new(std::sync::atomic::AtomicBool::new(false))))
 }
 
-/// Whether a command died of a terminal's interrupt or hangup.
+/// Whether a command died of a terminal's interrupt or hangup, or of the
+/// termination `timeout` and CI runners send to trove's whole process
+/// group (`sh` itself dies of a signal only when someone signals it: a
+/// command it runs that dies of one makes it exit with a code).
 fn interrupted_by_terminal(status: &ExitStatus) -> bool {
     #[cfg(unix)]
     {
         use std::os::unix::process::ExitStatusExt;
-        // SIGHUP and SIGINT.
-        matches!(status.signal(), Some(1 | 2))
+        // SIGHUP, SIGINT and SIGTERM.
+        matches!(status.signal(), Some(1 | 2 | 15))
     }
     #[cfg(not(unix))]
     {

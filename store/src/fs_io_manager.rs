@@ -510,7 +510,11 @@ impl IoManager for FsIoManager<'_> {
             Location::Inline(_) | Location::Blob => Ok(Restore::Present),
             Location::InlineFile { .. } => {
                 let rel = self.path_of(ctx, &rec)?;
-                self.ensure_workspace(ctx, &rel, &rec)
+                let res = self.ensure_workspace(ctx, &rel, &rec)?;
+                if res == Restore::Restored {
+                    self.store.stage_latest_at(ctx.step, rec.op_version);
+                }
+                Ok(res)
             }
             Location::File { .. } | Location::Dir { .. } => {
                 let rel = self.path_of(ctx, &rec)?;
@@ -521,6 +525,7 @@ impl IoManager for FsIoManager<'_> {
                         _ => BlobKind::Data,
                     };
                     self.store.stage_blob(rec.data_version.0, rec.size, kind);
+                    self.store.stage_latest_at(ctx.step, rec.op_version);
                 }
                 Ok(res)
             }

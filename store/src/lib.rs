@@ -294,6 +294,7 @@ impl Staged {
             && self.stats.is_empty()
             && self.blobs.is_empty()
             && self.outputs.is_empty()
+            && self.latest.is_empty()
             && self.run_start.is_none()
     }
 
@@ -1275,6 +1276,27 @@ impl Store {
 
     pub(crate) fn blob_store(&self) -> &BlobStore {
         &self.blobs
+    }
+
+    /// Makes the trace at `op_version` the step's latest again: its outputs
+    /// were just restored into the workspace, so that version is the one
+    /// the workspace holds. What the next plan explains a change against,
+    /// and what `gc` keeps as the step's latest, follow it (an edit undone
+    /// would otherwise leave the latest at the undone version, and `gc`
+    /// would remove the outputs the workspace was restored from).
+    pub(crate) fn stage_latest_at(&self, step: &str, op_version: Digest) {
+        if self.read_only {
+            return;
+        }
+        let current = self.latest_trace_record(step).ok().flatten();
+        if current.is_some_and(|rec| rec.trace.op_version == op_version) {
+            return;
+        }
+        let Ok(Some(bytes)) = self.cached_get(TRACES, op_version.0.as_slice()) else { return };
+        let Ok(rec) = decode::<TraceRecord>(RecordKind::Trace, &bytes) else { return };
+        if let Ok(mut st) = self.staged() {
+            st.latest.insert(step.to_owned(), rec);
+        }
     }
 
     // ---- stat cache ----------------------------------------------------

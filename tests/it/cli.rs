@@ -1313,3 +1313,40 @@ out = { o = "build/b.txt" }
         assert_eq!(trove(&["verify"]).code, 0, "{what}");
     }
 }
+
+/// An edit undone (A → B → A) restores A's outputs from the store: from
+/// then on A is the step's latest, so `gc` keeps what the workspace was
+/// restored from, and the next plan explains a change against A, not B.
+#[test]
+fn an_undone_edit_makes_the_restored_version_the_latest_for_gc_and_for_reasons() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[ops.a]
+cmd = "cat {in.s} > {out.o}"
+in = { s = "src.txt" }
+out = { o = "o.txt" }
+config = { k = 1 }
+"#,
+        )
+        .file("src.txt", "A\n");
+    run_json(&ws, &[]).ok();
+    ws.write("src.txt", "B\n");
+    run_json(&ws, &[]).ok();
+    ws.write("src.txt", "A\n");
+    let undone = run_json(&ws, &[]);
+    undone.ok();
+    assert_eq!(undone.outcomes(), "a:memoized");
+    ws.run(["gc", "--keep-runs", "1"]).ok();
+    std::fs::remove_file(ws.root().join("o.txt")).unwrap();
+    let restored = run_json(&ws, &[]);
+    restored.ok();
+    assert_eq!(restored.outcomes(), "a:memoized", "gc removed the outputs the workspace held");
+    assert_eq!(ws.read("o.txt"), "A\n");
+    let edited = ws.read("trove.toml").replace("k = 1", "k = 2");
+    ws.write("trove.toml", &edited);
+    let plan = ws.run(["plan"]);
+    plan.ok();
+    assert!(plan.stdout.contains("a  run: config.k 1 → 2\n"), "{}", plan.stdout);
+}

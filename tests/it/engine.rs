@@ -116,9 +116,11 @@ fn an_op_sees_the_reasons_it_runs_for() {
     };
     let world = World::new();
     let mut engine = Engine::new(job());
-    world.run_default(&mut engine);
+    // One worker: the ops record in the job's order.
+    let opts = RunOptions { jobs: 1, ..RunOptions::default() };
+    world.run(&mut engine, &opts);
     engine.set_config("a", json!({"k": 2})).unwrap();
-    let (report, events) = world.run(&mut engine, &RunOptions::default());
+    let (report, events) = world.run(&mut engine, &opts);
     let seen = seen.lock().unwrap().clone();
     let config_changed = RerunReason::ConfigChanged {
         key: "k".to_owned(),
