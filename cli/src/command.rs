@@ -347,7 +347,14 @@ fn clear_output(path: &Path, in_place: bool) -> std::io::Result<Cleared> {
         return Ok(Cleared::Absent);
     };
     if meta.is_dir() {
-        std::fs::remove_dir_all(path)?;
+        // A read-only tree (copied from a read-only cache, `chmod -R a-w`)
+        // is opened up, then removed.
+        if let Err(e) = std::fs::remove_dir_all(path) {
+            if !trove_store::make_dirs_writable(path).unwrap_or(false) {
+                return Err(e);
+            }
+            std::fs::remove_dir_all(path)?;
+        }
         return Ok(Cleared::Absent);
     }
     #[cfg(unix)]

@@ -156,7 +156,14 @@ impl<'a> FsIoManager<'a> {
                     expected: rec.data_version.to_hex(),
                     found: "an undecodable manifest".into(),
                 })?;
-                self.ensure_dir(ctx, &full, rel, &manifest)
+                // A read-only tree left by the command that made it: its
+                // directories are opened up and the restore tried again.
+                self.ensure_dir(ctx, &full, rel, &manifest).or_else(|e| {
+                    match crate::make_dirs_writable(&full) {
+                        Ok(true) => self.ensure_dir(ctx, &full, rel, &manifest),
+                        _ => Err(e),
+                    }
+                })
             }
             Location::InlineFile { mode, bytes, .. } => {
                 self.ensure_inline_file(ctx, &full, rel, &rec.data_version, bytes, *mode)

@@ -2053,6 +2053,39 @@ fn is_exec(_meta: &std::fs::Metadata) -> bool {
     false
 }
 
+/// Gives the owner full access to `dir` and every directory below it (not
+/// following links), so what is inside can be removed or replaced: a
+/// command may leave a read-only tree (copied from a read-only cache,
+/// `chmod -R a-w`), and only its directories' modes stand in the way.
+/// Says whether any mode changed.
+#[cfg(unix)]
+pub fn make_dirs_writable(dir: &Path) -> io::Result<bool> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::symlink_metadata(dir)?;
+    if !meta.is_dir() {
+        return Ok(false);
+    }
+    let mode = meta.permissions().mode();
+    let mut changed = false;
+    if mode & 0o700 != 0o700 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode | 0o700))?;
+        changed = true;
+    }
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            changed |= make_dirs_writable(&entry.path())?;
+        }
+    }
+    Ok(changed)
+}
+
+/// [`make_dirs_writable`] where modes do not stop removal: nothing to do.
+#[cfg(not(unix))]
+pub fn make_dirs_writable(_dir: &Path) -> io::Result<bool> {
+    Ok(false)
+}
+
 /// Lists a directory recursively: (`/`-separated relative path, metadata
 /// without following links).
 pub(crate) fn walk(
@@ -2257,6 +2290,33 @@ mod tests {
 
     fn open_rw(dir: &Path) -> Result<Store, StoreError> {
         Store::open(dir, &OpenOptions::default(), &mut |_| {})
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn make_dirs_writable_opens_up_every_directory_below_and_follows_no_link() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let (tree, outside) = (tmp.path().join("tree"), tmp.path().join("outside"));
+        std::fs::create_dir_all(tree.join("a/b")).unwrap();
+        std::fs::create_dir_all(&outside).unwrap();
+        std::fs::write(tree.join("a/b/f"), "x").unwrap();
+        std::os::unix::fs::symlink(&outside, tree.join("a/link")).unwrap();
+        let mode = |p: &Path| std::fs::symlink_metadata(p).unwrap().permissions().mode() & 0o777;
+        let set = |p: &Path, m: u32| {
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap();
+        };
+        for dir in [tree.join("a/b"), tree.join("a"), outside.clone()] {
+            set(&dir, 0o555);
+        }
+        assert!(make_dirs_writable(&tree).unwrap());
+        assert_eq!(mode(&tree.join("a")), 0o755);
+        assert_eq!(mode(&tree.join("a/b")), 0o755);
+        assert_eq!(mode(&tree.join("a/b/f")) & 0o200, 0o200, "files are left as they are");
+        assert_eq!(mode(&outside), 0o555, "a link is not followed");
+        assert!(!make_dirs_writable(&tree).unwrap(), "nothing left to change");
+        std::fs::remove_dir_all(&tree).unwrap();
+        set(&outside, 0o755);
     }
 
     #[test]
