@@ -585,19 +585,42 @@ impl<'a> Runner<'a> {
                             .collect(),
                     }
                 }
-                State::Pending => StepPlan::Waiting {
-                    on: job
-                        .upstream(idx)
-                        .iter()
-                        .filter(|&&u| !self.state[u].is_available())
-                        .map(|&u| job.step(u).name().to_owned())
-                        .collect(),
+                State::Pending => match self.certain_reasons(idx) {
+                    Some(reasons) => StepPlan::Run(reasons),
+                    None => StepPlan::Waiting {
+                        on: job
+                            .upstream(idx)
+                            .iter()
+                            .filter(|&&u| !self.state[u].is_available())
+                            .map(|&u| job.step(u).name().to_owned())
+                            .collect(),
+                    },
                 },
                 _ => StepPlan::Run(self.reasons[idx].clone()),
             };
             steps.push(PlannedStep { step: job.step(idx).shared_name().clone(), plan });
         }
         Plan { steps }
+    }
+
+    /// For a step waiting on upstream outputs (early cutoff): what already
+    /// differs from its last trace whatever those outputs turn out to be
+    /// (its config, code, an input whose data is known and changed, no
+    /// trace at all), so it runs for certain; `None` if nothing does yet.
+    /// Inputs not known yet are left out of the comparison.
+    fn certain_reasons(&self, idx: StepIdx) -> Option<Vec<RerunReason>> {
+        let name = self.engine.job.step(idx).name();
+        let previous = self.traces.latest_trace(name).ok()?;
+        let components = self.engine.components(idx);
+        let op = self.engine.job.step(idx);
+        let mut reasons = compute_reasons(previous.as_ref(), &components);
+        reasons.retain(|r| match r {
+            RerunReason::InputRemoved { input } => {
+                !op.inputs().iter().any(|i| i.name.as_str() == input.as_str())
+            }
+            _ => true,
+        });
+        (!reasons.is_empty()).then_some(reasons)
     }
 
     fn prepare(&self, idx: StepIdx) -> StepWork {

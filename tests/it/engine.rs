@@ -226,9 +226,9 @@ fn selection_covers_a_step_and_its_upstream() {
     let (report, _) = world.run(&mut engine, &opts);
     assert_eq!(report.ran(), ["a", "b"]);
     assert_eq!(report.steps.len(), 2);
-    // `c` and `x` never ran; `d` waits on `c`.
+    // `c` and `x` never ran, nor did `d`, which comes after `c`.
     let plan = world.plan(&mut engine);
-    assert_eq!(plan.counts(), (2, 2, 1));
+    assert_eq!(plan.counts(), (2, 3, 0));
 }
 
 #[test]
@@ -550,11 +550,35 @@ fn plan_says_no_previous_trace() {
     let mut engine = Engine::new(diamond().build().unwrap());
     let plan = world.plan(&mut engine);
     assert_eq!(reasons(&plan, "a"), [RerunReason::NoPreviousTrace]);
+    // `d` waits on `b` and `c`, but runs whatever they write: it never ran.
+    assert_eq!(reasons(&plan, "d"), [RerunReason::NoPreviousTrace]);
+    assert_eq!(plan.counts(), (0, 5, 0));
+}
+
+/// A step waiting on an upstream that must run first, whose other input
+/// already changed, runs for certain: the plan says so, and why.
+#[test]
+fn a_waiting_step_with_a_changed_input_is_planned_to_run() {
+    let world = World::new();
+    let mut engine = Engine::new(diamond().build().unwrap());
+    world.run_default(&mut engine);
+    // `d` reads `b` and `c`; `c` is re-run alone with a new config (its
+    // output changes), then `b`'s config changes too.
+    engine.set_config("c", json!("c2")).unwrap();
+    let opts = RunOptions {
+        selection: Selection { steps: vec!["c".into()], downstream: false },
+        ..RunOptions::default()
+    };
+    world.run(&mut engine, &opts);
+    engine.set_config("b", json!("b2")).unwrap();
+    let plan = world.plan(&mut engine);
+    assert!(matches!(plan.step("b").unwrap().plan, StepPlan::Run(_)));
     assert_eq!(
-        plan.step("d").unwrap().plan,
-        StepPlan::Waiting { on: vec!["b".into(), "c".into()] }
+        reasons(&plan, "d"),
+        [RerunReason::InputChanged { input: "c".into(), from: "c.out".into(), path: None }]
     );
-    assert_eq!(plan.causes("d").len(), 3);
+    let report = world.run_default(&mut engine);
+    assert_eq!(report.ran(), ["b", "d"]);
 }
 
 #[test]

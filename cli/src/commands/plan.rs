@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use trove_engine::{RunOptions, Selection, StepPlan, TraceStore as _};
+use trove_engine::{RunOptions, Selection, StepPlan};
 
 use crate::args::PlanArgs;
 use crate::commands::{Ctx, check_steps, load};
@@ -19,19 +19,27 @@ pub fn exec(args: PlanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     };
     let io = loaded.store.io_manager(&loaded.ws.root);
     let plan = loaded.engine.plan(&io, &loaded.store, &opts)?;
-    // A waiting step that never ran will run whatever its upstream writes.
-    let mut untraced = Vec::new();
+    // A step that runs for certain may still have to wait for upstream
+    // steps that run first: named with it.
+    let job = loaded.engine.job();
+    let mut after = std::collections::HashMap::new();
     for s in &plan.steps {
-        if matches!(s.plan, StepPlan::Waiting { .. })
-            && loaded.store.latest_trace(&s.step)?.is_none()
-        {
-            untraced.push(s.step.to_string());
+        let (StepPlan::Run(_), Some(idx)) = (&s.plan, job.step_index(&s.step)) else { continue };
+        let first: Vec<String> = job
+            .upstream(idx)
+            .iter()
+            .map(|&u| job.step(u).name())
+            .filter(|u| plan.step(u).is_some_and(|p| !matches!(p.plan, StepPlan::Hit { .. })))
+            .map(str::to_owned)
+            .collect();
+        if !first.is_empty() {
+            after.insert(s.step.to_string(), first);
         }
     }
     if args.json {
-        render::out_json(&json::plan(&loaded.pipeline.name, &plan, &untraced))?;
+        render::out_json(&json::plan(&loaded.pipeline.name, &plan, &after))?;
     } else {
-        render::out(&human::plan(&plan, &untraced))?;
+        render::out(&human::plan(&plan, &after))?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -230,24 +230,22 @@ pub fn reasons(list: &[RerunReason]) -> String {
     list.iter().map(reason).collect::<Vec<_>>().join("; ")
 }
 
-/// The plan, step by step. `untraced` are the steps that never ran: a
-/// waiting step among them will run whatever its upstream produces.
-pub fn plan(plan: &Plan, untraced: &[String]) -> String {
-    let untraced: std::collections::HashSet<&str> = untraced.iter().map(String::as_str).collect();
+/// The plan, step by step. `after`: for steps that run, the upstream
+/// steps that run (or wait) before them.
+pub fn plan(plan: &Plan, after: &std::collections::HashMap<String, Vec<String>>) -> String {
     let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
     let mut out = String::new();
+    let names = |on: &[String]| on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
     for s in &plan.steps {
         let line = match &s.plan {
             StepPlan::Hit { .. } => "memoized".to_owned(),
-            StepPlan::Run(r) => format!("run: {}", reasons(r)),
-            StepPlan::Waiting { on } if untraced.contains(s.step.as_str()) => format!(
-                "run: no previous run (after {})",
-                on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-            ),
-            StepPlan::Waiting { on } => format!(
-                "waits on {}: runs only if its inputs come out different",
-                on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ")
-            ),
+            StepPlan::Run(r) => match after.get(s.step.as_str()) {
+                Some(first) => format!("run: {} (after {})", reasons(r), names(first)),
+                None => format!("run: {}", reasons(r)),
+            },
+            StepPlan::Waiting { on } => {
+                format!("waits on {}: runs only if its inputs come out different", names(on))
+            }
         };
         let _ = writeln!(out, "  {:width$}  {line}", s.step);
     }
@@ -289,10 +287,6 @@ pub fn why(plan: &Plan, step: &str, last_run: Option<&str>) -> String {
             if let Some(run) = last_run {
                 let _ = writeln!(out, "  (compared with its trace from run {run})");
             }
-        }
-        StepPlan::Waiting { .. } if last_run.is_none() => {
-            let _ =
-                writeln!(out, "`{step}` will run because:\n  - no previous run\nupstream chain:");
         }
         StepPlan::Waiting { on } => {
             let _ = writeln!(

@@ -184,17 +184,20 @@ pub struct PlanJson {
     steps: Vec<PlannedJson>,
 }
 
-/// A plan as a DTO; `untraced` waiting steps never ran, so they will run.
-pub fn plan(job: &str, plan: &Plan, untraced: &[String]) -> PlanJson {
-    let untraced: std::collections::HashSet<&str> = untraced.iter().map(String::as_str).collect();
+/// A plan as a DTO; `after`: for steps that run, the upstream steps that
+/// run (or wait) before them (as `waiting_on`).
+pub fn plan(
+    job: &str,
+    plan: &Plan,
+    after: &std::collections::HashMap<String, Vec<String>>,
+) -> PlanJson {
     let steps = plan
         .steps
         .iter()
         .map(|s| {
             let mut p = planned(&s.step, &s.plan);
-            if untraced.contains(s.step.as_str()) {
-                p.action = "run";
-                p.reasons = reasons(&[RerunReason::NoPreviousTrace]);
+            if let Some(first) = after.get(s.step.as_str()) {
+                p.waiting_on.clone_from(first);
             }
             p
         })
