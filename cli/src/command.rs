@@ -238,12 +238,8 @@ impl CommandStep {
             let state = clear_output(&path, in_place)
                 .map_err(|e| OpFailure::new(format!("cannot remove stale output {out}: {e}")))?;
             // An output emptied in place has its directory already.
-            if matches!(state, Cleared::Absent)
-                && let Some(parent) = path.parent()
-            {
-                std::fs::create_dir_all(parent).map_err(|e| {
-                    OpFailure::new(format!("cannot create the directory of output {out}: {e}"))
-                })?;
+            if matches!(state, Cleared::Absent) {
+                self.make_parent(ctx, out)?;
             }
             cleared.push(state);
         }
@@ -335,6 +331,48 @@ impl Cleared {
                 same && meta.is_file() && meta.len() == 0 && untouched_time
             }
         }
+    }
+}
+
+impl CommandStep {
+    /// Creates the directories an output goes in. A file in the way that
+    /// was one of this op's outputs before its outputs changed (an output
+    /// moved under its old path: `out` → `out/x.txt`) is removed, as a
+    /// clean build never has it; any other is named in the failure.
+    fn make_parent(&self, ctx: &OpContext<'_>, out: &str) -> Result<(), OpFailure> {
+        let Some(parent) = self.root.join(out).parent().map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        let Err(e) = std::fs::create_dir_all(&parent) else { return Ok(()) };
+        // The first ancestor of the output that is not a directory.
+        let blocker = Path::new(out)
+            .ancestors()
+            .skip(1)
+            .filter(|a| !a.as_os_str().is_empty())
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .find(|a| std::fs::symlink_metadata(self.root.join(a)).is_ok_and(|m| !m.is_dir()));
+        let Some(blocker) = blocker else {
+            return Err(OpFailure::new(format!(
+                "cannot create the directory of output {out}: {e}"
+            )));
+        };
+        let rel = blocker.to_string_lossy();
+        let was_ours = ctx.reasons().iter().any(|r| match r {
+            RerunReason::OutputsChanged { old, .. } => {
+                old.iter().any(|o| o.ends_with(&format!("={rel}")))
+            }
+            _ => false,
+        });
+        if was_ours && std::fs::remove_file(self.root.join(blocker)).is_ok() {
+            return std::fs::create_dir_all(&parent).map_err(|e| {
+                OpFailure::new(format!("cannot create the directory of output {out}: {e}"))
+            });
+        }
+        Err(OpFailure::new(format!(
+            "cannot create the directory of output {out}: {rel} is a file, not a directory"
+        )))
     }
 }
 

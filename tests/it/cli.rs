@@ -1350,3 +1350,32 @@ config = { k = 1 }
     plan.ok();
     assert!(plan.stdout.contains("a  run: config.k 1 → 2\n"), "{}", plan.stdout);
 }
+
+/// An output moved under its old path (`out` → `out/x.txt`) builds at
+/// once: the op's old output file in the way goes. A file that was never
+/// the op's output is not touched, and the failure names it.
+#[test]
+fn an_output_moved_under_its_old_path_builds_and_a_foreign_file_in_the_way_is_named() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.a]
+cmd = "echo a > {out.o}"
+out = { o = "out" }
+"#,
+    );
+    run_json(&ws, &[]).ok();
+    ws.write("trove.toml", &ws.read("trove.toml").replace(r#""out""#, r#""out/x.txt""#));
+    run_json(&ws, &[]).ok();
+    assert_eq!(ws.read("out/x.txt"), "a\n");
+    ws.write("trove.toml", &ws.read("trove.toml").replace(r#""out/x.txt""#, r#""mine/x.txt""#));
+    ws.write("mine", "precious\n");
+    let blocked = ws.run(["run"]);
+    blocked.code(1);
+    assert!(
+        blocked.stderr.contains("cannot create the directory of output mine/x.txt: mine is a file"),
+        "{}",
+        blocked.stderr
+    );
+    assert_eq!(ws.read("mine"), "precious\n");
+}
