@@ -530,38 +530,58 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
             (None, None) => {}
         }
     }
-    // 5. Traces: every output they name is stored, with the same data.
-    for (_, v) in &traces {
+    // 5. Traces: every output they name is stored, with the same data. A
+    // trace whose output is gone is removed with it (its step simply runs
+    // again at that version), so the same problem is not found again.
+    let mut dead_traces = Vec::new();
+    for (k, v) in &traces {
         let Ok(rec) = decode::<TraceRecord>(RecordKind::Trace, v) else { continue };
         report.traces_checked += 1;
-        for out in &rec.trace.outputs {
-            match outputs_by_version.get(&out.version) {
-                Some(o) if o.data_version == out.data_version => {}
-                Some(_) => {}
-                None => report.problems.push(Problem {
-                    what: format!("trace of step `{}` (run {})", rec.trace.step, rec.trace.run_id),
-                    detail: format!("output `{}` is not stored (the step runs again)", out.name),
-                }),
-            }
+        let missing =
+            rec.trace.outputs.iter().find(|out| !outputs_by_version.contains_key(&out.version));
+        if let Some(out) = missing {
+            report.problems.push(Problem {
+                what: format!("trace of step `{}` (run {})", rec.trace.step, rec.trace.run_id),
+                detail: format!(
+                    "output `{}` is not stored; removed, the step runs again",
+                    out.name
+                ),
+            });
+            dead_traces.push(k.clone());
         }
     }
-    let stored_traces: HashSet<&[u8]> = traces.iter().map(|(k, _)| k.as_slice()).collect();
-    for (_, v) in &latest {
+    let stored_traces: HashSet<&[u8]> = traces
+        .iter()
+        .map(|(k, _)| k.as_slice())
+        .filter(|k| !dead_traces.iter().any(|d| d.as_slice() == *k))
+        .collect();
+    let mut dead_latest = Vec::new();
+    for (k, v) in &latest {
         let Ok(l) = decode::<LatestRecord>(RecordKind::Latest, v) else { continue };
         if !stored_traces.contains(l.op_version.0.as_slice()) {
-            report.problems.push(Problem {
-                what: format!("latest trace pointer (run {})", l.run_id),
-                detail: "points at a trace that is not stored".into(),
-            });
+            // Left by a trace removed just now, or a problem of its own.
+            if !dead_traces.iter().any(|d| d.as_slice() == l.op_version.0.as_slice()) {
+                report.problems.push(Problem {
+                    what: format!("latest trace pointer (run {})", l.run_id),
+                    detail: "points at a trace that is not stored; removed".into(),
+                });
+            }
+            dead_latest.push(k.clone());
         }
     }
     report.orphan_blobs = good.iter().filter(|d| !referenced.contains(d)).count();
-    if !store.is_read_only() && (!bad.is_empty() || !bad_outputs.is_empty()) {
+    let repairs = !bad.is_empty()
+        || !bad_outputs.is_empty()
+        || !dead_traces.is_empty()
+        || !dead_latest.is_empty();
+    if !store.is_read_only() && repairs {
         store.write_txn(|txn, path| {
             for (table, keys) in bad.values() {
                 remove_keys(txn, path, *table, keys)?;
             }
-            remove_keys(txn, path, OUTPUTS, &bad_outputs)
+            remove_keys(txn, path, OUTPUTS, &bad_outputs)?;
+            remove_keys(txn, path, TRACES, &dead_traces)?;
+            remove_keys(txn, path, LATEST, &dead_latest)
         })?;
     }
     Ok(report)

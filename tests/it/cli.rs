@@ -1379,3 +1379,45 @@ out = { o = "out" }
     );
     assert_eq!(ws.read("mine"), "precious\n");
 }
+
+/// A corrupt blob only an older trace uses: `verify` quarantines it and
+/// removes what referred to it, so the next `verify` finds the store sound.
+#[test]
+fn verify_repairs_once_and_then_finds_the_store_sound() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.a]
+cmd = "seq 1 {config.n} > {out.o}"
+out = { o = "build/a.txt" }
+config = { n = 20000 }
+"#,
+    );
+    ws.run(["run"]).ok();
+    let blobs = |ws: &TestWorkspace| {
+        let mut found = Vec::new();
+        let mut stack = vec![ws.root().join(".trove/blobs")];
+        while let Some(dir) = stack.pop() {
+            for entry in std::fs::read_dir(dir).unwrap().flatten() {
+                if entry.file_type().unwrap().is_dir() {
+                    stack.push(entry.path());
+                } else {
+                    found.push(entry.path());
+                }
+            }
+        }
+        found
+    };
+    let old = blobs(&ws);
+    assert_eq!(old.len(), 1, "{old:?}");
+    ws.write("trove.toml", &ws.read("trove.toml").replace("20000", "30000"));
+    ws.run(["run"]).ok();
+    let mut bytes = std::fs::read(&old[0]).unwrap();
+    bytes[10] ^= 0x01;
+    std::fs::write(&old[0], &bytes).unwrap();
+    ws.run(["verify"]).code(1);
+    ws.run(["run"]).ok();
+    let again = ws.run(["verify"]);
+    again.ok();
+    assert!(again.stdout.contains("the store is sound"), "{}", again.stdout);
+}
