@@ -381,10 +381,11 @@ impl Parser<'_> {
         for (key, _, v) in self.entries(table, OP_KEYS, &what) {
             match key {
                 "cmd" => {
+                    // Present, even if of the wrong type: that error is the one.
+                    has_cmd = true;
                     if let Some(s) = self.string(v, &format!("{what} cmd")) {
                         def.template = s;
                         def.template_span = item_span(v);
-                        has_cmd = true;
                     }
                 }
                 "in" => {

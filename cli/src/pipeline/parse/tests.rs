@@ -452,11 +452,6 @@ error: op `a` cmd must be a string, found array
   |
 5 | cmd = ["true"]
   |       ^^^^^^^^
-error: op `a` has no `cmd`
- --> trove.toml:4:6
-  |
-4 | [ops.a]
-  |      ^ add `cmd = "..."` to this op
 "#,
     );
 }
