@@ -691,9 +691,12 @@ impl Store {
                     // What it finished before it died, from the records its
                     // commits left (the run's end, which lists its steps,
                     // never came). A damaged page only costs the list.
-                    if let Ok(Some(steps)) =
+                    if let Ok(Some((steps, last_ms))) =
                         trace_db::quietly(|| finished_steps(txn, &rec.run_id).ok())
                     {
+                        // It lasted at least until its last recorded step.
+                        rec.duration_ns =
+                            last_ms.saturating_sub(rec.started_at_ms).saturating_mul(1_000_000);
                         for s in &steps {
                             match s.outcome {
                                 StepOutcome::Ran { .. } => rec.counts.ran += 1,
@@ -1788,11 +1791,12 @@ fn run_state(status: RunStatus) -> RunState {
 /// The steps a run that died committed, in the order they were committed:
 /// those whose latest trace it wrote (ran) and whose latest log records its
 /// failure. Read when the run is found interrupted, before any later run
-/// could replace those records.
+/// could replace those records. Also when the last one was committed (ms
+/// since the epoch; 0 if none).
 fn finished_steps(
     txn: &redb::WriteTransaction,
     run_id: &str,
-) -> Result<Vec<StepReport>, redb::Error> {
+) -> Result<(Vec<StepReport>, u64), redb::Error> {
     let mut steps: Vec<(u64, StepReport)> = Vec::new();
     let latest = txn.open_table(LATEST)?;
     let traces = txn.open_table(TRACES)?;
@@ -1822,7 +1826,8 @@ fn finished_steps(
         }
     }
     steps.sort_by_key(|(at, _)| *at);
-    Ok(steps.into_iter().map(|(_, s)| s).collect())
+    let last_ms = steps.last().map_or(0, |(at, _)| *at);
+    Ok((steps.into_iter().map(|(_, s)| s).collect(), last_ms))
 }
 
 /// Writes a run record and its per-step outcomes.

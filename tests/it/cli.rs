@@ -625,7 +625,7 @@ fn a_run_killed_mid_step_leaves_a_store_the_next_run_resumes_from() {
             "trove.toml",
             r#"
 [ops.first]
-cmd = "echo one > {out.o}"
+cmd = "sleep 0.05; echo one > {out.o}"
 out = { o = "one.txt" }
 
 [ops.second]
@@ -661,8 +661,10 @@ out = { o = "two.txt" }
     let runs = listed(&ws);
     assert_eq!(runs.len(), 1, "{runs:?}");
     assert_eq!(runs[0]["status"], "interrupted");
-    // It lists and counts the step it finished before it died.
+    // It lists and counts the step it finished before it died, and lasted
+    // at least until that step was recorded.
     assert_eq!(runs[0]["counts"]["ran"], 1, "{runs:?}");
+    assert!(runs[0]["duration_ms"].as_u64().is_some_and(|ms| ms >= 50), "{runs:?}");
     let id = runs[0]["run_id"].as_str().unwrap();
     let show = ws.run(["show", id, "--json"]);
     show.ok();
