@@ -1245,9 +1245,13 @@ fn changed_source(job: &Job, io: &dyn IoManager, work: &StepWork) -> Option<Stri
     let code = code_files.iter().map(|(path, data)| (path.as_str(), *data));
     // Upstream outputs read at a path too: the step read the workspace
     // copy, which anything outside trove (a command left running by a
-    // killed run, another tool) may have rewritten meanwhile.
+    // killed run, another tool) may have rewritten meanwhile. The data
+    // version is the whole upstream output's, so that is what is checked,
+    // also for an input at a path inside an output directory.
     let wired = work.inputs.iter().filter_map(|input| {
-        op.inputs()[input.input].path.as_deref().map(|path| (path, input.stored.data_version))
+        op.inputs()[input.input].path.as_ref()?;
+        let output = &job.step(input.upstream).outputs()[input.output];
+        output.path.as_deref().map(|path| (path, input.stored.data_version))
     });
     for (path, data) in sources.chain(code).chain(wired) {
         match io.source_unchanged(path, data) {

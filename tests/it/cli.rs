@@ -1423,3 +1423,35 @@ config = { n = 20000 }
     again.ok();
     assert!(again.stdout.contains("the store is sound"), "{}", again.stdout);
 }
+
+/// An input at a path inside an upstream output directory reads the
+/// directory's data version: the reader runs, is memoized next time, and a
+/// file of the directory rewritten while it runs fails it.
+#[test]
+fn an_input_inside_an_upstream_output_directory_is_checked_as_that_directory() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.gen]
+cmd = "mkdir -p {out.d}/sub && echo hi > {out.d}/sub/x.txt && echo other > {out.d}/y.txt"
+out = { d = "build/d" }
+
+[ops.use]
+cmd = "touch started; while [ ! -e go ]; do sleep 0.01; done; rm go started; cat {in.x} > {out.o}"
+in = { x = "build/d/sub/x.txt" }
+out = { o = "out.txt" }
+"#,
+    );
+    std::fs::write(ws.root().join("go"), "").unwrap();
+    let first = run_json(&ws, &[]);
+    first.ok();
+    assert_eq!(first.outcomes(), "gen:ran use:ran");
+    assert_eq!(run_json(&ws, &[]).outcomes(), "gen:memoized use:memoized");
+    let run = ws.command(["run", "--force", "use"]).spawn().unwrap();
+    ws.wait_for("started");
+    std::fs::write(ws.root().join("build/d/y.txt"), "stray\n").unwrap();
+    std::fs::write(ws.root().join("go"), "").unwrap();
+    let out = Outcome::of(run.wait_with_output().unwrap());
+    out.code(1);
+    assert!(out.stderr.contains("build/d changed while the step ran"), "{}", out.stderr);
+}
