@@ -163,7 +163,29 @@ pub fn program(path: &Path, cwd: &Path) -> std::process::Command {
 
 /// The value of a declared environment variable (`None`: unset).
 pub fn env_var(name: &str) -> Option<String> {
-    std::env::var_os(name).map(|v| v.to_string_lossy().into_owned())
+    let value = std::env::var_os(name)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        Some(exact_text(value.as_bytes()))
+    }
+    #[cfg(not(unix))]
+    {
+        Some(value.to_string_lossy().into_owned())
+    }
+}
+
+/// Bytes as text, losing nothing: UTF-8 as it is; anything else as its
+/// lossy text followed by the bytes in hex, so that two values that differ
+/// never read the same (they are parts of versions).
+pub fn exact_text(bytes: &[u8]) -> String {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => text.to_owned(),
+        Err(_) => {
+            let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+            format!("{} (bytes {hex})", String::from_utf8_lossy(bytes))
+        }
+    }
 }
 
 /// How a command ended, in words: `failed with exit code 3`, `was killed
@@ -202,9 +224,9 @@ pub fn version_of(root: &Path, cmd: &str) -> Result<String, String> {
         }
         return Err(message);
     }
-    let mut version = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let mut version = exact_text(out.stdout.trim_ascii());
     if version.is_empty() {
-        version = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+        version = exact_text(out.stderr.trim_ascii());
     }
     Ok(version)
 }
@@ -411,4 +433,16 @@ fn clear_output(path: &Path, in_place: bool) -> std::io::Result<Cleared> {
     }
     std::fs::remove_file(path)?;
     Ok(Cleared::Absent)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::exact_text;
+
+    #[test]
+    fn exact_text_keeps_utf8_and_tells_other_bytes_apart() {
+        assert_eq!(exact_text("héllo".as_bytes()), "héllo");
+        assert_ne!(exact_text(b"\xff\xfe"), exact_text(b"\xff\xfd"));
+        assert_eq!(exact_text(b"a\xff"), "a\u{fffd} (bytes 61ff)");
+    }
 }

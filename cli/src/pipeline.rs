@@ -270,6 +270,10 @@ impl Workspace {
         let path =
             std::path::absolute(&path).with_context(|| format!("resolving {}", path.display()))?;
         let text = std::fs::read_to_string(&path).with_context(|| format!("reading {display}"))?;
+        // Line ends are `\n` whatever the editor wrote: a `\r` left at the
+        // end of each line of a multi-line command would reach the shell
+        // (TOML lets a parser normalise them; Python's does).
+        let text = if text.contains("\r\n") { text.replace("\r\n", "\n") } else { text };
         let root = path.parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("/"));
         Ok(Workspace {
             root,

@@ -1455,3 +1455,38 @@ out = { o = "out.txt" }
     out.code(1);
     assert!(out.stderr.contains("build/d changed while the step ran"), "{}", out.stderr);
 }
+
+/// A pipeline file with Windows line ends runs as the same file with `\n`:
+/// no `\r` reaches a multi-line command.
+#[test]
+fn a_pipeline_file_with_crlf_line_ends_runs_like_one_with_lf() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        "[ops.a]\r\ncmd = \"\"\"\r\necho hi |\r\n  tr a-z A-Z > {out.o}\r\n\"\"\"\r\nout = { o = \"o.txt\" }\r\n",
+    );
+    let run = run_json(&ws, &[]);
+    run.ok();
+    assert_eq!(ws.read("o.txt"), "HI\n");
+    assert!(!ws.exists("o.txt\r"));
+}
+
+/// A declared environment variable's value that is not UTF-8 is part of
+/// the version byte for byte: two such values never read the same.
+#[test]
+fn a_non_utf8_environment_value_is_versioned_exactly() {
+    use std::os::unix::ffi::OsStrExt as _;
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.a]
+cmd = "printf %s \"$FOO\" > {out.o}"
+out = { o = "o" }
+env = ["FOO"]
+"#,
+    );
+    for value in [&b"\xff\xfe"[..], b"\xff\xfd"] {
+        let out = ws.command(["run"]).env("FOO", std::ffi::OsStr::from_bytes(value)).output();
+        Outcome::of(out.unwrap()).ok();
+        assert_eq!(std::fs::read(ws.root().join("o")).unwrap(), value);
+    }
+}
