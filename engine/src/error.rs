@@ -15,6 +15,15 @@ pub enum PlanError {
         /// The name.
         step: String,
     },
+    /// A step forced by the caller is not among the selected steps (it
+    /// would silently not run).
+    #[error(
+        "forced step `{step}` is not selected: select it too, or run the whole job, to force it"
+    )]
+    ForcedNotSelected {
+        /// The name.
+        step: String,
+    },
     /// A resource named by the caller does not exist.
     #[error("unknown resource `{resource}`")]
     UnknownResource {

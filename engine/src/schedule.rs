@@ -904,6 +904,11 @@ fn select(job: &Job, opts: &RunOptions) -> Result<Vec<bool>, PlanError> {
             stack.extend_from_slice(job.upstream(idx));
         }
     }
+    for name in &opts.force {
+        if job.step_index(name).is_some_and(|idx| !selected[idx]) {
+            return Err(PlanError::ForcedNotSelected { step: name.clone() });
+        }
+    }
     Ok(selected)
 }
 

@@ -213,6 +213,17 @@ fn a_forced_step_runs_and_its_unchanged_downstream_is_cut_off() {
     let opts = RunOptions { force: ["nope".to_owned()].into(), ..RunOptions::default() };
     let err = engine.run(&world.io, &world.traces, &opts, &mut |_| {}).unwrap_err();
     assert_eq!(err.to_string(), "unknown step `nope`");
+    // Forcing a step the selection leaves out would silently not run it.
+    let opts = RunOptions {
+        force: ["x".to_owned()].into(),
+        selection: Selection { steps: vec!["b".into()], downstream: false },
+        ..RunOptions::default()
+    };
+    let err = engine.run(&world.io, &world.traces, &opts, &mut |_| {}).unwrap_err();
+    assert!(
+        matches!(err, trove::PlanError::ForcedNotSelected { ref step } if step == "x"),
+        "{err}"
+    );
 }
 
 #[test]
