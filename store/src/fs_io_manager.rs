@@ -50,7 +50,10 @@ fn other(ctx: &OutputContext<'_>, e: StoreError) -> IoError {
     match e {
         StoreError::MissingPath { path } => IoError::NotWritten { what: path },
         e => IoError::Other {
-            context: format!("storing {}", ctx.identifier()),
+            context: match ctx.path {
+                Some(path) => format!("storing output {} ({path})", ctx.output),
+                None => format!("storing output {}", ctx.output),
+            },
             message: e.to_string(),
         },
     }
