@@ -1490,3 +1490,28 @@ env = ["FOO"]
         assert_eq!(std::fs::read(ws.root().join("o")).unwrap(), value);
     }
 }
+
+/// A step that ran and failed, and never succeeded, is not "never run":
+/// `plan` and `why` say its last run failed.
+#[test]
+fn plan_and_why_say_a_step_that_only_failed_failed_last_time() {
+    let ws = TestWorkspace::new().file(
+        "trove.toml",
+        r#"
+[ops.a]
+cmd = "exit 3"
+out = { o = "o" }
+"#,
+    );
+    ws.run(["run"]).code(1);
+    let plan = ws.run(["plan"]);
+    plan.ok();
+    assert!(
+        plan.stdout.contains("a  run: no successful run yet (the last one failed)"),
+        "{}",
+        plan.stdout
+    );
+    let why = ws.run(["why", "a"]);
+    why.ok();
+    assert!(why.stdout.contains("failed: command failed with exit code 3"), "{}", why.stdout);
+}

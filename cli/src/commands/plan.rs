@@ -3,7 +3,7 @@
 
 use std::process::ExitCode;
 
-use trove_engine::{RunOptions, Selection, StepPlan};
+use trove_engine::{RerunReason, RunOptions, Selection, StepPlan};
 
 use crate::args::PlanArgs;
 use crate::commands::{Ctx, check_steps, load};
@@ -39,7 +39,17 @@ pub fn exec(args: PlanArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
     if args.json {
         render::out_json(&json::plan(&loaded.pipeline.name, &plan, &after))?;
     } else {
-        render::out(&human::plan(&plan, &after))?;
+        // "No previous run" of a step that did run, and failed, says so.
+        let mut failed = std::collections::HashSet::new();
+        for s in &plan.steps {
+            if let StepPlan::Run(r) = &s.plan
+                && matches!(r.as_slice(), [RerunReason::NoPreviousTrace])
+                && loaded.store.step_log(&s.step)?.is_some_and(|log| log.failure.is_some())
+            {
+                failed.insert(s.step.to_string());
+            }
+        }
+        render::out(&human::plan(&plan, &after, &failed))?;
     }
     Ok(ExitCode::SUCCESS)
 }

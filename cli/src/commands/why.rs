@@ -25,7 +25,16 @@ pub fn exec(args: WhyArgs, ctx: &Ctx) -> anyhow::Result<ExitCode> {
             .ok_or_else(|| anyhow::anyhow!("step `{}` is not in the plan", args.step))?;
         render::out_json(&doc)?;
     } else {
-        render::out(&human::why(&plan, &args.step, last_run.as_deref()))?;
+        let mut text = human::why(&plan, &args.step, last_run.as_deref());
+        // A step that never succeeded but did run says how its last run ended.
+        if last_run.is_none()
+            && let Some(log) = loaded.store.step_log(&args.step)?
+            && let Some(failure) = &log.failure
+        {
+            let first = failure.lines().next().unwrap_or_default();
+            text.push_str(&format!("  (its last run, {}, failed: {first})\n", log.run_id));
+        }
+        render::out(&text)?;
     }
     Ok(ExitCode::SUCCESS)
 }

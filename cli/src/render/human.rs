@@ -231,18 +231,30 @@ pub fn reasons(list: &[RerunReason]) -> String {
 }
 
 /// The plan, step by step. `after`: for steps that run, the upstream
-/// steps that run (or wait) before them.
-pub fn plan(plan: &Plan, after: &std::collections::HashMap<String, Vec<String>>) -> String {
+/// steps that run (or wait) before them; `failed`: steps that never
+/// succeeded but did run, and failed, last time.
+pub fn plan(
+    plan: &Plan,
+    after: &std::collections::HashMap<String, Vec<String>>,
+    failed: &std::collections::HashSet<String>,
+) -> String {
     let width = plan.steps.iter().map(|s| s.step.len()).max().unwrap_or(0);
     let mut out = String::new();
     let names = |on: &[String]| on.iter().map(|s| format!("`{s}`")).collect::<Vec<_>>().join(", ");
     for s in &plan.steps {
         let line = match &s.plan {
             StepPlan::Hit { .. } => "memoized".to_owned(),
-            StepPlan::Run(r) => match after.get(s.step.as_str()) {
-                Some(first) => format!("run: {} (after {})", reasons(r), names(first)),
-                None => format!("run: {}", reasons(r)),
-            },
+            StepPlan::Run(r) => {
+                let why = if failed.contains(s.step.as_str()) {
+                    "no successful run yet (the last one failed)".to_owned()
+                } else {
+                    reasons(r)
+                };
+                match after.get(s.step.as_str()) {
+                    Some(first) => format!("run: {why} (after {})", names(first)),
+                    None => format!("run: {why}"),
+                }
+            }
             StepPlan::Waiting { on } => {
                 format!("waits on {}: runs only if its inputs come out different", names(on))
             }
