@@ -397,6 +397,60 @@ impl Workspace {
     }
 }
 
+/// Source paths that reach an output through a linked directory
+/// (`alias -> build`, input `alias/a.txt`, output `build/a.txt`): edges
+/// come from paths, so such a source would be hashed before its writer
+/// runs and read stale. Directories are looked at once each, and only a
+/// path under a linked one is resolved.
+struct LinkedDirs<'a> {
+    root: &'a Path,
+    real_root: Option<PathBuf>,
+    outputs: BTreeMap<&'a str, ()>,
+    linked: std::collections::HashMap<String, bool>,
+}
+
+impl<'a> LinkedDirs<'a> {
+    fn new(root: &'a Path, pipeline: &'a Pipeline) -> LinkedDirs<'a> {
+        let outputs =
+            pipeline.ops.iter().flat_map(|o| &o.outputs).map(|o| (o.path.as_str(), ())).collect();
+        LinkedDirs { root, real_root: None, outputs, linked: std::collections::HashMap::new() }
+    }
+
+    /// The output path (or the path inside an output directory) `path`
+    /// really is, when a directory on its way is a link and it is one.
+    fn output_behind(&mut self, path: &str) -> Option<String> {
+        let parent = path.rsplit_once('/')?.0;
+        let mut any = false;
+        let mut at = 0;
+        while at <= parent.len() {
+            let end = parent[at..].find('/').map_or(parent.len(), |i| at + i);
+            let prefix = &parent[..end];
+            let linked = *self.linked.entry(prefix.to_owned()).or_insert_with(|| {
+                std::fs::symlink_metadata(self.root.join(prefix)).is_ok_and(|m| m.is_symlink())
+            });
+            any |= linked;
+            at = end + 1;
+        }
+        if !any {
+            return None;
+        }
+        if self.real_root.is_none() {
+            self.real_root = std::fs::canonicalize(self.root).ok();
+        }
+        let real_parent = std::fs::canonicalize(self.root.join(parent)).ok()?;
+        let rel = real_parent.strip_prefix(self.real_root.as_ref()?).ok()?;
+        let name = path.rsplit_once('/')?.1;
+        let real = if rel.as_os_str().is_empty() {
+            name.to_owned()
+        } else {
+            format!("{}/{name}", rel.to_string_lossy())
+        };
+        let written = self.outputs.contains_key(real.as_str())
+            || real.match_indices('/').any(|(i, _)| self.outputs.contains_key(&real[..i]));
+        written.then_some(real)
+    }
+}
+
 /// A job built from a pipeline, with what the engine must be told before
 /// planning.
 pub struct Built {
@@ -486,6 +540,7 @@ pub fn build_cut(
     // Keyed by path, so each source is hashed once and a pipeline of 100k
     // steps stays linear.
     let mut sources: BTreeMap<String, DataVersion> = BTreeMap::new();
+    let mut links = LinkedDirs::new(&ws.root, pipeline);
     let mut env_names: Vec<String> = Vec::new();
     for def in &pipeline.ops {
         let mut op = Op::new(def.name.clone()).config(def.config.clone());
@@ -510,6 +565,17 @@ pub fn build_cut(
             let from = match &input.from {
                 Wire::Source => {
                     if !sources.contains_key(&input.path) {
+                        if let Some(real) = links.output_behind(&input.path) {
+                            let mut d = Diagnostic::new(
+                                format!(
+                                    "input `{}` of op `{}` reads {}, which is {real}, written by an op, through a symbolic link",
+                                    input.name, def.name, input.path
+                                ),
+                                input.span.clone(),
+                            );
+                            d.label = format!("name it `{real}` so the op runs after its writer");
+                            return Err(ws.error(d));
+                        }
                         let data = hash(&input.path).map_err(|e| {
                             let mut d = Diagnostic::new(
                                 format!(

@@ -1515,3 +1515,39 @@ out = { o = "o" }
     why.ok();
     assert!(why.stdout.contains("failed: command failed with exit code 3"), "{}", why.stdout);
 }
+
+/// An input that reaches another op's output through a linked directory
+/// would be hashed as a source before its writer runs: it is refused, with
+/// the path to name instead.
+#[test]
+fn an_input_reaching_an_output_through_a_linked_directory_is_refused() {
+    let ws = TestWorkspace::new()
+        .file(
+            "trove.toml",
+            r#"
+[ops.a]
+cmd = "cat {in.s} > {out.o}"
+in = { s = "src.txt" }
+out = { o = "build/a.txt" }
+
+[ops.b]
+cmd = "cat {in.x} > {out.o}"
+in = { x = "alias/a.txt" }
+out = { o = "b.txt" }
+"#,
+        )
+        .file("src.txt", "one\n")
+        .file("build/a.txt", "stale\n");
+    std::os::unix::fs::symlink("build", ws.root().join("alias")).unwrap();
+    let out = ws.run(["run"]);
+    out.code(2);
+    assert!(
+        out.stderr.contains("reads alias/a.txt, which is build/a.txt, written by an op"),
+        "{}",
+        out.stderr
+    );
+    // Named as what it is, it is an edge.
+    ws.write("trove.toml", &ws.read("trove.toml").replace("alias/a.txt", "build/a.txt"));
+    run_json(&ws, &[]).ok();
+    assert_eq!(ws.read("b.txt"), "one\n");
+}
