@@ -1950,16 +1950,30 @@ fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
 /// open, where the database can still be set aside before anything runs.
 /// `Err`: what is damaged.
 fn probe(db: &redb::Database) -> Result<(), String> {
+    // Only damage counts: any other refusal (a busy file, a table of
+    // another type) is for the operations that meet it to report.
+    fn damage(e: &dyn trace_db::RedbError) -> Result<(), String> {
+        if e.damage() { Err(e.to_string()) } else { Ok(()) }
+    }
     let read = || -> Result<(), String> {
-        let txn = redb::ReadableDatabase::begin_read(db).map_err(|e| e.to_string())?;
+        let txn = match redb::ReadableDatabase::begin_read(db) {
+            Ok(txn) => txn,
+            Err(e) => return damage(&e),
+        };
         for table in ALL_TABLES {
             let handle = match txn.open_table(table) {
                 Ok(handle) => handle,
-                Err(redb::TableError::TableDoesNotExist(_)) => continue,
-                Err(e) => return Err(e.to_string()),
+                Err(e) => {
+                    damage(&e)?;
+                    continue;
+                }
             };
-            handle.first().map_err(|e| e.to_string())?;
-            handle.last().map_err(|e| e.to_string())?;
+            if let Err(e) = handle.first() {
+                damage(&e)?;
+            }
+            if let Err(e) = handle.last() {
+                damage(&e)?;
+            }
         }
         Ok(())
     };
