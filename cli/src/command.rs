@@ -36,13 +36,104 @@ pub fn sh(root: &Path, script: &str, env: &[(&str, &str)]) -> std::io::Result<Sh
         command.envs(env.iter().copied());
     }
     command.stdout(Stdio::piped()).stderr(Stdio::piped());
-    let child = command.spawn()?;
+    let mut child = command.spawn()?;
     let pid = child.id();
     running(|pids| pids.push(pid));
-    let output = child.wait_with_output();
+    let output = read_tails(&mut child).and_then(|(stdout, stderr)| {
+        child.wait().map(|status| ShellOutput { status, stdout, stderr })
+    });
     running(|pids| pids.retain(|&p| p != pid));
-    let output = output?;
-    Ok(ShellOutput { status: output.status, stdout: output.stdout, stderr: output.stderr })
+    output
+}
+
+/// How much of a command's standard output, and of its standard error, is
+/// kept (in memory, then in the step's log): the last 1 MiB of each. A
+/// command may print gigabytes; the tail is what explains a failure.
+pub const LOG_KEPT: usize = 1 << 20;
+
+/// Reads a child's standard output and error to their ends, keeping the
+/// last [`LOG_KEPT`] bytes of each (one thread, `poll`), with a first line
+/// saying how much was left out.
+fn read_tails(child: &mut std::process::Child) -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+    use rustix::event::{PollFd, PollFlags, poll};
+    use std::io::Read as _;
+    let (Some(mut out), Some(mut err)) = (child.stdout.take(), child.stderr.take()) else {
+        return Ok((Vec::new(), Vec::new()));
+    };
+    let mut tails = [Tail::default(), Tail::default()];
+    let mut open = [true, true];
+    let mut buf = vec![0u8; 64 * 1024];
+    while open[0] || open[1] {
+        let mut ready = [false, false];
+        {
+            let mut fds = Vec::with_capacity(2);
+            if open[0] {
+                fds.push(PollFd::new(&out, PollFlags::IN));
+            }
+            if open[1] {
+                fds.push(PollFd::new(&err, PollFlags::IN));
+            }
+            match poll(&mut fds, None) {
+                Ok(_) => {}
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            let mut i = 0;
+            for (which, is_open) in open.iter().enumerate() {
+                if *is_open {
+                    ready[which] = !fds[i].revents().is_empty();
+                    i += 1;
+                }
+            }
+        }
+        for which in 0..2 {
+            if !ready[which] {
+                continue;
+            }
+            let read = if which == 0 { out.read(&mut buf) } else { err.read(&mut buf) };
+            match read {
+                Ok(0) => open[which] = false,
+                Ok(n) => tails[which].push(&buf[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    let [stdout, stderr] = tails;
+    Ok((stdout.finish(), stderr.finish()))
+}
+
+/// The last [`LOG_KEPT`] bytes of a stream, and how long it was.
+#[derive(Default)]
+struct Tail {
+    kept: Vec<u8>,
+    total: u64,
+}
+
+impl Tail {
+    fn push(&mut self, bytes: &[u8]) {
+        self.total += bytes.len() as u64;
+        self.kept.extend_from_slice(bytes);
+        // Trimmed in halves, so a chatty command costs a copy per MiB.
+        if self.kept.len() >= 2 * LOG_KEPT {
+            self.kept.drain(..self.kept.len() - LOG_KEPT);
+        }
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        if self.kept.len() > LOG_KEPT {
+            self.kept.drain(..self.kept.len() - LOG_KEPT);
+        }
+        let dropped = self.total - self.kept.len() as u64;
+        if dropped == 0 {
+            return self.kept;
+        }
+        let mut out =
+            format!("[trove: the first {dropped} of {} bytes were not kept]\n", self.total)
+                .into_bytes();
+        out.extend_from_slice(&self.kept);
+        out
+    }
 }
 
 /// The process ids of the commands running now (each `sh` this process
@@ -437,7 +528,29 @@ fn clear_output(path: &Path, in_place: bool) -> std::io::Result<Cleared> {
 
 #[cfg(test)]
 mod tests {
-    use super::exact_text;
+    use super::{LOG_KEPT, Tail, exact_text};
+
+    #[test]
+    fn a_tail_keeps_the_last_bytes_and_says_how_many_it_left_out() {
+        let mut small = Tail::default();
+        small.push(b"hello ");
+        small.push(b"world");
+        assert_eq!(small.finish(), b"hello world");
+        let mut big = Tail::default();
+        for i in 0..5 * LOG_KEPT / 1000 {
+            big.push(format!("{i:0999}\n").as_bytes());
+        }
+        let total = 5 * LOG_KEPT / 1000 * 1000;
+        let kept = big.finish();
+        let text = String::from_utf8(kept).unwrap();
+        let (head, tail) = text.split_once('\n').unwrap();
+        assert_eq!(
+            head,
+            format!("[trove: the first {} of {total} bytes were not kept]", total - LOG_KEPT)
+        );
+        assert_eq!(tail.len(), LOG_KEPT);
+        assert!(tail.ends_with(&format!("{:0999}\n", 5 * LOG_KEPT / 1000 - 1)));
+    }
 
     #[test]
     fn exact_text_keeps_utf8_and_tells_other_bytes_apart() {

@@ -76,6 +76,11 @@ pub(crate) fn normalise_path(path: &str) -> Result<String, String> {
     if path.is_empty() {
         return Err("empty path".into());
     }
+    // Paths are printed one per line (reasons, plans, logs) and reach
+    // commands quoted: a line break or NUL in one has no use.
+    if path.contains(['\n', '\r', '\0']) {
+        return Err(format!("path {path:?} holds a line break or NUL byte"));
+    }
     if path.starts_with('/') || path.starts_with('\\') || path.get(1..2) == Some(":") {
         return Err(format!(
             "absolute path `{path}`: paths are relative to the workspace (the directory of trove.toml)"

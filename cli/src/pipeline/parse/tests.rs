@@ -544,3 +544,12 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn a_path_with_a_line_break_is_refused() {
+    let text = "[ops.a]\ncmd = \"true\"\nin = { s = \"src/a\\nb.txt\" }\nout = { o = \"o\" }\n";
+    let diags = parse(text).err().unwrap_or_default();
+    let rendered: String = diags.iter().map(|d| d.render("trove.toml", text)).collect();
+    assert!(rendered.contains("holds a line break or NUL byte"), "{rendered}");
+    assert!(rendered.contains("trove.toml:3:"), "{rendered}");
+}
