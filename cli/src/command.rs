@@ -457,15 +457,15 @@ impl CommandStep {
             return Ok(());
         };
         let Err(e) = std::fs::create_dir_all(&parent) else { return Ok(()) };
-        // The first ancestor of the output that is not a directory.
-        let blocker = Path::new(out)
-            .ancestors()
-            .skip(1)
-            .filter(|a| !a.as_os_str().is_empty())
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .find(|a| std::fs::symlink_metadata(self.root.join(a)).is_ok_and(|m| !m.is_dir()));
+        // The first directory on the output's way that is not one.
+        let mut prefix = PathBuf::new();
+        let blocker =
+            Path::new(out).parent().into_iter().flat_map(Path::components).find_map(|c| {
+                prefix.push(c);
+                std::fs::symlink_metadata(self.root.join(&prefix))
+                    .is_ok_and(|m| !m.is_dir())
+                    .then(|| prefix.clone())
+            });
         let Some(blocker) = blocker else {
             return Err(OpFailure::new(format!(
                 "cannot create the directory of output {out}: {e}"
@@ -478,7 +478,7 @@ impl CommandStep {
             }
             _ => false,
         });
-        if was_ours && std::fs::remove_file(self.root.join(blocker)).is_ok() {
+        if was_ours && std::fs::remove_file(self.root.join(&blocker)).is_ok() {
             return std::fs::create_dir_all(&parent).map_err(|e| {
                 OpFailure::new(format!("cannot create the directory of output {out}: {e}"))
             });

@@ -419,17 +419,14 @@ impl<'a> LinkedDirs<'a> {
     /// The output path (or the path inside an output directory) `path`
     /// really is, when a directory on its way is a link and it is one.
     fn output_behind(&mut self, path: &str) -> Option<String> {
-        let parent = path.rsplit_once('/')?.0;
+        let (parent, name) = path.rsplit_once('/')?;
+        let prefixes =
+            parent.match_indices('/').map(|(i, _)| &parent[..i]).chain(std::iter::once(parent));
         let mut any = false;
-        let mut at = 0;
-        while at <= parent.len() {
-            let end = parent[at..].find('/').map_or(parent.len(), |i| at + i);
-            let prefix = &parent[..end];
-            let linked = *self.linked.entry(prefix.to_owned()).or_insert_with(|| {
+        for prefix in prefixes {
+            any |= *self.linked.entry(prefix.to_owned()).or_insert_with(|| {
                 std::fs::symlink_metadata(self.root.join(prefix)).is_ok_and(|m| m.is_symlink())
             });
-            any |= linked;
-            at = end + 1;
         }
         if !any {
             return None;
@@ -439,7 +436,6 @@ impl<'a> LinkedDirs<'a> {
         }
         let real_parent = std::fs::canonicalize(self.root.join(parent)).ok()?;
         let rel = real_parent.strip_prefix(self.real_root.as_ref()?).ok()?;
-        let name = path.rsplit_once('/')?.1;
         let real = if rel.as_os_str().is_empty() {
             name.to_owned()
         } else {
