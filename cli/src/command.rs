@@ -295,11 +295,26 @@ pub fn describe_status(status: &ExitStatus) -> String {
     "ended with an unknown status".to_owned()
 }
 
-/// The last `n` lines of some output, lossily decoded.
+/// The last `n` lines of some output, lossily decoded, for a message on a
+/// terminal: control characters other than tabs are shown escaped (`\u{1b}`),
+/// so a command's colours or cursor moves cannot garble trove's report.
 pub fn tail(bytes: &[u8], n: usize) -> String {
     let text = String::from_utf8_lossy(bytes);
     let lines: Vec<&str> = text.trim_end().lines().collect();
-    lines[lines.len().saturating_sub(n)..].join("\n")
+    let shown = lines[lines.len().saturating_sub(n)..].join("\n");
+    if !shown.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+        return shown;
+    }
+    shown
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect()
 }
 
 /// Runs a resource's `version_cmd`: its trimmed standard output (or, if that
@@ -550,6 +565,13 @@ mod tests {
         );
         assert_eq!(tail.len(), LOG_KEPT);
         assert!(tail.ends_with(&format!("{:0999}\n", 5 * LOG_KEPT / 1000 - 1)));
+    }
+
+    #[test]
+    fn a_tail_shows_control_characters_escaped() {
+        use super::tail;
+        assert_eq!(tail(b"one\ntwo\tx\nthree\n", 2), "two\tx\nthree");
+        assert_eq!(tail(b"\x1b[31mred\x1b[0m\r\n", 1), "\\u{1b}[31mred\\u{1b}[0m");
     }
 
     #[test]
