@@ -1253,8 +1253,17 @@ fn changed_source(job: &Job, io: &dyn IoManager, work: &StepWork) -> Option<Stri
     // killed run, another tool) may have rewritten meanwhile. The data
     // version is the whole upstream output's, so that is what is checked,
     // also for an input at a path inside an output directory.
-    let wired = work.inputs.iter().filter_map(|input| {
+    // Several inputs inside one upstream directory check it once.
+    let wired = work.inputs.iter().enumerate().filter_map(|(i, input)| {
         op.inputs()[input.input].path.as_ref()?;
+        let same =
+            |other: &WorkInput| (other.upstream, other.output) == (input.upstream, input.output);
+        if work.inputs[..i]
+            .iter()
+            .any(|earlier| same(earlier) && op.inputs()[earlier.input].path.is_some())
+        {
+            return None;
+        }
         let output = &job.step(input.upstream).outputs()[input.output];
         output.path.as_deref().map(|path| (path, input.stored.data_version))
     });

@@ -339,7 +339,7 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
             let checked = crate::trace_db::quietly(|| {
                 db.check_integrity().map_err(|e| (e.damage(), e.to_string()))
             })
-            .unwrap_or_else(|_| Err((true, "redb failed on its pages".into())));
+            .unwrap_or_else(|panic| Err((true, crate::pages_failed(panic.as_ref()))));
             match checked {
                 Ok(true) => {}
                 Ok(false) => report.problems.push(Problem {
@@ -550,17 +550,15 @@ pub(crate) fn verify(store: &Store) -> Result<VerifyReport, StoreError> {
             dead_traces.push(k.clone());
         }
     }
-    let stored_traces: HashSet<&[u8]> = traces
-        .iter()
-        .map(|(k, _)| k.as_slice())
-        .filter(|k| !dead_traces.iter().any(|d| d.as_slice() == *k))
-        .collect();
+    let dead: HashSet<&[u8]> = dead_traces.iter().map(Vec::as_slice).collect();
+    let stored_traces: HashSet<&[u8]> =
+        traces.iter().map(|(k, _)| k.as_slice()).filter(|k| !dead.contains(k)).collect();
     let mut dead_latest = Vec::new();
     for (k, v) in &latest {
         let Ok(l) = decode::<LatestRecord>(RecordKind::Latest, v) else { continue };
         if !stored_traces.contains(l.op_version.0.as_slice()) {
             // Left by a trace removed just now, or a problem of its own.
-            if !dead_traces.iter().any(|d| d.as_slice() == l.op_version.0.as_slice()) {
+            if !dead.contains(l.op_version.0.as_slice()) {
                 report.problems.push(Problem {
                     what: format!("latest trace pointer (run {})", l.run_id),
                     detail: "points at a trace that is not stored; removed".into(),

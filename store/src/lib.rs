@@ -976,7 +976,7 @@ impl Store {
             Ok(r)
         })
         .unwrap_or_else(|panic| {
-            let message = format!("redb failed on its pages: {}", panic_text(panic.as_ref()));
+            let message = pages_failed(panic.as_ref());
             trace_db::note_damage(path, &message);
             Err(StoreError::Damaged { path: path.to_path_buf(), message })
         })?;
@@ -1936,13 +1936,14 @@ fn is_damage(e: &redb::DatabaseError) -> bool {
     trace_db::RedbError::damage(e)
 }
 
-/// A panic's message.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    payload
+/// What a panic of redb's on a damaged file says, with its message.
+pub(crate) fn pages_failed(payload: &(dyn std::any::Any + Send)) -> String {
+    let text = payload
         .downcast_ref::<&str>()
         .map(|s| (*s).to_owned())
         .or_else(|| payload.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "a panic".to_owned())
+        .unwrap_or_else(|| "a panic".to_owned());
+    format!("redb failed on its pages: {text}")
 }
 
 /// Reads the root-to-leaf path of both ends of every table, with redb's
@@ -1977,9 +1978,7 @@ fn probe(db: &redb::Database) -> Result<(), String> {
         }
         Ok(())
     };
-    trace_db::quietly(read).unwrap_or_else(|panic| {
-        Err(format!("redb failed on its pages: {}", panic_text(panic.as_ref())))
-    })
+    trace_db::quietly(read).unwrap_or_else(|panic| Err(pages_failed(panic.as_ref())))
 }
 
 /// Moves a damaged database into the quarantine directory (beside the
@@ -2282,8 +2281,7 @@ impl Drop for Store {
             if let Ok(mut db) = self.db.write() {
                 let old = std::mem::replace(&mut *db, Db::Left);
                 if let Err(panic) = trace_db::quietly(move || drop(old)) {
-                    let message =
-                        format!("redb failed on its pages: {}", panic_text(panic.as_ref()));
+                    let message = pages_failed(panic.as_ref());
                     trace_db::note_damage(&self.db_path, &message);
                 }
             }
